@@ -1,0 +1,90 @@
+"""The admin API: each route parses, calls one function in `chalicelib`, and shapes the answer."""
+
+from chalice import Chalice, Response
+from chalice.app import Request
+
+from chalicelib import api_keys, llm_models, replicas, table_browser
+from chalicelib.http_edge import json_body, json_errors, path_id, require_admin
+
+app = Chalice(app_name="hyperstack-llm-proxy")
+app.register_middleware(json_errors, "http")
+
+NO_CONTENT = Response(body="", status_code=204)
+# Bodies are read as JSON whatever their declared type (curl -d sends a form type); what is not
+# JSON gets a clear 400 rather than a 415.
+ANY_BODY = ["*/*"]
+
+
+def admin_request() -> Request:
+    request = app.current_request
+    require_admin(request)
+    return request
+
+
+@app.route("/v1/generate_api_key", methods=["POST"], content_types=ANY_BODY)
+def generate_api_key() -> dict:
+    return api_keys.generate(json_body(admin_request()))
+
+
+@app.route("/v1/delete_api_key", methods=["POST"], content_types=ANY_BODY)
+def delete_api_key() -> dict:
+    return {"message": api_keys.delete(json_body(admin_request()))}
+
+
+@app.route("/v1/tables", methods=["GET"])
+def list_tables() -> dict:
+    admin_request()
+    return {"tables": table_browser.table_names()}
+
+
+@app.route("/v1/tables/{table_name}", methods=["GET"])
+def read_table(table_name: str) -> dict:
+    query = admin_request().query_params or {}
+    return table_browser.page(table_name, query.get("limit"), query.get("next_token"))
+
+
+@app.route("/v1/models", methods=["GET"])
+def list_models() -> list:
+    query = admin_request().query_params or {}
+    return llm_models.list_models(active_only=query.get("active", "").lower() in ("true", "1"))
+
+
+@app.route("/v1/models", methods=["POST"], content_types=ANY_BODY)
+def create_model() -> Response:
+    return Response(body=llm_models.create(json_body(admin_request())), status_code=201)
+
+
+# API Gateway allows one variable name per path level: GET reads a model name, DELETE an id.
+@app.route("/v1/models/{model_ref}", methods=["GET", "DELETE"])
+def model(model_ref: str) -> dict | Response:
+    if admin_request().method == "GET":
+        return llm_models.get(model_ref)
+    llm_models.delete(path_id(model_ref, "Model"))
+    return NO_CONTENT
+
+
+@app.route("/v1/models/{model_ref}/replicas", methods=["GET"])
+def list_replicas(model_ref: str) -> list:
+    admin_request()
+    return replicas.list_for_model(path_id(model_ref, "Model"))
+
+
+@app.route("/v1/models/{model_ref}/replicas", methods=["POST"], content_types=ANY_BODY)
+def create_replica(model_ref: str) -> Response:
+    body = json_body(admin_request())
+    replica_id = replicas.create(path_id(model_ref, "Model"), body)
+    return Response(body={"replica_id": replica_id}, status_code=201)
+
+
+@app.route("/v1/models/replicas/{replica_id}", methods=["PUT"], content_types=ANY_BODY)
+def update_replica(replica_id: str) -> Response:
+    body = json_body(admin_request())
+    replicas.update_rate_limit(path_id(replica_id, "Replica"), body)
+    return NO_CONTENT
+
+
+@app.route("/v1/replicas/{replica_id}", methods=["DELETE"])
+def delete_replica(replica_id: str) -> Response:
+    admin_request()
+    replicas.delete(path_id(replica_id, "Replica"))
+    return NO_CONTENT

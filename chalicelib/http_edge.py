@@ -1,0 +1,71 @@
+"""The HTTP edge of the admin API: parsing what arrives, and shaping every error as JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Request, Response
+
+from chalicelib.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from chalicelib.observability import logger
+from chalicelib.schemas import MAX_ID
+from chalicelib.settings import admin_api_key, get_settings
+
+
+def json_body(request: Request) -> Any:
+    """The body as JSON; an empty body is `{}` so that validation names the missing fields."""
+    raw = request.raw_body or b""
+    if len(raw) > get_settings().max_admin_body_bytes:
+        raise PayloadTooLarge("Request body is too large.")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Request body is not valid JSON.") from None
+
+
+def path_id(segment: str, what: str) -> int:
+    """An integer id from the path; anything else names nothing, so it is a 404."""
+    if segment.isascii() and segment.isdigit() and 0 < int(segment) <= MAX_ID:
+        return int(segment)
+    raise NotFound(f"{what} not found")
+
+
+def require_admin(request: Request) -> None:
+    expected = admin_api_key()
+    presented = bearer_token(request)
+    # Compare digests so that neither the content nor the length of the key leaks through timing.
+    if not expected or not presented or not hmac.compare_digest(_digest(presented), _digest(expected)):
+        raise Unauthorized("Invalid Admin API key.")
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def json_errors(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Chalice middleware: our exceptions and Chalice's own errors leave as `{"error": ...}`."""
+    try:
+        response = get_response(request)
+    except ApiError as error:
+        return Response(body=error.body(), status_code=error.status)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        if response.status_code >= 500:
+            logger.error("unhandled error", extra={"path": request.path, "code": body["Code"]})
+            return Response(body={"error": "Internal server error."}, status_code=500)
+        return Response(body={"error": body["Message"]}, status_code=response.status_code, headers=response.headers)
+    return response
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()

@@ -1,0 +1,93 @@
+"""An HTTP server that plays API Gateway in front of the Chalice app, for the local stack.
+
+Routes answer under `/v1/...` and, like the deployed stage, under `/api/v1/...`. Each request is
+handled by an app instance of its own (one from a pool), as each Lambda instance handles one
+request at a time: Chalice keeps the current request on the app object.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import queue
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from chalice.config import Config
+from chalice.local import LocalGateway, LocalGatewayException
+
+APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
+STAGE_PREFIX = "/api"
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+
+class _GatewayPool:
+    def __init__(self) -> None:
+        self._idle: queue.SimpleQueue[LocalGateway] = queue.SimpleQueue()
+        self._names = itertools.count(1)
+
+    def take(self) -> LocalGateway:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return LocalGateway(_load_app(f"app_instance_{next(self._names)}"), Config())
+
+    def give_back(self, gateway: LocalGateway) -> None:
+        self._idle.put(gateway)
+
+
+def _load_app(module_name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(module_name, APP_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: LocalApiServer
+
+    def _handle(self) -> None:
+        path = self.path[len(STAGE_PREFIX) :] if self.path.startswith(STAGE_PREFIX + "/") else self.path
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._send(413, {"content-type": "application/json"}, json.dumps({"error": "Request body is too large."}))
+        body = self.rfile.read(length) if length else None
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        gateway = self.server.pool.take()
+        try:
+            response = gateway.handle_request(self.command, path, headers, body)
+            self._send(response["statusCode"], response.get("headers") or {}, response.get("body") or "")
+        except LocalGatewayException as error:
+            self._send(error.CODE, error.headers, error.body or b"")
+        finally:
+            self.server.pool.give_back(gateway)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+    def _send(self, status: int, headers: dict[str, str], body: str | bytes) -> None:
+        payload = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class LocalApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, verbose: bool = True) -> None:
+        super().__init__((host, port), _Handler)
+        self.pool = _GatewayPool()
+        self.verbose = verbose

@@ -1,0 +1,196 @@
+"""Replicas: OpenAI-compatible servers behind a model, given by URL or provisioned as a VM.
+
+A replica's endpoint is unique per model. DynamoDB has no unique constraint beside the
+primary key, so a guard item (`endpoint#<model id>#<endpoint>` in the bookkeeping table) is
+written in the same transaction as the replica, on condition that it does not exist yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pynamodb.exceptions import TransactWriteError
+
+from chalicelib.clock import iso, now
+from chalicelib.errors import Conflict, NotFound, ValidationFailed
+from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
+from chalicelib.settings import get_settings
+from chalicelib.store.lookups import model_by_id
+from chalicelib.store.sequences import next_id
+from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
+from chalicelib.store.transactions import MAX_ITEMS, failed_conditions, transaction
+from chalicelib.validation import field_error, validate
+
+PENDING = "PENDING"
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+_CHAT_SUFFIX = "/chat/completions"
+PUBLIC_FIELDS = (
+    "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
+    "name", "environment_name", "image_name", "flavor_name", "key_name", "port",
+    "run_command", "assign_floating_ip", "created_at",
+)
+
+
+def describe(replica: Replica) -> dict[str, Any]:
+    row = {field: getattr(replica, field) for field in PUBLIC_FIELDS}
+    return {**row, "created_at": iso(replica.created_at)}
+
+
+def of_model(model_id: int) -> list[Replica]:
+    return list(Replica.by_model.query(model_id))
+
+
+def list_for_model(model_id: int) -> list[dict[str, Any]]:
+    _model_or_404(model_id)
+    return [describe(replica) for replica in of_model(model_id)]
+
+
+def create(model_id: int, body: Any) -> int:
+    request = validate(CREATE_REPLICA, body)
+    model = _model_or_404(model_id)
+    details = request.get("vm_creation_details")
+    if request["create_vm"]:
+        if details is None:
+            raise field_error("vm_creation_details", "VM creation details must be provided when create_vm is True.")
+        _check_port_ranges(details.get("security_rules") or [])
+        replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
+    else:
+        if not request.get("endpoint"):
+            raise field_error("endpoint", "LLM EndPoint URL must not be empty.")
+        endpoint = normalize_endpoint(request["endpoint"])
+        replica, rules = _existing_replica(model, endpoint, request.get("rate_limit")), []
+    _insert(model, replica, rules)
+    return replica.id
+
+
+def update_rate_limit(replica_id: int, body: Any) -> None:
+    request = validate(UPDATE_REPLICA, body)
+    replica = _replica_or_404(replica_id)
+    action = Replica.rate_limit.set(request["rate_limit"]) if request["rate_limit"] else Replica.rate_limit.remove()
+    try:
+        replica.update(actions=[action], condition=Replica.id.exists())
+    except Exception as error:  # the replica went away between the read and the write
+        if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
+            raise NotFound("Replica not found") from None
+        raise
+
+
+def delete(replica_id: int) -> None:
+    replica = _replica_or_404(replica_id)
+    _delete_rows([replica], condition_on=None)
+
+
+def delete_all(model: LlmModel) -> None:
+    """The model, its replicas and their security rules, in as few transactions as fit."""
+    _delete_rows(of_model(model.id), condition_on=model)
+
+
+def normalize_endpoint(raw: str) -> str:
+    """One form for an endpoint: the OpenAI base URL, e.g. `http://host:8000/v1`."""
+    raw = raw.strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise field_error("endpoint", "Not a valid URL.")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise field_error("endpoint", "Not a valid URL.") from None
+    path = parts.path.rstrip("/")
+    if path.endswith(_CHAT_SUFFIX):
+        path = path[: -len(_CHAT_SUFFIX)]
+    return urlunsplit((parts.scheme, parts.netloc.lower(), path or "/v1", "", ""))
+
+
+def _existing_replica(model: LlmModel, endpoint: str, rate_limit: int | None) -> Replica:
+    return Replica(
+        next_id("replicas"), model_id=model.id, endpoint=endpoint, rate_limit=rate_limit,
+        vm_status=SUCCESS, created_at=now(),
+    )
+
+
+def _provisioned_replica(
+    model: LlmModel, rate_limit: int | None, details: dict[str, Any]
+) -> tuple[Replica, list[ReplicaSecurityRule]]:
+    replica = Replica(
+        next_id("replicas"), model_id=model.id, rate_limit=rate_limit, vm_status=PENDING, created_at=now(),
+        name=details["name"], environment_name=details["environment_name"], image_name=details["image_name"],
+        flavor_name=details["flavor_name"], key_name=details["key_name"], port=details["port"],
+        run_command=details["run_command"], assign_floating_ip=details["assign_floating_ip"],
+    )
+    only_the_port = {"direction": "ingress", "protocol": "tcp", "ethertype": "IPv4"}
+    only_the_port |= {"port_range_min": details["port"], "port_range_max": details["port"]}
+    rule_requests = details.get("security_rules") or [only_the_port]
+    rules = [_security_rule(replica.id, rule) for rule in rule_requests]
+    return replica, rules
+
+
+def _check_port_ranges(rules: list[dict[str, Any]]) -> None:
+    errors = {
+        str(index): {"port_range_min": ["port_range_min must be less than or equal to port_range_max."]}
+        for index, rule in enumerate(rules)
+        if rule["port_range_min"] > rule["port_range_max"]
+    }
+    if errors:
+        raise ValidationFailed({"vm_creation_details": {"security_rules": errors}})
+
+
+def _security_rule(replica_id: int, rule: dict[str, Any]) -> ReplicaSecurityRule:
+    return ReplicaSecurityRule(
+        replica_id, next_id("replica_security_rules"),
+        direction=rule["direction"], protocol=rule["protocol"], ethertype=rule["ethertype"],
+        remote_ip_prefix=rule.get("remote_ip_prefix") or get_settings().replica_ingress_cidr,
+        port_range_min=rule["port_range_min"], port_range_max=rule["port_range_max"],
+    )
+
+
+def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule]) -> None:
+    try:
+        with transaction() as tx:
+            tx.condition_check(LlmModel, model.name, condition=LlmModel.id == model.id)
+            if replica.endpoint:
+                tx.save(Bookkeeping(_endpoint_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
+            tx.save(replica, condition=Replica.id.does_not_exist())
+            for rule in rules:
+                tx.save(rule)
+    except TransactWriteError as error:
+        failed = failed_conditions(error)
+        if 0 in failed:
+            raise NotFound("Model not found") from None
+        if replica.endpoint and 1 in failed:
+            raise Conflict("Endpoint already exists") from None
+        raise
+
+
+def _delete_rows(replicas: list[Replica], condition_on: LlmModel | None) -> None:
+    items: list[Any] = []
+    for replica in replicas:
+        items.append(replica)
+        items.extend(ReplicaSecurityRule.query(replica.id))
+        if replica.endpoint:
+            items.append(Bookkeeping(_endpoint_guard(replica)))
+    if condition_on is not None:
+        items.append(condition_on)  # last, so a cascade cut short leaves the model to retry on
+    for start in range(0, len(items), MAX_ITEMS):
+        with transaction() as tx:
+            for item in items[start : start + MAX_ITEMS]:
+                tx.delete(item)
+
+
+def _endpoint_guard(replica: Replica) -> str:
+    return f"endpoint#{replica.model_id}#{replica.endpoint}"
+
+
+def _model_or_404(model_id: int) -> LlmModel:
+    model = model_by_id(model_id)
+    if model is None:
+        raise NotFound("Model not found")
+    return model
+
+
+def _replica_or_404(replica_id: int) -> Replica:
+    try:
+        return Replica.get(replica_id, consistent_read=True)
+    except Replica.DoesNotExist:
+        raise NotFound("Replica not found") from None

@@ -1,0 +1,113 @@
+"""Request schemas of the admin API, as JSON Schema (validated by `chalicelib.validation`).
+
+Bounds that are contracts live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_ID = 2**53 - 1  # ids stay exact as JSON numbers in every client
+DEFAULT_ALLOWED_RPM = 160  # the original toolkit's default
+MAX_ALLOWED_RPM = 1_000_000
+MODEL_NAME_PATTERN = r"^[^\s%?#/][^\s%?#]*(?<!/)$"
+
+
+def _integer(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length, "maxLength": max_length}
+
+
+MODEL_NAME: dict[str, Any] = {
+    **_string(256),
+    "pattern": MODEL_NAME_PATTERN,
+    "x-pattern-message": "Must not contain spaces, '%', '?' or '#', nor start or end with '/'.",
+}
+
+GENERATE_API_KEY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id"],
+    "properties": {
+        "user_id": _string(256),
+        "allowed_rpm": {**_integer(1, MAX_ALLOWED_RPM), "default": DEFAULT_ALLOWED_RPM},
+        "models": {"type": ["array", "null"], "items": MODEL_NAME, "maxItems": 100},
+        # ISO 8601 (a bare date-time is taken as UTC) or Unix seconds; see chalicelib.api_keys.
+        "expires_at": {"type": ["string", "integer", "null"]},
+    },
+}
+
+DELETE_API_KEY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id", "api_key_id"],
+    "properties": {"user_id": _string(256, min_length=0), "api_key_id": _integer(1, MAX_ID)},
+}
+
+CREATE_MODEL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {"name": MODEL_NAME},
+}
+
+PORT: dict[str, Any] = _integer(0, 65535)
+
+SECURITY_RULE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["port_range_min", "port_range_max"],
+    "properties": {
+        "direction": {"type": "string", "enum": ["ingress", "egress"], "default": "ingress"},
+        "protocol": {"type": "string", "enum": ["tcp", "udp"], "default": "tcp"},
+        "ethertype": {"type": "string", "enum": ["IPv4", "IPv6"], "default": "IPv4"},
+        "remote_ip_prefix": _string(64),
+        "port_range_min": PORT,
+        "port_range_max": PORT,
+    },
+}
+
+VM_CREATION_DETAILS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "environment_name", "image_name", "flavor_name", "key_name", "port", "run_command"],
+    "properties": {
+        "name": {
+            **_string(50),
+            "pattern": r"^[A-Za-z0-9-]([A-Za-z0-9 -]*[A-Za-z0-9-])?$",
+            "x-pattern-message": (
+                "Invalid name format. Name must not start or end with a space "
+                "and can contain alphanumeric characters, spaces, and hyphens."
+            ),
+        },
+        "environment_name": _string(256),
+        "image_name": _string(256),
+        "flavor_name": _string(256),
+        "key_name": _string(256),
+        "port": _integer(1, 65535),
+        "run_command": _string(16 * 1024),
+        "assign_floating_ip": {"type": "boolean", "default": True},
+        "security_rules": {"type": "array", "items": SECURITY_RULE, "maxItems": 20},
+    },
+}
+
+CREATE_REPLICA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "endpoint": {"type": ["string", "null"], "maxLength": 2048},
+        "rate_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ALLOWED_RPM},
+        "create_vm": {"type": "boolean", "default": False},
+        "vm_creation_details": VM_CREATION_DETAILS,
+    },
+}
+
+UPDATE_REPLICA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["rate_limit"],
+    "properties": {"rate_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ALLOWED_RPM}},
+}

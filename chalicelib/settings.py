@@ -1,0 +1,69 @@
+"""Configuration, read once from the environment.
+
+In AWS the secrets are not in the environment: their SSM parameter names are, and the
+values are fetched (and cached) through Powertools' parameters utility on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+LOGICAL_TABLES = ("api_key", "metric", "llm_models", "replicas", "replica_security_rules")
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    table_prefix: str
+    aws_region: str
+    dynamodb_endpoint: str | None
+    admin_api_key: str | None
+    admin_api_key_parameter: str | None
+    replica_ingress_cidr: str
+    max_admin_body_bytes: int
+    metric_ttl_days: int
+    secret_cache_seconds: int
+
+    def table_name(self, logical_name: str) -> str:
+        return f"{self.table_prefix}-{logical_name}"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    stage = os.environ.get("STAGE", "local")
+    return Settings(
+        stage=stage,
+        table_prefix=os.environ.get("TABLE_PREFIX", f"llm-proxy-{stage}"),
+        aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        # botocore honours AWS_ENDPOINT_URL by itself; the DynamoDB-specific one wins.
+        dynamodb_endpoint=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL"),
+        admin_api_key=os.environ.get("ADMIN_API_KEY") or None,
+        admin_api_key_parameter=os.environ.get("ADMIN_API_KEY_PARAMETER") or None,
+        # Who may reach a provisioned replica's port. Deliberately not 0.0.0.0/0 by default:
+        # an operator who wants the world must say so.
+        replica_ingress_cidr=os.environ.get("REPLICA_INGRESS_CIDR", "127.0.0.1/32"),
+        max_admin_body_bytes=_int("MAX_ADMIN_BODY_BYTES", 64 * 1024),
+        metric_ttl_days=_int("METRIC_TTL_DAYS", 400),
+        secret_cache_seconds=_int("SECRET_CACHE_SECONDS", 300),
+    )
+
+
+def admin_api_key() -> str | None:
+    """The admin key: from the environment locally, from SSM (decrypted, cached) in AWS."""
+    settings = get_settings()
+    if settings.admin_api_key:
+        return settings.admin_api_key
+    if settings.admin_api_key_parameter:
+        from aws_lambda_powertools.utilities import parameters
+
+        return parameters.get_parameter(
+            settings.admin_api_key_parameter, decrypt=True, max_age=settings.secret_cache_seconds
+        )
+    return None

@@ -1,0 +1,1 @@
+"""Data access: PynamoDB tables and the few DynamoDB patterns built on them."""

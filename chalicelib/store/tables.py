@@ -1,0 +1,171 @@
+"""The DynamoDB tables, as PynamoDB models.
+
+Every table carries a `listing` index (a constant partition per table, sorted by `id`) so that
+`/v1/tables/{name}` pages newest-first with a key-condition query and so that rows can be
+found by their integer id. The CloudFormation in `infra/` declares the same keys and indexes;
+`tests/infra` fails if the two drift apart.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.settings import get_settings
+
+_settings = get_settings()
+
+
+def _meta(logical_name: str) -> type:
+    class Meta:
+        table_name = _settings.table_name(logical_name)
+        region = _settings.aws_region
+        host = _settings.dynamodb_endpoint
+        billing_mode = "PAY_PER_REQUEST"
+
+    return Meta
+
+
+class ListingIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "listing"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    id = NumberAttribute(range_key=True)
+
+
+class ByModelIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_model"
+        projection = AllProjection()
+
+    model_id = NumberAttribute(hash_key=True)
+    id = NumberAttribute(range_key=True)
+
+
+class ByApiKeyIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_api_key"
+        projection = AllProjection()
+
+    api_key_id = NumberAttribute(hash_key=True)
+    created = NumberAttribute(range_key=True)
+
+
+class ApiKey(Model):
+    """Keyed by the SHA-256 of the secret, so authenticating a request is one GetItem."""
+
+    Meta = _meta("api_key")
+    key_hash = UnicodeAttribute(hash_key=True)
+    listing = UnicodeAttribute(default="api_key")
+    listing_index = ListingIndex()
+    id = NumberAttribute()
+    user_id = UnicodeAttribute()
+    key_prefix = UnicodeAttribute()
+    last4 = UnicodeAttribute()
+    allowed_rpm = NumberAttribute()
+    enabled = BooleanAttribute(default=True)
+    models = ListAttribute(of=UnicodeAttribute, null=True)
+    expires_at = NumberAttribute(null=True)
+    created_at = NumberAttribute()
+
+
+class Metric(Model):
+    """One row per chat request, with the original toolkit's columns first."""
+
+    Meta = _meta("metric")
+    id = NumberAttribute(hash_key=True)
+    listing = UnicodeAttribute(default="metric")
+    listing_index = ListingIndex()
+    by_api_key = ByApiKeyIndex()
+    api_key_id = NumberAttribute()
+    input = UnicodeAttribute(null=True)
+    created = NumberAttribute()
+    model = UnicodeAttribute()
+    choices = UnicodeAttribute(null=True)
+    prompt_tokens = NumberAttribute(null=True)
+    total_tokens = NumberAttribute(null=True)
+    completion_tokens = NumberAttribute(null=True)
+    duration = NumberAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    replica_id = NumberAttribute(null=True)
+    time_to_first_token = NumberAttribute(null=True)
+    status = NumberAttribute(null=True)
+    streamed = BooleanAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class LlmModel(Model):
+    """Keyed by name: names are unique by construction and the chat path finds them in one read."""
+
+    Meta = _meta("llm_models")
+    name = UnicodeAttribute(hash_key=True)
+    listing = UnicodeAttribute(default="llm_models")
+    listing_index = ListingIndex()
+    id = NumberAttribute()
+    created_at = NumberAttribute()
+
+
+class Replica(Model):
+    Meta = _meta("replicas")
+    id = NumberAttribute(hash_key=True)
+    listing = UnicodeAttribute(default="replicas")
+    listing_index = ListingIndex()
+    by_model = ByModelIndex()
+    model_id = NumberAttribute()
+    endpoint = UnicodeAttribute(null=True)
+    rate_limit = NumberAttribute(null=True)
+    vm_status = UnicodeAttribute()
+    vm_id = NumberAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    environment_name = UnicodeAttribute(null=True)
+    image_name = UnicodeAttribute(null=True)
+    flavor_name = UnicodeAttribute(null=True)
+    key_name = UnicodeAttribute(null=True)
+    port = NumberAttribute(null=True)
+    run_command = UnicodeAttribute(null=True)
+    assign_floating_ip = BooleanAttribute(null=True)
+    execution_arn = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+
+
+class ReplicaSecurityRule(Model):
+    Meta = _meta("replica_security_rules")
+    replica_id = NumberAttribute(hash_key=True)
+    id = NumberAttribute(range_key=True)
+    listing = UnicodeAttribute(default="replica_security_rules")
+    listing_index = ListingIndex()
+    direction = UnicodeAttribute()
+    protocol = UnicodeAttribute()
+    ethertype = UnicodeAttribute()
+    remote_ip_prefix = UnicodeAttribute()
+    port_range_min = NumberAttribute()
+    port_range_max = NumberAttribute()
+
+
+class Bookkeeping(Model):
+    """What DynamoDB lacks natively: id sequences (`seq#<table>`) and uniqueness guards."""
+
+    Meta = _meta("bookkeeping")
+    pk = UnicodeAttribute(hash_key=True)
+    value = NumberAttribute(null=True)
+
+
+TABLES_BY_LOGICAL_NAME: dict[str, type[Model]] = {
+    "api_key": ApiKey,
+    "metric": Metric,
+    "llm_models": LlmModel,
+    "replicas": Replica,
+    "replica_security_rules": ReplicaSecurityRule,
+}
+ALL_TABLES: tuple[type[Model], ...] = (*TABLES_BY_LOGICAL_NAME.values(), Bookkeeping)
+

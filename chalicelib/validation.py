@@ -1,0 +1,196 @@
+"""A small validator for the JSON-Schema subset our request schemas use.
+
+The schemas in `chalicelib.schemas` are plain JSON Schema, so the same dicts can be published
+in an OpenAPI document. Error messages keep the wording of the original toolkit (marshmallow),
+because its clients show them: `{"errors": {"user_id": ["Missing data for required field."]}}`.
+Integer fields also accept numeric strings, as the original's admin pages send them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.errors import ValidationFailed
+
+MISSING = "Missing data for required field."
+NOT_NULL = "Field may not be null."
+UNKNOWN = "Unknown field."
+_TYPE_MESSAGES = {
+    "string": "Not a valid string.",
+    "integer": "Not a valid integer.",
+    "boolean": "Not a valid boolean.",
+    "object": "Invalid input type.",
+    "array": "Not a valid list.",
+}
+_TRUTHY = {"true", "True", "TRUE", "1", 1}
+_FALSY = {"false", "False", "FALSE", "0", 0}
+_INTEGER_STRING = re.compile(r"^-?\d{1,19}$")
+
+
+class _InvalidError(Exception):
+    def __init__(self, messages: Any) -> None:
+        self.messages = messages
+
+
+def validate(schema: dict[str, Any], data: Any) -> Any:
+    """Return `data` coerced and with defaults filled in, or raise ValidationFailed."""
+    try:
+        return _check(schema, data)
+    except _InvalidError as invalid:
+        errors = invalid.messages
+        raise ValidationFailed(errors if isinstance(errors, dict) else {"_schema": errors}) from None
+
+
+def field_error(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed({field: [message]})
+
+
+def _check(schema: dict[str, Any], value: Any) -> Any:
+    types = schema["type"] if isinstance(schema.get("type"), list) else [schema.get("type")]
+    if value is None:
+        if "null" in types:
+            return None
+        raise _InvalidError([NOT_NULL])
+    kind, value = _coerce_to_any(types, value)
+    if kind == "object":
+        return _check_object(schema, value)
+    if kind == "array":
+        return _check_array(schema, value)
+    messages = _constraint_messages(schema, value)
+    if messages:
+        raise _InvalidError(messages)
+    return value
+
+
+def _coerce_to_any(types: list[str], value: Any) -> tuple[str, Any]:
+    """The first of the schema's types that the value is (or converts to) wins."""
+    kinds = [kind for kind in types if kind != "null"]
+    for kind in kinds:
+        try:
+            return kind, _coerce(kind, value)
+        except _InvalidError:
+            continue
+    raise _InvalidError([_TYPE_MESSAGES[kinds[0]]])
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    converted = _CONVERTERS[kind](value)
+    if converted is _NO_VALUE:
+        raise _InvalidError([_TYPE_MESSAGES[kind]])
+    return converted
+
+
+_NO_VALUE = object()
+
+
+def _to_integer(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER_STRING.match(value.strip()):
+        return int(value.strip())
+    return _NO_VALUE
+
+
+def _to_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int)):
+        if value in _TRUTHY:
+            return True
+        if value in _FALSY:
+            return False
+    return _NO_VALUE
+
+
+def _exactly(python_type: type) -> Callable[[Any], Any]:
+    return lambda value: value if isinstance(value, python_type) else _NO_VALUE
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "integer": _to_integer,
+    "boolean": _to_boolean,
+    "string": _exactly(str),
+    "object": _exactly(dict),
+    "array": _exactly(list),
+}
+
+
+def _check_object(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    properties: dict[str, Any] = schema.get("properties", {})
+    errors: dict[str, Any] = {}
+    clean: dict[str, Any] = {}
+    for name, sub in properties.items():
+        if name in value:
+            try:
+                clean[name] = _check(sub, value[name])
+            except _InvalidError as invalid:
+                errors[name] = invalid.messages
+        elif name in schema.get("required", ()):
+            errors[name] = [MISSING]
+        elif "default" in sub:
+            clean[name] = sub["default"]
+    if schema.get("additionalProperties") is False:
+        for name in value.keys() - properties.keys():
+            errors[name] = [UNKNOWN]
+    if errors:
+        raise _InvalidError(errors)
+    return clean
+
+
+def _check_array(schema: dict[str, Any], value: list[Any]) -> list[Any]:
+    errors: dict[str, Any] = {}
+    clean = []
+    for index, item in enumerate(value):
+        try:
+            clean.append(_check(schema.get("items", {"type": ["string", "integer", "boolean"]}), item))
+        except _InvalidError as invalid:
+            errors[str(index)] = invalid.messages
+    if errors:
+        raise _InvalidError(errors)
+    messages = _constraint_messages(schema, clean)
+    if messages:
+        raise _InvalidError(messages)
+    return clean
+
+
+def _constraint_messages(schema: dict[str, Any], value: Any) -> list[str]:
+    messages = []
+    if isinstance(value, (int, float)):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            messages.append(_range_message(low, high))
+    if isinstance(value, (str, list)):
+        shortest, longest = _length_bounds(schema, value)
+        if (shortest is not None and len(value) < shortest) or (longest is not None and len(value) > longest):
+            messages.append(_length_message(shortest, longest))
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        messages.append(schema.get("x-pattern-message", "String does not match expected pattern."))
+    if "enum" in schema and value not in schema["enum"]:
+        messages.append("Must be one of: " + ", ".join(str(choice) for choice in schema["enum"]) + ".")
+    return messages
+
+
+def _length_bounds(schema: dict[str, Any], value: Any) -> tuple[int | None, int | None]:
+    if isinstance(value, list):
+        return schema.get("minItems"), schema.get("maxItems")
+    return schema.get("minLength"), schema.get("maxLength")
+
+
+def _range_message(low: Any, high: Any) -> str:
+    if low is not None and high is not None:
+        return f"Must be greater than or equal to {low} and less than or equal to {high}."
+    if low is not None:
+        return f"Must be greater than or equal to {low}."
+    return f"Must be less than or equal to {high}."
+
+
+def _length_message(shortest: int | None, longest: int | None) -> str:
+    if shortest is not None and longest is not None:
+        return f"Length must be between {shortest} and {longest}."
+    if shortest is not None:
+        return f"Shorter than minimum length {shortest}."
+    return f"Longer than maximum length {longest}."
