@@ -7,6 +7,7 @@ writes (unique names, exact rate limits) as exact locally as they are in AWS.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ class _OneAtATime:
 
 def start_emulator(host: str = "127.0.0.1", port: int = 0) -> tuple[str, BaseWSGIServer]:
     """Serve moto on `host:port` (0 picks a free port) in a daemon thread; returns its URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call is noise
     app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True).start()

@@ -1,0 +1,41 @@
+# The developer's interface. `make run` and `make test` work on a fresh clone with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAGE ?= dev
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test unit integration infra-test lint package clean
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## run: the whole local stack (embedded AWS emulator + API) on http://127.0.0.1:$${PORT:-8000}
+run: $(INSTALLED)
+	exec $(PY) -m chalicelib.local
+
+## test: lint, then every test (unit, integration against the local HTTP stack, infra)
+test: lint
+	$(PY) -m pytest
+
+unit: $(INSTALLED)
+	$(PY) -m pytest tests/unit
+
+integration: $(INSTALLED)
+	$(PY) -m pytest tests/integration
+
+infra-test: $(INSTALLED)
+	$(PY) -m pytest tests/infra
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
+## package: the CloudFormation (SAM) template for STAGE, checked by cfn-lint
+package: $(INSTALLED)
+	$(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
+	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

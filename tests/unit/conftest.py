@@ -1,0 +1,94 @@
+"""Unit fixtures: the Chalice app against DynamoDB emulated in-process by moto."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from tests.conftest import TEST_ADMIN_KEY
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        from chalicelib.store.bootstrap import ensure_tables
+
+        ensure_tables()
+        yield
+
+
+class AdminApi:
+    """The admin API as a client sees it: method, path, JSON body in; status and JSON out."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def call(self, method: str, path: str, body: Any = None, *, key: str | None = TEST_ADMIN_KEY,
+             raw: bytes | str | None = None, headers: dict[str, str] | None = None) -> Any:
+        sent = {"content-type": "application/json", **(headers or {})}
+        if key is not None:
+            sent["authorization"] = f"Bearer {key}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        response = getattr(self._client.http, method.lower())(path, headers=sent, body=payload)
+        return Reply(response.status_code, response.body, response.headers)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.call("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.call("POST", path, body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.call("PUT", path, body, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.call("DELETE", path, **kwargs)
+
+    # Shortcuts for arranging a test
+    def create_model(self, name: str = "meta-llama/Llama-3.1-8B-Instruct") -> int:
+        reply = self.post("/v1/models", {"name": name})
+        assert reply.status == 201, reply.json
+        return reply.json["id"]
+
+    def create_replica(self, model_id: int, endpoint: str = "http://10.0.0.1:8000/v1", **fields: Any) -> int:
+        reply = self.post(f"/v1/models/{model_id}/replicas", {"endpoint": endpoint, **fields})
+        assert reply.status == 201, reply.json
+        return reply.json["replica_id"]
+
+    def create_key(self, user_id: str = "alice", **fields: Any) -> dict[str, Any]:
+        reply = self.post("/v1/generate_api_key", {"user_id": user_id, **fields})
+        assert reply.status == 200, reply.json
+        return reply.json
+
+
+class Reply:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@pytest.fixture
+def api(aws: None) -> Iterator[AdminApi]:
+    from app import app
+
+    with Client(app) as client:
+        yield AdminApi(client)
+
+
+VM_DETAILS = {
+    "name": "llama-replica-1",
+    "environment_name": "default-CANADA-1",
+    "image_name": "Ubuntu Server 22.04 LTS R535 CUDA 12.2",
+    "flavor_name": "n3-RTX-A6000x1",
+    "key_name": "ops-key",
+    "port": 8000,
+    "run_command": "vllm serve meta-llama/Llama-3.1-8B-Instruct --port 8000",
+}
