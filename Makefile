@@ -34,7 +34,7 @@ lint: $(INSTALLED)
 
 ## package: the CloudFormation (SAM) template for STAGE, checked by cfn-lint
 package: $(INSTALLED)
-	$(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
 	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
 
 clean:

@@ -15,10 +15,15 @@ FieldErrors = dict[str, Any]
 
 class ApiError(ChaliceUnhandledError):
     status = 500
+    openai_type = "server_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message}
@@ -26,6 +31,7 @@ class ApiError(ChaliceUnhandledError):
 
 class BadRequest(ApiError):
     status = 400
+    openai_type = "invalid_request_error"
 
 
 class ValidationFailed(BadRequest):
@@ -41,23 +47,51 @@ class ValidationFailed(BadRequest):
 
 class Unauthorized(ApiError):
     status = 401
+    openai_type = "authentication_error"
 
 
 class Forbidden(ApiError):
     status = 403
+    openai_type = "permission_error"
 
 
 class NotFound(ApiError):
     status = 404
+    openai_type = "invalid_request_error"
 
 
 class Conflict(ApiError):
     status = 409
+    openai_type = "invalid_request_error"
 
 
 class PayloadTooLarge(ApiError):
     status = 413
+    openai_type = "invalid_request_error"
+
+
+class RateLimited(ApiError):
+    """Over a key's requests per minute; the body keeps the original toolkit's fields too."""
+
+    status = 429
+    openai_type = "requests"
+
+    def __init__(self, allowed_rpm: int, headers: dict[str, str]) -> None:
+        super().__init__(f"Rate limit exceeded: allowed {allowed_rpm} requests per minute.",
+                         code="rate_limit_exceeded", headers=headers)
+        self.allowed_rpm = allowed_rpm
+
+
+class UpstreamFailed(ApiError):
+    status = 502
+    openai_type = "server_error"
+
+
+class UpstreamTimedOut(ApiError):
+    status = 504
+    openai_type = "server_error"
 
 
 class ServiceUnavailable(ApiError):
     status = 503
+    openai_type = "server_error"

@@ -67,3 +67,42 @@ def admin_api_key() -> str | None:
             settings.admin_api_key_parameter, decrypt=True, max_age=settings.secret_cache_seconds
         )
     return None
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """What the chat data plane needs; kept apart so its cold start reads nothing more."""
+
+    mock_llm: bool
+    store_content: bool
+    connect_timeout: float
+    first_byte_timeout: float
+    idle_timeout: float
+    replica_cache_seconds: float
+    max_body_bytes: int
+    metric_id_block: int
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+@lru_cache(maxsize=1)
+def get_chat_settings() -> ChatSettings:
+    return ChatSettings(
+        mock_llm=_flag("MOCK_LLM"),
+        store_content=_flag("METRICS_STORE_CONTENT"),
+        connect_timeout=_float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 3.0),
+        # A replica may queue a request before it starts answering; a stream may pause.
+        first_byte_timeout=_float("UPSTREAM_TIMEOUT_SECONDS", 120.0),
+        idle_timeout=_float("UPSTREAM_IDLE_TIMEOUT_SECONDS", 60.0),
+        replica_cache_seconds=_float("REPLICA_CACHE_SECONDS", 5.0),
+        max_body_bytes=_int("MAX_CHAT_BODY_BYTES", 4 * 1024 * 1024),
+        # Metric ids are reserved in blocks: one counter write per block, not per request.
+        metric_id_block=_int("METRIC_ID_BLOCK", 50),
+    )

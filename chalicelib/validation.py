@@ -1,9 +1,13 @@
 """A small validator for the JSON-Schema subset our request schemas use.
 
-The schemas in `chalicelib.schemas` are plain JSON Schema, so the same dicts can be published
-in an OpenAPI document. Error messages keep the wording of the original toolkit (marshmallow),
-because its clients show them: `{"errors": {"user_id": ["Missing data for required field."]}}`.
-Integer fields also accept numeric strings, as the original's admin pages send them.
+The schemas (`chalicelib.schemas`, `chalicelib.chat.schema`) are plain JSON Schema, so the same
+dicts can be published in an OpenAPI document. Error messages keep the wording of the original
+toolkit (marshmallow), because its clients show them:
+`{"errors": {"user_id": ["Missing data for required field."]}}`.
+
+Admin routes are lenient, as the original was: integer fields also accept numeric strings (its
+admin pages send them). The chat route is strict, as OpenAI and vLLM are, because its body is
+forwarded to the replica as it came.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ UNKNOWN = "Unknown field."
 _TYPE_MESSAGES = {
     "string": "Not a valid string.",
     "integer": "Not a valid integer.",
+    "number": "Not a valid number.",
     "boolean": "Not a valid boolean.",
     "object": "Invalid input type.",
     "array": "Not a valid list.",
@@ -27,6 +32,7 @@ _TYPE_MESSAGES = {
 _TRUTHY = {"true", "True", "TRUE", "1", 1}
 _FALSY = {"false", "False", "FALSE", "0", 0}
 _INTEGER_STRING = re.compile(r"^-?\d{1,19}$")
+_NO_VALUE = object()
 
 
 class _InvalidError(Exception):
@@ -34,10 +40,14 @@ class _InvalidError(Exception):
         self.messages = messages
 
 
-def validate(schema: dict[str, Any], data: Any) -> Any:
-    """Return `data` coerced and with defaults filled in, or raise ValidationFailed."""
+def validate(schema: dict[str, Any], data: Any, *, lenient: bool = True) -> Any:
+    """Return `data` checked, coerced (when lenient) and with defaults filled in.
+
+    Raises ValidationFailed with marshmallow-shaped errors: a list of messages per field,
+    nested dicts for nested objects, list positions as string keys.
+    """
     try:
-        return _check(schema, data)
+        return _Validator(_LENIENT if lenient else _STRICT).check(schema, data)
     except _InvalidError as invalid:
         errors = invalid.messages
         raise ValidationFailed(errors if isinstance(errors, dict) else {"_schema": errors}) from None
@@ -47,46 +57,84 @@ def field_error(field: str, message: str) -> ValidationFailed:
     return ValidationFailed({field: [message]})
 
 
-def _check(schema: dict[str, Any], value: Any) -> Any:
-    types = schema["type"] if isinstance(schema.get("type"), list) else [schema.get("type")]
-    if value is None:
-        if "null" in types:
-            return None
-        raise _InvalidError([NOT_NULL])
-    kind, value = _coerce_to_any(types, value)
-    if kind == "object":
-        return _check_object(schema, value)
-    if kind == "array":
-        return _check_array(schema, value)
-    messages = _constraint_messages(schema, value)
-    if messages:
-        raise _InvalidError(messages)
-    return value
+class _Validator:
+    def __init__(self, converters: dict[str, Callable[[Any], Any]]) -> None:
+        self._converters = converters
 
+    def check(self, schema: dict[str, Any], value: Any) -> Any:
+        types = schema["type"] if isinstance(schema.get("type"), list) else [schema.get("type")]
+        if value is None:
+            if "null" in types:
+                return None
+            raise _InvalidError([NOT_NULL])
+        kind, value = self._convert(types, value)
+        if kind == "object":
+            return self._check_object(schema, value)
+        if kind == "array":
+            return self._check_array(schema, value)
+        messages = _constraint_messages(schema, value)
+        if messages:
+            raise _InvalidError(messages)
+        return value
 
-def _coerce_to_any(types: list[str], value: Any) -> tuple[str, Any]:
-    """The first of the schema's types that the value is (or converts to) wins."""
-    kinds = [kind for kind in types if kind != "null"]
-    for kind in kinds:
+    def _convert(self, types: list[str], value: Any) -> tuple[str, Any]:
+        """The first of the schema's types that the value is (or converts to) wins."""
+        kinds = [kind for kind in types if kind != "null"]
+        for kind in kinds:
+            converted = self._converters[kind](value)
+            if converted is not _NO_VALUE:
+                return kind, converted
+        raise _InvalidError([_TYPE_MESSAGES[kinds[0]]])
+
+    def _check_object(self, schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+        properties: dict[str, Any] = schema.get("properties", {})
+        errors: dict[str, Any] = {}
+        clean: dict[str, Any] = {}
+        for name, sub in properties.items():
+            if name in value:
+                self._check_into(clean, errors, name, sub, value[name])
+            elif name in schema.get("required", ()):
+                errors[name] = [MISSING]
+            elif "default" in sub:
+                clean[name] = sub["default"]
+        extra = schema.get("additionalProperties", True)
+        for name in value.keys() - properties.keys():
+            if extra is False:
+                errors[name] = [UNKNOWN]
+            elif isinstance(extra, dict):
+                self._check_into(clean, errors, name, extra, value[name])
+            else:
+                clean[name] = value[name]
+        if errors:
+            raise _InvalidError(errors)
+        return clean
+
+    def _check_into(self, clean: dict[str, Any], errors: dict[str, Any], name: str, schema: Any, value: Any) -> None:
         try:
-            return kind, _coerce(kind, value)
-        except _InvalidError:
-            continue
-    raise _InvalidError([_TYPE_MESSAGES[kinds[0]]])
+            clean[name] = self.check(schema, value)
+        except _InvalidError as invalid:
+            errors[name] = invalid.messages
+
+    def _check_array(self, schema: dict[str, Any], value: list[Any]) -> list[Any]:
+        errors: dict[str, Any] = {}
+        clean: dict[str, Any] = {}
+        for index, item in enumerate(value):
+            self._check_into(clean, errors, str(index), schema.get("items", {"type": _ANY_SCALAR}), item)
+        if errors:
+            raise _InvalidError(errors)
+        messages = _constraint_messages(schema, value)
+        if messages:
+            raise _InvalidError(messages)
+        return list(clean.values())
 
 
-def _coerce(kind: str, value: Any) -> Any:
-    converted = _CONVERTERS[kind](value)
-    if converted is _NO_VALUE:
-        raise _InvalidError([_TYPE_MESSAGES[kind]])
-    return converted
+_ANY_SCALAR = ["string", "number", "boolean", "object", "array"]
 
 
-_NO_VALUE = object()
-
-
-def _to_integer(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
+def _lenient_integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _NO_VALUE
+    if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -95,7 +143,7 @@ def _to_integer(value: Any) -> Any:
     return _NO_VALUE
 
 
-def _to_boolean(value: Any) -> Any:
+def _lenient_boolean(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, (str, int)):
@@ -106,60 +154,32 @@ def _to_boolean(value: Any) -> Any:
     return _NO_VALUE
 
 
+def _number(value: Any) -> Any:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else _NO_VALUE
+
+
+def _integer(value: Any) -> Any:
+    return value if isinstance(value, int) and not isinstance(value, bool) else _NO_VALUE
+
+
 def _exactly(python_type: type) -> Callable[[Any], Any]:
     return lambda value: value if isinstance(value, python_type) else _NO_VALUE
 
 
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "integer": _to_integer,
-    "boolean": _to_boolean,
+_STRICT: dict[str, Callable[[Any], Any]] = {
+    "integer": _integer,
+    "number": _number,
+    "boolean": _exactly(bool),
     "string": _exactly(str),
     "object": _exactly(dict),
     "array": _exactly(list),
 }
-
-
-def _check_object(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
-    properties: dict[str, Any] = schema.get("properties", {})
-    errors: dict[str, Any] = {}
-    clean: dict[str, Any] = {}
-    for name, sub in properties.items():
-        if name in value:
-            try:
-                clean[name] = _check(sub, value[name])
-            except _InvalidError as invalid:
-                errors[name] = invalid.messages
-        elif name in schema.get("required", ()):
-            errors[name] = [MISSING]
-        elif "default" in sub:
-            clean[name] = sub["default"]
-    if schema.get("additionalProperties") is False:
-        for name in value.keys() - properties.keys():
-            errors[name] = [UNKNOWN]
-    if errors:
-        raise _InvalidError(errors)
-    return clean
-
-
-def _check_array(schema: dict[str, Any], value: list[Any]) -> list[Any]:
-    errors: dict[str, Any] = {}
-    clean = []
-    for index, item in enumerate(value):
-        try:
-            clean.append(_check(schema.get("items", {"type": ["string", "integer", "boolean"]}), item))
-        except _InvalidError as invalid:
-            errors[str(index)] = invalid.messages
-    if errors:
-        raise _InvalidError(errors)
-    messages = _constraint_messages(schema, clean)
-    if messages:
-        raise _InvalidError(messages)
-    return clean
+_LENIENT = {**_STRICT, "integer": _lenient_integer, "boolean": _lenient_boolean}
 
 
 def _constraint_messages(schema: dict[str, Any], value: Any) -> list[str]:
     messages = []
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = schema.get("minimum"), schema.get("maximum")
         if (low is not None and value < low) or (high is not None and value > high):
             messages.append(_range_message(low, high))

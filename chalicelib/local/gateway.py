@@ -54,7 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length > MAX_BODY_BYTES:
             self.close_connection = True
-            return self._send(413, {"content-type": "application/json"}, json.dumps({"error": "Request body is too large."}))
+            too_large = json.dumps({"error": "Request body is too large."})
+            return self._send(413, {"content-type": "application/json"}, too_large)
         body = self.rfile.read(length) if length else None
         headers = {name.lower(): value for name, value in self.headers.items()}
         gateway = self.server.pool.take()

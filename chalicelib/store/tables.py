@@ -76,6 +76,9 @@ class ApiKey(Model):
     models = ListAttribute(of=UnicodeAttribute, null=True)
     expires_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
+    # The current rate-limit window (Unix minute) and the requests admitted in it.
+    rl_window = NumberAttribute(null=True)
+    rl_count = NumberAttribute(null=True)
 
 
 class Metric(Model):
@@ -136,6 +139,8 @@ class Replica(Model):
     assign_floating_ip = BooleanAttribute(null=True)
     execution_arn = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
+    rl_window = NumberAttribute(null=True)
+    rl_count = NumberAttribute(null=True)
 
 
 class ReplicaSecurityRule(Model):

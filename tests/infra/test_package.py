@@ -1,0 +1,364 @@
+"""The packaged CloudFormation: what `chalice package --merge-template infra/template.json` produces.
+
+The package is built once per module (it needs the wheels of requirements.txt, nothing from AWS) and
+every test reads the resulting `sam.json`. The PynamoDB models are introspected in a subprocess so that
+importing them (which reads and caches settings from the environment) cannot leak into other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STAGE = "dev"
+MERGE_TEMPLATE = "infra/template.json"
+STAGE_PARAMETER = "Stage"
+# Kept out of the subprocesses: tests/conftest.py sets them for the unit tests.
+PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _tool(name: str) -> str:
+    """A console script of the running interpreter's environment (the venv), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def _offline_aws_env(tmp: Path) -> dict[str, str]:
+    """The caller's environment without AWS settings or this project's, plus fake credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in PROJECT_VARIABLES}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("chalice-package")
+    out = tmp / "out"
+    result = subprocess.run(
+        [_tool("chalice"), "package", "--stage", STAGE, "--merge-template", MERGE_TEMPLATE, str(out)],
+        cwd=REPO_ROOT,
+        env=_offline_aws_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(package_dir: Path) -> dict[str, Any]:
+    return json.loads((package_dir / "sam.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def chalice_config() -> dict[str, Any]:
+    return json.loads((REPO_ROOT / ".chalice" / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Keys, indexes and TTL of every PynamoDB model, by logical table name."""
+    script = textwrap.dedent(
+        """
+        import json
+        from pynamodb.attributes import TTLAttribute
+        from chalicelib.store.tables import ALL_TABLES
+
+        out = {}
+        for model in ALL_TABLES:
+            ttl = [a.attr_name for a in model.get_attributes().values() if isinstance(a, TTLAttribute)]
+            out[model.Meta.table_name.rsplit("-", 1)[1]] = {
+                "table_name": model.Meta.table_name,
+                "schema": model._get_schema(),
+                "ttl": ttl[0] if ttl else None,
+            }
+        print(json.dumps(out))
+        """
+    )
+    env = _offline_aws_env(tmp_path_factory.mktemp("models"))
+    env.update(STAGE=STAGE, TABLE_PREFIX=f"hyperstack-llm-proxy-{STAGE}")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    raw = json.loads(result.stdout)
+    return {
+        logical: {
+            "table_name": info["table_name"],
+            "ttl": info["ttl"],
+            **_normalise(
+                key_schema=info["schema"]["key_schema"],
+                attribute_definitions=info["schema"]["attribute_definitions"],
+                indexes=[
+                    (i["index_name"], i["key_schema"], i["projection"]["ProjectionType"])
+                    for i in info["schema"]["global_secondary_indexes"]
+                ],
+                local_indexes=[i["index_name"] for i in info["schema"]["local_secondary_indexes"]],
+            ),
+        }
+        for logical, info in raw.items()
+    }
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _normalise(
+    key_schema: list[dict[str, str]],
+    attribute_definitions: list[dict[str, str]],
+    indexes: list[tuple[str, list[dict[str, str]], str]],
+    local_indexes: list[str],
+) -> dict[str, Any]:
+    """One comparable shape for a table's keys, from either PynamoDB or CloudFormation."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in attribute_definitions}
+
+    def keys(schema: list[dict[str, str]]) -> dict[str, tuple[str, str]]:
+        return {k["KeyType"]: (k["AttributeName"], types[k["AttributeName"]]) for k in schema}
+
+    return {
+        "keys": keys(key_schema),
+        "global_indexes": {name: {"keys": keys(ks), "projection": proj} for name, ks, proj in indexes},
+        "local_indexes": sorted(local_indexes),
+        "attribute_definitions": types,
+    }
+
+
+def _resources_of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r.get("Type") == type_}
+
+
+def _tables(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The DynamoDB tables of the template, by logical table name (the suffix of TableName)."""
+    out = {}
+    for resource in _resources_of_type(template, "AWS::DynamoDB::Table").values():
+        table_name = resource["Properties"]["TableName"]
+        assert isinstance(table_name, dict) and set(table_name) == {"Fn::Sub"}, table_name
+        out[table_name["Fn::Sub"].rsplit("-", 1)[1]] = resource
+    return out
+
+
+def _resolve(value: Any, parameters: dict[str, str]) -> Any:
+    """Resolve the parameter-only intrinsics used for names (Ref / Fn::Sub of parameters)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return parameters[value["Ref"]]
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        text = value["Fn::Sub"]
+        for name, resolved in parameters.items():
+            text = text.replace(f"${{{name}}}", resolved)
+        assert "${" not in text, f"unresolvable {value}"
+        return text
+    return value
+
+
+def _policy_statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every IAM statement anywhere below node (roles, inline/managed policies, SAM policies)."""
+    if isinstance(node, dict):
+        statements = node.get("Statement")
+        if isinstance(statements, list):
+            yield from (s for s in statements if isinstance(s, dict))
+        elif isinstance(statements, dict):
+            yield statements
+        for value in node.values():
+            yield from _policy_statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _policy_statements(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _assert_no_broad_dynamodb_grant(statement: dict[str, Any], where: str) -> None:
+    if statement.get("Effect") != "Allow":
+        return
+    assert "NotAction" not in statement, f"{where}: Allow + NotAction grants everything else"
+    assert "NotResource" not in statement, f"{where}: Allow + NotResource is unbounded"
+    actions = [a for a in _as_list(statement.get("Action", [])) if isinstance(a, str)]
+    broad = [a for a in actions if a.lower() in {"*", "dynamodb:*"} or a.lower().startswith("dynamodb:*")]
+    assert not broad, f"{where}: wildcard action {broad}"
+    if _grants_dynamodb(statement):
+        assert "*" not in _as_list(statement.get("Resource")), f"{where}: DynamoDB action on Resource '*'"
+
+
+def _grants_dynamodb(statement: dict[str, Any]) -> bool:
+    return any(str(a).lower().startswith("dynamodb:") for a in _as_list(statement.get("Action", [])))
+
+
+def _function_environments(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    functions = {
+        **_resources_of_type(template, "AWS::Serverless::Function"),
+        **_resources_of_type(template, "AWS::Lambda::Function"),
+    }
+    assert functions, "the package declares no Lambda function"
+    return {
+        name: fn["Properties"].get("Environment", {}).get("Variables", {}) for name, fn in functions.items()
+    }
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_packaged_template_passes_cfn_lint(package_dir: Path) -> None:
+    result = subprocess.run(
+        [_tool("cfn-lint"), str(package_dir / "sam.json")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"cfn-lint:\n{result.stdout}\n{result.stderr}"
+
+
+def test_every_model_has_a_table_with_pitr_sse_and_on_demand_billing(
+    template: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
+) -> None:
+    tables = _tables(template)
+    assert set(tables) == set(model_schemas)
+    for logical, table in tables.items():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST", logical
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, logical
+        assert props["SSESpecification"]["SSEEnabled"] is True, logical
+        assert table.get("DeletionPolicy") == "Retain", logical
+        assert table.get("UpdateReplacePolicy") == "Retain", logical
+
+
+def test_metric_table_expires_rows_through_ttl_on_expires_at(template: dict[str, Any]) -> None:
+    ttl = _tables(template)["metric"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_ttl_of_every_table_matches_the_models(
+    template: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
+) -> None:
+    for logical, table in _tables(template).items():
+        spec = table["Properties"].get("TimeToLiveSpecification")
+        declared = spec["AttributeName"] if spec and spec.get("Enabled") else None
+        assert declared == model_schemas[logical]["ttl"], logical
+
+
+def test_key_schema_and_indexes_of_every_table_match_the_pynamodb_models(
+    template: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
+) -> None:
+    for logical, table in _tables(template).items():
+        props = table["Properties"]
+        declared = _normalise(
+            key_schema=props["KeySchema"],
+            attribute_definitions=props["AttributeDefinitions"],
+            indexes=[
+                (i["IndexName"], i["KeySchema"], i["Projection"]["ProjectionType"])
+                for i in props.get("GlobalSecondaryIndexes", [])
+            ],
+            local_indexes=[i["IndexName"] for i in props.get("LocalSecondaryIndexes", [])],
+        )
+        expected = {k: v for k, v in model_schemas[logical].items() if k not in {"table_name", "ttl"}}
+        assert declared == expected, logical
+
+
+def test_table_names_and_function_settings_line_up_with_the_chalice_stage(
+    template: dict[str, Any], chalice_config: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
+) -> None:
+    """With Stage=dev the stack's names are exactly those `chalice deploy --stage dev` uses."""
+    stage_env = chalice_config["stages"][STAGE]["environment_variables"]
+    parameters = {STAGE_PARAMETER: STAGE}
+    assert STAGE in template["Parameters"][STAGE_PARAMETER]["AllowedValues"]
+    for logical, table in _tables(template).items():
+        table_name = _resolve(table["Properties"]["TableName"], parameters)
+        assert table_name == f"{stage_env['TABLE_PREFIX']}-{logical}"
+        assert table_name == model_schemas[logical]["table_name"]
+    for name, env in _function_environments(template).items():
+        for var in ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY_PARAMETER"):
+            # Each function takes these from the Stage parameter (via infra/template.json), so the
+            # stack cannot point a function at another stage's tables or key.
+            assert isinstance(env.get(var), dict), f"{name}: {var} is not overridden in {MERGE_TEMPLATE}"
+            assert _resolve(env[var], parameters) == stage_env[var], f"{name}: {var}"
+
+
+def test_no_policy_grants_dynamodb_wildcards_or_dynamodb_on_every_resource(template: dict[str, Any]) -> None:
+    statements = list(_policy_statements(template["Resources"]))
+    assert any(_grants_dynamodb(s) for s in statements), "no DynamoDB grant found at all"
+    for statement in statements:
+        _assert_no_broad_dynamodb_grant(statement, "sam.json")
+    for managed in _resources_of_type(template, "AWS::IAM::Role").values():
+        arns = managed["Properties"].get("ManagedPolicyArns", [])
+        assert not [a for a in arns if "AmazonDynamoDB" in str(a)], arns
+
+
+def test_chalice_deploy_policy_files_name_exactly_the_stage_tables_and_key(
+    chalice_config: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
+) -> None:
+    """`chalice deploy` uses .chalice/policy-<stage>.json as is: no wildcard, nothing missing."""
+    for stage, settings in chalice_config["stages"].items():
+        env = settings["environment_variables"]
+        path = REPO_ROOT / ".chalice" / settings.get("iam_policy_file", f"policy-{stage}.json")
+        statements = list(_policy_statements(json.loads(path.read_text())))
+        for statement in statements:
+            _assert_no_broad_dynamodb_grant(statement, path.name)
+        expected = set()
+        for logical, model in model_schemas.items():
+            table_arn = f"arn:aws:dynamodb:*:*:table/{env['TABLE_PREFIX']}-{logical}"
+            expected.add(table_arn)
+            if model["global_indexes"] or model["local_indexes"]:
+                expected.add(f"{table_arn}/index/*")
+        granted = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
+        assert granted == expected, path.name
+        reads_key = [s for s in statements if "ssm:GetParameter" in _as_list(s["Action"])]
+        ssm = {r for s in reads_key for r in _as_list(s["Resource"])}
+        assert ssm == {f"arn:aws:ssm:*:*:parameter{env['ADMIN_API_KEY_PARAMETER']}"}, path.name
+
+
+def test_every_role_scopes_dynamodb_to_the_tables_of_this_stack(template: dict[str, Any]) -> None:
+    """Chalice's role policy (from .chalice/policy-<stage>.json) is replaced by the merge template's."""
+    table_ids = set(_resources_of_type(template, "AWS::DynamoDB::Table"))
+    allowed = [{"Fn::GetAtt": [t, "Arn"]} for t in table_ids]
+    allowed += [{"Fn::Sub": f"${{{t}.Arn}}/index/*"} for t in table_ids]
+    for role_name, role in _resources_of_type(template, "AWS::IAM::Role").items():
+        for statement in _policy_statements(role["Properties"].get("Policies", [])):
+            if not _grants_dynamodb(statement):
+                continue
+            for resource in _as_list(statement["Resource"]):
+                assert resource in allowed, (
+                    f"{role_name}: {resource} is not a table or index of this stack; "
+                    f"override the role's Policies in {MERGE_TEMPLATE}"
+                )
+
+
+def test_lambda_functions_run_on_arm64(template: dict[str, Any]) -> None:
+    functions = _resources_of_type(template, "AWS::Serverless::Function")
+    assert functions
+    for name, fn in functions.items():
+        assert fn["Properties"]["Architectures"] == ["arm64"], name
+
+
+def test_admin_key_reaches_functions_only_as_an_ssm_parameter_name(
+    template: dict[str, Any], chalice_config: dict[str, Any]
+) -> None:
+    for name, env in _function_environments(template).items():
+        assert "ADMIN_API_KEY" not in env, f"{name} carries the admin key in plain text"
+        assert "ADMIN_API_KEY_PARAMETER" in env, name
+    stages = [chalice_config, *chalice_config.get("stages", {}).values()]
+    for scope in stages:
+        assert "ADMIN_API_KEY" not in scope.get("environment_variables", {})
+        for fn in scope.get("lambda_functions", {}).values():
+            assert "ADMIN_API_KEY" not in fn.get("environment_variables", {})
