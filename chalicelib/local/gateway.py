@@ -18,8 +18,11 @@ from typing import Any
 from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
+from chalicelib.chat.service import handle as handle_chat
+
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
 STAGE_PREFIX = "/api"
+CHAT_PATH = "/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
@@ -58,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(413, {"content-type": "application/json"}, too_large)
         body = self.rfile.read(length) if length else None
         headers = {name.lower(): value for name, value in self.headers.items()}
+        if self.command == "POST" and path.split("?")[0].rstrip("/") == CHAT_PATH:
+            return self._stream_chat(headers, body or b"")
         gateway = self.server.pool.take()
         try:
             response = gateway.handle_request(self.command, path, headers, body)
@@ -68,6 +73,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.pool.give_back(gateway)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+    def _stream_chat(self, headers: dict[str, str], body: bytes) -> None:
+        """The chat route bypasses Chalice, as in AWS: each chunk is written as it is produced."""
+        response = handle_chat(headers, body)
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for chunk in response.body:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away; close() below meters it
+        finally:
+            response.close()
 
     def _send(self, status: int, headers: dict[str, str], body: str | bytes) -> None:
         payload = body.encode() if isinstance(body, str) else body

@@ -1,0 +1,47 @@
+"""Errors on the chat route, in OpenAI's shape, so the SDKs raise the right exception.
+
+Beside `error`, the body keeps what the original toolkit's clients read: the `errors` map of a
+validation failure, and `allowed_rpm` / `message` on a 429.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.chat.response import ChatResponse, json_response
+from chalicelib.errors import ApiError, RateLimited, ValidationFailed
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> ChatResponse:
+    return json_response(error.status, error_body(error), {**(headers or {}), **error.headers})
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    message, param = error.message, error.param
+    if isinstance(error, ValidationFailed):
+        param, first = _first_error(error.errors)
+        message = f"Invalid value for '{param}': {first}"
+    body: dict[str, Any] = {"error": {"message": message, "type": error.openai_type, "param": param,
+                                      "code": error.code}}
+    if isinstance(error, ValidationFailed):
+        body["errors"] = error.errors
+    if isinstance(error, RateLimited):
+        body["allowed_rpm"] = error.allowed_rpm
+        body["message"] = error.message
+    return body
+
+
+def sse_error_event(error: ApiError) -> bytes:
+    """A mid-stream failure: the headers are gone, so the error travels as the last event."""
+    return b"data: " + json.dumps(error_body(error)).encode() + b"\n\n"
+
+
+def _first_error(errors: Any, path: str = "") -> tuple[str, str]:
+    """The dotted path and message of the first failure in a nested errors map."""
+    if isinstance(errors, dict):
+        name, inner = next(iter(errors.items()))
+        return _first_error(inner, f"{path}.{name}" if path else str(name))
+    if isinstance(errors, list) and errors:
+        return path, str(errors[0])
+    return path, "Invalid value."

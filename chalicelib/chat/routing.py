@@ -1,0 +1,114 @@
+"""Which replica serves a request.
+
+The model's serving replicas are cached in the function for a few seconds (a deliberate cache:
+replica changes show up within REPLICA_CACHE_SECONDS). Requests are spread by rotating the
+starting replica; replicas that failed recently go to the back of the line. A replica with a
+`rate_limit` (requests per minute it accepts) is reserved with a conditional write on its item,
+as exact as the per-key limit; replicas without one cost no write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib.errors import NotFound, ServiceUnavailable
+from chalicelib.replicas import SUCCESS
+from chalicelib.settings import get_chat_settings
+from chalicelib.store.tables import LlmModel, Replica
+
+FAILURE_COOLDOWN_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Target:
+    replica_id: int
+    endpoint: str
+    rate_limit: int | None
+
+    @property
+    def chat_url(self) -> str:
+        return self.endpoint + "/chat/completions"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fetched_at: float
+    exists: bool
+    targets: tuple[Target, ...]
+
+
+_cache: dict[str, _Entry] = {}
+_failed_at: dict[int, float] = {}
+_rotation = itertools.count()
+_lock = threading.Lock()
+
+
+def model_exists(model: str) -> bool:
+    return _lookup(model).exists
+
+
+def targets_for(model: str) -> list[Target]:
+    """The model's serving replicas, in the order to try them."""
+    entry = _lookup(model)
+    if not entry.exists:
+        raise NotFound(f"The model `{model}` does not exist.", code="model_not_found", param="model")
+    if not entry.targets:
+        raise ServiceUnavailable(f"The model `{model}` has no replica ready to serve.", code="no_replica_ready")
+    start = next(_rotation) % len(entry.targets)
+    rotated = entry.targets[start:] + entry.targets[:start]
+    now = time.monotonic()
+    return sorted(rotated, key=lambda target: now - _failed_at.get(target.replica_id, -1e9) < FAILURE_COOLDOWN_SECONDS)
+
+
+def mark_failed(target: Target) -> None:
+    _failed_at[target.replica_id] = time.monotonic()
+
+
+def reserve(target: Target, now: float) -> bool:
+    """Count a request against the replica's own limit; False when it is full this minute."""
+    if not target.rate_limit:
+        return True
+    window = int(now // 60)
+    replica = Replica(target.replica_id)
+    same_window = (Replica.rl_window == window) & (Replica.rl_count < Replica.rate_limit)
+    new_window = Replica.rl_window.does_not_exist() | (Replica.rl_window < window)
+    for actions, condition in (
+        ([Replica.rl_count.add(1)], same_window),
+        ([Replica.rl_window.set(window), Replica.rl_count.set(1)], new_window),
+        ([Replica.rl_count.add(1)], same_window),  # another request opened the window first
+    ):
+        try:
+            replica.update(actions=actions, condition=Replica.id.exists() & condition)
+            return True
+        except UpdateError as error:
+            if error.cause_response_code != "ConditionalCheckFailedException":
+                raise
+    return False
+
+
+def _lookup(model: str) -> _Entry:
+    entry = _cache.get(model)
+    if entry is None or time.monotonic() - entry.fetched_at > get_chat_settings().replica_cache_seconds:
+        entry = _fetch(model)
+        with _lock:
+            _cache[model] = entry
+    return entry
+
+
+def _fetch(model: str) -> _Entry:
+    fetched_at = time.monotonic()
+    try:
+        found = LlmModel.get(model)
+    except LlmModel.DoesNotExist:
+        return _Entry(fetched_at, False, ())
+    serving = tuple(
+        Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None)
+        for replica in Replica.by_model.query(found.id)
+        if replica.vm_status == SUCCESS and replica.endpoint
+    )
+    return _Entry(fetched_at, True, serving)

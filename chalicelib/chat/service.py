@@ -1,0 +1,96 @@
+"""`POST /v1/chat/completions`: authenticate, rate-limit, pick a replica, relay, meter.
+
+Transport-neutral: the local server and the Lambda streaming loop both call `handle` and write
+the ChatResponse it returns. One DynamoDB round trip happens before the replica is contacted
+(the key's conditional update), plus the replica list when the function's cache is cold.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+
+from chalicelib.chat import access, routing, upstream
+from chalicelib.chat.access import Caller
+from chalicelib.chat.metering import CLIENT_CLOSED, Meter
+from chalicelib.chat.openai_errors import error_response
+from chalicelib.chat.relay import read_answer, relay_events, upstream_error, upstream_events
+from chalicelib.chat.request import ChatRequest, parse_chat_request
+from chalicelib.chat.response import ChatResponse
+from chalicelib.errors import ApiError, NotFound, Unauthorized
+from chalicelib.settings import get_chat_settings
+
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+               "x-accel-buffering": "no"}
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def handle(headers: Mapping[str, str], body: bytes) -> ChatResponse:
+    started_at = time.time()
+    try:
+        token = _bearer_token(headers)
+        request = parse_chat_request(body, get_chat_settings().max_body_bytes)
+        caller = access.admit(token, request.model, started_at)
+    except ApiError as error:
+        return error_response(error)
+    meter = Meter(caller, request, started_at)
+    try:
+        response = _answer(request, caller, meter, started_at)
+    except ApiError as error:
+        meter.status = error.status
+        response = error_response(error, caller.rate_limit_headers())
+    response.body = _metered(response.body, meter)
+    return response
+
+
+def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float) -> ChatResponse:
+    headers = caller.rate_limit_headers()
+    if get_chat_settings().mock_llm:
+        return _mock_answer(request, meter, headers)
+    target, reply = upstream.send(routing.targets_for(request.model), request.upstream_body(), request.stream, now)
+    meter.replica_id = target.replica_id
+    if reply.status >= 400:
+        raise upstream_error(reply)
+    if request.stream:
+        events = relay_events(upstream_events(reply), meter, request.client_wants_usage)
+        return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
+    return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([read_answer(reply, meter)]))
+
+
+def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) -> ChatResponse:
+    """MOCK_LLM: a vLLM-shaped answer made here, after auth and rate limiting, still metered."""
+    from chalicelib.chat import mock_replies
+
+    if not routing.model_exists(request.model):
+        raise NotFound(f"The model `{request.model}` does not exist.", code="model_not_found", param="model")
+    if request.stream:
+        events = mock_replies.stream_events(request.body | {"stream_options": {"include_usage": True}},
+                                            model=request.model)
+        return ChatResponse(200, {**SSE_HEADERS, **headers}, relay_events(events, meter, request.client_wants_usage),
+                            streamed=True)
+    answer = mock_replies.completion(request.body, model=request.model)
+    meter.observe_answer(answer)
+    meter.first_token()
+    return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([json.dumps(answer).encode()]))
+
+
+def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except GeneratorExit:
+        meter.status = CLIENT_CLOSED
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()  # ends the upstream request at once when the client has gone
+        meter.write()
+
+
+def _bearer_token(headers: Mapping[str, str]) -> str:
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key")
+    return token.strip()
