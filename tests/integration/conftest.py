@@ -6,12 +6,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from openai import OpenAI
 
+from chalicelib.local.mock_vllm import MockVllm
 from tests.conftest import TEST_ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +35,35 @@ class LocalStack:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def register_model(self, name: str, *endpoints: str, rate_limits: tuple[int | None, ...] = ()) -> int:
+        """The model `name`, served by `endpoints`; returns its id."""
+        model_id = self.admin.post(self.url("/v1/models"), json={"name": name}).json()["id"]
+        for index, endpoint in enumerate(endpoints):
+            body = {"endpoint": endpoint}
+            if index < len(rate_limits) and rate_limits[index]:
+                body["rate_limit"] = rate_limits[index]
+            reply = self.admin.post(self.url(f"/v1/models/{model_id}/replicas"), json=body)
+            assert reply.status_code == 201, reply.text
+        return model_id
+
+    def new_key(self, **fields: object) -> dict:
+        reply = self.admin.post(self.url("/v1/generate_api_key"), json={"user_id": "it-user", **fields})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def client(self, api_key: str) -> OpenAI:
+        return OpenAI(base_url=self.url("/v1"), api_key=api_key, max_retries=0, timeout=30)
+
+    def usage_rows(self, api_key_id: int, expected: int = 1, wait: float = 10) -> list[dict]:
+        """The key's metric rows, waiting for `expected` of them (rows are written after the answer)."""
+        deadline = time.monotonic() + wait
+        while True:
+            rows = [row for row in self.admin.get(self.url("/v1/tables/metric")).json()["data"]
+                    if row["api_key_id"] == api_key_id]
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 15) -> int:
         if self.process.poll() is None:
@@ -59,8 +91,30 @@ def start_local_stack(extra_env: dict[str, str] | None = None) -> LocalStack:
     raise RuntimeError("local stack did not start within 60 s")
 
 
+# Small timeouts so that failure modes are tested in seconds, not minutes.
+STACK_ENV = {"UPSTREAM_TIMEOUT_SECONDS": "2", "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "1", "REPLICA_CACHE_SECONDS": "1"}
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
-    running = start_local_stack()
+    running = start_local_stack(STACK_ENV)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name of the test's own, so that tests never share replicas or cached routes."""
+    return f"it-{uuid.uuid4().hex[:10]}/Mock-Instruct"
+
+
+@pytest.fixture
+def replica(model_name: str) -> Iterator[MockVllm]:
+    with MockVllm(model=model_name) as running:
+        yield running
+
+
+@pytest.fixture
+def second_replica(model_name: str) -> Iterator[MockVllm]:
+    with MockVllm(model=model_name) as running:
+        yield running
