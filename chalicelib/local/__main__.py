@@ -3,6 +3,7 @@
     python -m chalicelib.local        # PORT (8000), ADMIN_API_KEY, AWS_ENDPOINT_URL honoured
 
 Without AWS_ENDPOINT_URL (or LOCALSTACK_HOST) an AWS emulator is embedded in this process.
+A mock vLLM replica (MOCK_REPLICA_PORT, 8001) serves the demo model `mock/llm` unless MOCK_REPLICA=0.
 Ctrl-C or SIGTERM stops everything it started.
 """
 
@@ -33,6 +34,18 @@ def _prepare_environment() -> str:
     return f"AWS emulator: {url} (embedded moto)"
 
 
+def _start_demo_replica() -> str | None:
+    """A mock vLLM replica behind the model `mock/llm`, unless MOCK_REPLICA=0."""
+    if os.environ.get("MOCK_REPLICA", "1") == "0":
+        return None
+    from chalicelib.local.demo import start_demo_replica
+
+    model = os.environ.get("MOCK_REPLICA_MODEL", "mock/llm")
+    port = int(os.environ.get("MOCK_REPLICA_PORT") or 8001)
+    replica = start_demo_replica(model, port, float(os.environ.get("MOCK_REPLICA_PACE") or 0.02))
+    return f"Demo model {model!r}: served by the mock vLLM replica at {replica.base_url}"
+
+
 def main() -> None:
     emulator_line = _prepare_environment()
     if not os.environ.get("ADMIN_API_KEY"):
@@ -43,12 +56,15 @@ def main() -> None:
     from chalicelib.store.bootstrap import ensure_tables
 
     ensure_tables()
+    demo_line = _start_demo_replica()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT") or 8000)
     server = LocalApiServer(host, port, verbose=os.environ.get("QUIET") != "1")
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(emulator_line, flush=True)
     print(f"API: http://{host}:{server.server_port}/v1 (also under /api/v1)", flush=True)
+    if demo_line:
+        print(demo_line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

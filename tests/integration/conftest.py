@@ -74,7 +74,8 @@ class LocalStack:
 def start_local_stack(extra_env: dict[str, str] | None = None) -> LocalStack:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ENDPOINT_URL", "TABLE_"))}
-    env.update(PORT=str(port), ADMIN_API_KEY=TEST_ADMIN_KEY, QUIET="1", **(extra_env or {}))
+    # The demo replica takes a free port too, so tests never collide with a developer's `make run`.
+    env.update(PORT=str(port), ADMIN_API_KEY=TEST_ADMIN_KEY, QUIET="1", MOCK_REPLICA_PORT="0", **(extra_env or {}))
     process = subprocess.Popen([sys.executable, "-m", "chalicelib.local"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stack = LocalStack(process, f"http://127.0.0.1:{port}")

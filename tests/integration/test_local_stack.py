@@ -65,3 +65,31 @@ def test_sigterm_stops_the_stack_cleanly():
     own = start_local_stack()
 
     assert own.stop(timeout=15) == 0
+
+
+def test_demo_model_answers_through_its_mock_replica(stack):
+    key = stack.new_key()
+
+    answer = stack.client(key["api_key"]).chat.completions.create(
+        model="mock/llm", messages=[{"role": "user", "content": "Hello"}])
+
+    assert answer.choices[0].message.content
+    assert answer.usage.total_tokens > 0
+
+
+def test_mock_llm_answers_without_a_replica_and_still_meters():
+    own = start_local_stack({"MOCK_LLM": "true", "MOCK_REPLICA": "0"})
+    try:
+        own.register_model("mocked/model")
+        key = own.new_key()
+        client = own.client(key["api_key"])
+
+        answer = client.chat.completions.create(model="mocked/model", messages=[{"role": "user", "content": "Hi"}])
+        chunks = list(client.chat.completions.create(model="mocked/model", stream=True,
+                                                     messages=[{"role": "user", "content": "Hi"}]))
+
+        assert answer.choices[0].message.content
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        assert len(own.usage_rows(key["id"], expected=2)) == 2
+    finally:
+        own.stop()

@@ -1,0 +1,28 @@
+"""The demo replica of the local stack: a mock vLLM server registered as a model's replica."""
+
+from __future__ import annotations
+
+from chalicelib import replicas
+from chalicelib.errors import Conflict
+from chalicelib.local.mock_vllm import MockVllm
+from chalicelib.store.tables import LlmModel
+
+
+def start_demo_replica(model: str, port: int, pace_seconds: float) -> MockVllm:
+    replica = MockVllm(model=model, port=port, pace_seconds=pace_seconds).start()
+    register_replica(model, replica.base_url)
+    return replica
+
+
+def register_replica(model: str, endpoint: str) -> None:
+    """Make `endpoint` a SUCCESS replica of `model`; nothing changes when it already is."""
+    from chalicelib import llm_models
+
+    try:
+        llm_models.create({"name": model})
+    except Conflict:
+        pass
+    try:
+        replicas.create(LlmModel.get(model).id, {"endpoint": endpoint})
+    except Conflict:
+        pass

@@ -1,0 +1,347 @@
+"""A stand-in for a vLLM replica: its OpenAI-compatible API on loopback, with switchable failure modes.
+
+    python -m chalicelib.local.mock_vllm --port 8001 --model mock/model --pace 0.02 --mode ok
+
+In a test:
+
+    with MockVllm(model="mock/model", pace_seconds=0.01) as replica:
+        ...  # point the proxy at replica.base_url; replica.mode = "error500" flips it while it runs
+
+Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health` (200, empty body). Anything else answers
+404 `{"detail": "Not Found"}` as vLLM's FastAPI does. Replies come from `chalicelib.chat.mock_replies`.
+
+Modes (the `mode` attribute, read once per chat request; `/v1/models` and `/health` ignore it):
+- "ok": answers like vLLM. Streams are HTTP/1.1 chunked, one HTTP chunk per SSE event, each written as it
+  is produced, waiting `pace_seconds` before each token event; a non-streamed reply waits
+  `pace_seconds` * completion tokens, then comes whole with a Content-Length.
+- "error400" / "error500": a vLLM error body with that status, before any content.
+- "stall": reads the request, then never answers (until `stop()`, which it does not hold up).
+- "die_mid_stream": a stream sends its first DIE_AFTER_EVENTS events, then the connection is closed without
+  the terminating chunk nor `data: [DONE]`; a non-streamed reply sends its headers and half its body, then
+  closes.
+- There is no "refuse" mode: a refusing replica is a stopped one (`stop()`, then `port` still names the
+  closed port). `start()` after `stop()` binds that same port again: the replica comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from chalicelib.chat import mock_replies
+
+MODES = ("ok", "error400", "error500", "stall", "die_mid_stream")
+DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
+_ERRORS = {
+    "error400": (400, mock_replies.error_body("Mock replica in mode error400.", "BadRequestError", 400)),
+    "error500": (500, mock_replies.error_body("Mock replica in mode error500.", "InternalServerError", 500)),
+}
+_NOT_FOUND = {"detail": "Not Found"}
+_STOP_TIMEOUT = 5.0
+
+
+class MockVllm:
+    """One mock replica serving `model`; `start()` it (or use `with`), `stop()` it."""
+
+    def __init__(self, model: str = "mock/model", host: str = "127.0.0.1", port: int = 0,
+                 pace_seconds: float = 0.0, mode: str = "ok", *, max_model_len: int = 8192,
+                 verbose: bool = False) -> None:
+        self.model = model
+        self.host = host
+        self.pace_seconds = pace_seconds
+        self.mode = mode
+        self.max_model_len = max_model_len
+        self.verbose = verbose
+        self._port = port or None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._requests_seen = 0
+        self._last_request: dict[str, Any] | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            hint = " (for a refusing replica, stop() it)" if value == "refuse" else ""
+            raise ValueError(f"unknown mode {value!r}{hint}; one of {', '.join(MODES)}")
+        self._mode = value
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the mock replica has not been started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    @property
+    def requests_seen(self) -> int:
+        """Chat completion requests received, in every mode."""
+        with self._lock:
+            return self._requests_seen
+
+    @property
+    def last_request(self) -> dict[str, Any] | None:
+        """The last chat completion body that parsed as a JSON object: what the proxy forwarded."""
+        with self._lock:
+            return self._last_request
+
+    def _record(self, request: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._requests_seen += 1
+            if request is not None:
+                self._last_request = request
+
+    def start(self) -> MockVllm:
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self._port or 0), self)
+        self._port = self._server.server_address[1]
+        # A short poll interval keeps stop() quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"mock-vllm-{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, end every open connection (stalled or streaming) and wait for their threads."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.stopping.set()
+        server.shutdown()
+        server.drop_connections(_STOP_TIMEOUT)
+        server.server_close()
+        thread.join(_STOP_TIMEOUT)
+
+    def __enter__(self) -> MockVllm:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: MockVllm) -> None:
+        self.owner = owner
+        self.stopping = threading.Event()
+        self._connections_lock = threading.Lock()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Like ThreadingMixIn's, but remembering each connection so stop() can end it and join its thread.
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with self._connections_lock:
+            self._connections[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.pop(request, None)
+        super().shutdown_request(request)
+
+    def drop_connections(self, timeout: float) -> None:
+        with self._connections_lock:
+            connections = dict(self._connections)
+        for connection in connections:
+            _abort(connection)  # a handler blocked reading a keep-alive connection now sees EOF
+        for thread in connections.values():
+            thread.join(timeout)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (and stop() cutting connections) are routine here, not worth a traceback.
+        if not isinstance(sys.exception(), OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-vllm"
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - the name BaseHTTPRequestHandler dispatches to
+        path = self.path.split("?", 1)[0]
+        owner = self.server.owner
+        if path == "/health":
+            self._send(200, b"", "application/json")
+        elif path == "/v1/models":
+            self._send_json(200, mock_replies.models_list(owner.model, max_model_len=owner.max_model_len))
+        else:
+            self._send_json(404, _NOT_FOUND)
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True  # the body's framing is unknown: the connection cannot be reused
+            self._send_json(400, mock_replies.error_body("Unreadable request body.", "BadRequestError", 400))
+            return
+        if self.path.split("?", 1)[0] != "/v1/chat/completions":
+            self._send_json(404, _NOT_FOUND)
+            return
+        try:
+            self._chat(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-reply
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.owner.verbose:
+            super().log_message(format, *args)
+
+    def _chat(self, body: bytes) -> None:
+        owner = self.server.owner
+        mode = owner.mode
+        request, problem = _parse(body)
+        owner._record(request)
+        if mode == "stall":
+            # Short waits in a loop rather than one long wait: stop() must find this thread ready to leave.
+            while not self.server.stopping.wait(0.05):
+                pass
+            self.close_connection = True
+        elif mode in _ERRORS:
+            self._send_json(*_ERRORS[mode])
+        elif problem is not None:
+            self._send_json(400, mock_replies.error_body(problem, "BadRequestError", 400))
+        elif request.get("model", owner.model) != owner.model:
+            message = f"The model `{request['model']}` does not exist."
+            self._send_json(404, mock_replies.error_body(message, "NotFoundError", 404))
+        elif request.get("stream"):
+            self._stream(request, die=mode == "die_mid_stream")
+        else:
+            self._complete(request, die=mode == "die_mid_stream")
+
+    def _complete(self, request: dict[str, Any], *, die: bool) -> None:
+        reply = mock_replies.completion(request, model=self.server.owner.model)
+        if self._stopped_during(self.server.owner.pace_seconds * reply["usage"]["completion_tokens"]):
+            return self._hang_up()
+        data = _json_bytes(reply)
+        if not die:
+            return self._send(200, data, "application/json")
+        self._send_headers(200, "application/json", length=len(data))
+        self.wfile.write(data[: len(data) // 2])
+        self._hang_up()
+
+    def _stream(self, request: dict[str, Any], *, die: bool) -> None:
+        self._send_headers(200, "text/event-stream; charset=utf-8", length=None)
+        sent = 0
+        for chunk in mock_replies.stream_chunks(request, model=self.server.owner.model):
+            paced = mock_replies.is_token_chunk(chunk)
+            if (paced and self._stopped_during(self.server.owner.pace_seconds)) or (die and sent == DIE_AFTER_EVENTS):
+                return self._hang_up()
+            self._write_chunk(mock_replies.encode_event(chunk))
+            sent += 1
+        if die:
+            return self._hang_up()
+        self._write_chunk(mock_replies.DONE_EVENT)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked_body()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(length)
+
+    def _read_chunked_body(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(parts)
+
+    def _stopped_during(self, seconds: float) -> bool:
+        return self.server.stopping.wait(seconds) if seconds > 0 else self.server.stopping.is_set()
+
+    def _send_headers(self, status: int, content_type: str, *, length: int | None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
+        self._send_headers(status, content_type, length=len(data))
+        self.wfile.write(data)
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, _json_bytes(body), "application/json")
+
+    def _write_chunk(self, data: bytes) -> None:
+        # The handler's wfile is unbuffered: each event leaves in a send() of its own, as it is produced.
+        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        _abort(self.connection)
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        return None, f"Invalid JSON body: {error}"
+    if not isinstance(request, dict):
+        return None, "The request body must be a JSON object."
+    return request, mock_replies.request_problem(request)
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _abort(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A mock vLLM OpenAI-compatible server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--model", default="mock/model")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds before each generated token")
+    parser.add_argument("--mode", default="ok", choices=MODES)
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    options = parser.parse_args(argv)
+    replica = MockVllm(options.model, options.host, options.port, options.pace, options.mode,
+                       verbose=not options.quiet)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    replica.start()
+    print(f"mock vLLM serving {options.model!r} in mode {options.mode!r} at {replica.base_url}", flush=True)
+    try:
+        while not stopping.wait(0.5):  # short waits, so Ctrl-C is seen promptly
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        replica.stop()
+
+
+if __name__ == "__main__":
+    main()
