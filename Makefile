@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAGE ?= dev
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit integration infra-test lint package clean
+.PHONY: run test unit integration infra-test lint package bench clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ package: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
+
+## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
+bench: $(INSTALLED)
+	$(PY) tests/bench/run.py

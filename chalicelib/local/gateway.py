@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import json
 import queue
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
 
+    def setup(self) -> None:
+        super().setup()
+        # Small writes (headers, one SSE event) must leave at once, not wait for Nagle's algorithm.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _stream_chat(self, headers: dict[str, str], body: bytes) -> None:
         """The chat route bypasses Chalice, as in AWS: each chunk is written as it is produced."""
         response = handle_chat(headers, body)
         try:
+            if not response.streamed:
+                return self._send(response.status, response.headers, b"".join(response.body))
             self.send_response(response.status)
             for name, value in response.headers.items():
                 self.send_header(name, value)

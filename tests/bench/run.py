@@ -1,0 +1,183 @@
+"""`make bench`: what the proxy adds over calling the replica directly, measured in one run.
+
+Everything runs on loopback: an AWS emulator that counts the DynamoDB calls it serves, a mock
+vLLM replica, and the local stack (started as `make run` starts it). Each figure is printed with
+the baseline it is compared to, measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from chalicelib.local.emulator import start_emulator  # noqa: E402
+from chalicelib.local.mock_vllm import MockVllm  # noqa: E402
+from tests.integration.conftest import start_local_stack  # noqa: E402
+
+MODEL = "bench/model"
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))
+STREAMS = int(os.environ.get("BENCH_STREAMS", "40"))
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Measure me"}], "max_tokens": 8}
+
+
+class Client:
+    """One keep-alive connection, so both paths pay the same client-side costs."""
+
+    def __init__(self, base_url: str, key: str = "unused") -> None:
+        parts = urlsplit(base_url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.path = parts.path.rstrip("/") + "/chat/completions"
+        self.headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+
+    def complete(self, body: dict) -> float:
+        started = time.perf_counter()
+        self.connection.request("POST", self.path, json.dumps(body), self.headers)
+        response = response_ok(self.connection.getresponse())
+        response.read()
+        return time.perf_counter() - started
+
+    def stream(self, body: dict) -> tuple[float, list[float]]:
+        """Time to the first token, and the arrival time of every event."""
+        started = time.perf_counter()
+        self.connection.request("POST", self.path, json.dumps({**body, "stream": True}), self.headers)
+        response = response_ok(self.connection.getresponse())
+        arrivals, first_token = [], None
+        while line := response.readline():
+            if line.startswith(b"data: "):
+                arrivals.append(time.perf_counter() - started)
+                if first_token is None and b'"content":"' in line and b'"content":""' not in line:
+                    first_token = arrivals[-1]
+        return first_token or arrivals[0], arrivals
+
+
+def response_ok(response: http.client.HTTPResponse) -> http.client.HTTPResponse:
+    if response.status != 200:
+        raise SystemExit(f"bench request failed: {response.status} {response.read()[:300]!r}")
+    return response
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def main() -> None:
+    emulator_url, emulator = start_emulator()
+    stack = start_local_stack({"AWS_ENDPOINT_URL": emulator_url, "MOCK_REPLICA": "0"})
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        with MockVllm(model=MODEL) as fast, MockVllm(model=MODEL, pace_seconds=0.02, port=0) as paced:
+            stack.register_model(MODEL, fast.base_url)
+            key = stack.new_key(allowed_rpm=1_000_000)["api_key"]
+            rows += latency_rows(fast, stack, key, emulator.app.operations)
+            rows += streaming_rows(fast, paced, stack, key)
+            rows += memory_rows(emulator_url, stack, key)
+    finally:
+        stack.stop()
+    rows += cold_start_rows()
+    print_table(rows)
+
+
+def latency_rows(replica: MockVllm, stack, key: str, operations) -> list[tuple[str, str, str, str]]:
+    direct, proxied = Client(replica.base_url), Client(stack.url("/v1"), key)
+    for _ in range(20):  # warm connections, caches and the replica list
+        direct.complete(BODY)
+        proxied.complete(BODY)
+    time.sleep(0.5)  # let the warm-up's usage rows land before counting
+    direct_times, proxy_times = [], []
+    before = operations.copy()
+    for _ in range(REQUESTS):  # interleaved, so both see the same machine load
+        direct_times.append(direct.complete(BODY))
+        proxy_times.append(proxied.complete(BODY))
+    time.sleep(0.5)
+    calls = operations - before
+    per_request = sum(calls.values()) / REQUESTS
+    breakdown = ", ".join(f"{name} {count / REQUESTS:.2f}" for name, count in sorted(calls.items()))
+    rows = []
+    for label, share in (("p50", 0.5), ("p99", 0.99)):
+        base, through = percentile(direct_times, share), percentile(proxy_times, share)
+        rows.append((f"non-streamed latency {label}", ms(base), ms(through),
+                     f"+{ms(through - base)} ({through / base:.2f}x)"))
+    rows.append(("DynamoDB calls per request", "0", f"{per_request:.2f}", breakdown))
+    return rows
+
+
+def streaming_rows(fast: MockVllm, paced: MockVllm, stack, key: str) -> list[tuple[str, str, str, str]]:
+    direct, proxied = Client(fast.base_url), Client(stack.url("/v1"), key)
+    direct_ttft, proxy_ttft = [], []
+    for _ in range(STREAMS):
+        direct_ttft.append(direct.stream(BODY)[0])
+        proxy_ttft.append(proxied.stream(BODY)[0])
+    base, through = statistics.median(direct_ttft), statistics.median(proxy_ttft)
+    rows = [("streamed time to first token p50", ms(base), ms(through),
+             f"+{ms(through - base)} ({through / base:.2f}x)")]
+    stack.register_model("bench/paced", paced.base_url)
+    body = {**BODY, "model": "bench/paced", "max_tokens": 20}
+    paced.model = "bench/paced"
+    direct_gaps, proxy_gaps = gaps(Client(paced.base_url), body), gaps(Client(stack.url("/v1"), key), body)
+    drift = statistics.mean(abs(a - b) for a, b in zip(direct_gaps, proxy_gaps, strict=False))
+    rows.append(("chunk gap, mean (paced 20 ms)", ms(statistics.mean(direct_gaps)), ms(statistics.mean(proxy_gaps)),
+                 f"{ms(drift)} mean |difference| per gap"))
+    return rows
+
+
+def gaps(client: Client, body: dict) -> list[float]:
+    collected: list[float] = []
+    for _ in range(5):
+        arrivals = client.stream(body)[1]
+        collected += [later - earlier for earlier, later in zip(arrivals[1:-3], arrivals[2:-2], strict=True)]
+    return collected
+
+
+def cold_start_rows() -> list[tuple[str, str, str, str]]:
+    probe = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+
+    def median_import(module: str) -> float:
+        runs = [float(subprocess.run([sys.executable, "-c", probe.format(module)], cwd=ROOT, check=True,
+                                     capture_output=True, text=True).stdout) for _ in range(5)]
+        return statistics.median(runs)
+
+    baseline, handler = median_import("json"), median_import("chalicelib.chat.service")
+    boto3 = median_import("boto3")
+    return [("cold import of the chat handler", f"{ms(baseline)} (json)", ms(handler),
+             f"{handler / boto3:.2f}x `import boto3` ({ms(boto3)})")]
+
+
+def memory_rows(emulator_url: str, stack, key: str) -> list[tuple[str, str, str, str]]:
+    script = ROOT / "tests" / "bench" / "peak_memory.py"
+    # The same tables as the stack's: its environment less TABLE_PREFIX (see start_local_stack).
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TABLE_")}
+    env.update(AWS_ENDPOINT_URL=emulator_url, BENCH_MODEL=MODEL, BENCH_KEY=key)
+    bare = "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))"
+    baseline = int(subprocess.run([sys.executable, "-c", bare], cwd=ROOT, capture_output=True, text=True).stdout)
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        return [("peak memory, streamed request", "-", "failed", result.stderr.strip()[-200:])]
+    peak = int(result.stdout.split()[-1])
+    return [("peak memory, streamed request", f"{baseline / 1024:.1f} MB (bare python)", f"{peak / 1024:.1f} MB",
+             f"{peak / baseline:.2f}x bare python; Lambda size 128 MB")]
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("measure", "baseline", "through the proxy", "difference")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
