@@ -4,6 +4,7 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import api_keys, llm_models, replicas, table_browser
+from chalicelib.chat import buffered as chat_buffered
 from chalicelib.http_edge import json_body, json_errors, path_id, require_admin
 
 app = Chalice(app_name="hyperstack-llm-proxy")
@@ -88,3 +89,20 @@ def delete_replica(replica_id: str) -> Response:
     admin_request()
     replicas.delete(path_id(replica_id, "Replica"))
     return NO_CONTENT
+
+
+# In AWS, API Gateway sends this route to the `chat` function below in streaming mode (see
+# infra/template.json), and `make run` streams it too; this buffered form serves `chalice local`.
+@app.route("/v1/chat/completions", methods=["POST"], content_types=ANY_BODY)
+def chat_completions() -> Response:
+    request = app.current_request
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    status, response_headers, body = chat_buffered.answer_whole(headers, request.raw_body or b"")
+    return Response(body=body, status_code=status, headers=response_headers)
+
+
+# The streaming chat function: its exec wrapper (chalicelib/chat/bootstrap) runs our own
+# Runtime API loop, which streams. This handler answers whole only if the wrapper is not set.
+@app.lambda_function(name="chat")
+def chat(event: dict, context: object) -> dict:
+    return chat_buffered.lambda_response(event)

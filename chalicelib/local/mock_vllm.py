@@ -331,14 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     replica = MockVllm(options.model, options.host, options.port, options.pace, options.mode,
                        verbose=not options.quiet)
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stopping.set())
     replica.start()
     print(f"mock vLLM serving {options.model!r} in mode {options.mode!r} at {replica.base_url}", flush=True)
     try:
-        while not stopping.wait(0.5):  # short waits, so Ctrl-C is seen promptly
+        while not stopping.wait(0.5):  # short waits: the main thread runs signal handlers only between them
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         replica.stop()
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 MERGE_TEMPLATE = "infra/template.json"
 STAGE_PARAMETER = "Stage"
+# app.py's `@app.lambda_function(name="chat")`: the streaming chat function and its role, as Chalice names them.
+CHAT = "Chat"
+CHAT_ROLE = "ChatRole"
+CHAT_PATH = "/v1/chat/completions"
+EXEC_WRAPPER = "/var/task/chalicelib/chat/bootstrap"
+# What the chat plane does to items: auth and rate limit (api_key), models and replicas, usage rows, id blocks.
+CHAT_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+CHAT_TABLES = {"api_key", "metric", "llm_models", "replicas", "bookkeeping"}
 # Kept out of the subprocesses: tests/conftest.py sets them for the unit tests.
 PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER")
 
@@ -362,3 +371,110 @@ def test_admin_key_reaches_functions_only_as_an_ssm_parameter_name(
         assert "ADMIN_API_KEY" not in scope.get("environment_variables", {})
         for fn in scope.get("lambda_functions", {}).values():
             assert "ADMIN_API_KEY" not in fn.get("environment_variables", {})
+
+
+# --- the streaming chat function ------------------------------------------------------------------
+
+
+def _chat_function(template: dict[str, Any]) -> dict[str, Any]:
+    assert CHAT in template["Resources"], "no Chat function: app.py must declare @app.lambda_function(name='chat')"
+    return template["Resources"][CHAT]
+
+
+def _chat_permissions(template: dict[str, Any], principal: str) -> list[dict[str, Any]]:
+    permissions = _resources_of_type(template, "AWS::Lambda::Permission").values()
+    return [p["Properties"] for p in permissions
+            if p["Properties"]["FunctionName"] == {"Ref": CHAT} and p["Properties"]["Principal"] == principal]
+
+
+def _logical_table(table_ref: Any, template: dict[str, Any]) -> str:
+    """The logical table name (api_key, ...) behind a GetAtt Arn or a Sub of `${X.Arn}/index/*`."""
+    if isinstance(table_ref, dict) and "Fn::GetAtt" in table_ref:
+        resource = table_ref["Fn::GetAtt"][0]
+    else:
+        resource = table_ref["Fn::Sub"].split("}")[0].removeprefix("${").removesuffix(".Arn")
+    return template["Resources"][resource]["Properties"]["TableName"]["Fn::Sub"].rsplit("-", 1)[1]
+
+
+def test_chat_function_runs_the_streaming_runtime_through_the_exec_wrapper(
+    template: dict[str, Any], package_dir: Path
+) -> None:
+    props = _chat_function(template)["Properties"]
+    variables = props["Environment"]["Variables"]
+    assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == EXEC_WRAPPER
+    assert variables["MOCK_LLM"] == "false"
+    assert props["Timeout"] == 900
+    assert props["MemorySize"] == 128
+    assert props["Architectures"] == ["arm64"]
+    # Lambda runs the wrapper itself: the zip must keep its run bit.
+    with zipfile.ZipFile(package_dir / "deployment.zip") as archive:
+        wrapper = archive.getinfo(EXEC_WRAPPER.removeprefix("/var/task/"))
+    assert (wrapper.external_attr >> 16) & 0o111 == 0o111, oct(wrapper.external_attr >> 16)
+
+
+def test_chat_function_url_is_public_and_streams(template: dict[str, Any]) -> None:
+    urls = _resources_of_type(template, "AWS::Lambda::Url")
+    chat_urls = [u for u in urls.values() if u["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": [CHAT, "Arn"]}]
+    assert len(chat_urls) == 1, urls
+    assert chat_urls[0]["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
+    # No IAM auth: callers present their API key, which the function checks.
+    assert chat_urls[0]["Properties"]["AuthType"] == "NONE"
+    grants = _chat_permissions(template, "*")
+    # Function URLs created since October 2025 need both actions granted.
+    assert {g["Action"] for g in grants} == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    for grant in grants:
+        if grant["Action"] == "lambda:InvokeFunctionUrl":
+            assert grant["FunctionUrlAuthType"] == "NONE"
+        else:
+            assert grant["InvokedViaFunctionUrl"] is True, "the public may invoke Chat only through its URL"
+    url_name = next(name for name, u in urls.items() if u in chat_urls)
+    assert {"Fn::GetAtt": [url_name, "FunctionUrl"]} in [o["Value"] for o in template["Outputs"].values()]
+
+
+def test_rest_api_sends_chat_completions_to_the_chat_function_in_streaming_mode(template: dict[str, Any]) -> None:
+    api = template["Resources"]["RestAPI"]["Properties"]
+    integration = api["DefinitionBody"]["paths"][CHAT_PATH]["post"]["x-amazon-apigateway-integration"]
+    assert integration["type"] == "aws_proxy"
+    assert integration["httpMethod"] == "POST"
+    assert integration["uri"] == {
+        "Fn::Sub": f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/functions/"
+        f"${{{CHAT}.Arn}}/response-streaming-invocations"
+    }
+    assert integration["responseTransferMode"] == "STREAM"
+    assert integration["timeoutInMillis"] == 900_000  # streaming integrations may run 15 minutes
+    # Edge-optimized APIs cut a stream idle for 30 s; a regional one allows 5 minutes (time to a first token).
+    assert api["EndpointConfiguration"] == "REGIONAL"
+    apigateway_grants = _chat_permissions(template, "apigateway.amazonaws.com")
+    assert [g["Action"] for g in apigateway_grants] == ["lambda:InvokeFunction"]
+    assert "${RestAPI}/*/POST/v1/chat/completions" in apigateway_grants[0]["SourceArn"]["Fn::Sub"]
+
+
+def test_chat_role_may_only_read_and_write_items_of_the_chat_tables(template: dict[str, Any]) -> None:
+    role = template["Resources"][CHAT_ROLE]
+    assert _chat_function(template)["Properties"]["Role"] == {"Fn::GetAtt": [CHAT_ROLE, "Arn"]}
+    assert not role["Properties"].get("ManagedPolicyArns"), "the chat role needs no managed policy"
+    statements = list(_policy_statements(role["Properties"]["Policies"]))
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    assert not [a for a in actions if not a.startswith("logs:") and a not in CHAT_ACTIONS], actions
+    assert CHAT_ACTIONS <= actions
+    tables = {_logical_table(r, template) for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
+    assert tables == CHAT_TABLES, "replica_security_rules and the admin key are the admin API's business"
+
+
+def test_chalice_deploy_gives_the_chat_function_its_own_least_privilege_policy(
+    chalice_config: dict[str, Any],
+) -> None:
+    for settings in chalice_config["stages"].values():
+        chat = settings["lambda_functions"]["chat"]
+        assert chat["environment_variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == EXEC_WRAPPER
+        path = REPO_ROOT / ".chalice" / chat["iam_policy_file"]
+        assert path.name != settings["iam_policy_file"]
+        statements = list(_policy_statements(json.loads(path.read_text())))
+        for statement in statements:
+            _assert_no_broad_dynamodb_grant(statement, path.name)
+        actions = {a for s in statements for a in _as_list(s["Action"])}
+        assert not [a for a in actions if not a.startswith("logs:") and a not in CHAT_ACTIONS], path.name
+        prefix = f"arn:aws:dynamodb:*:*:table/{settings['environment_variables']['TABLE_PREFIX']}-"
+        granted = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
+        assert all(r.startswith(prefix) for r in granted), path.name
+        assert {r.removeprefix(prefix).split("/")[0] for r in granted} == CHAT_TABLES, path.name

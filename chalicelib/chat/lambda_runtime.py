@@ -1,0 +1,240 @@
+"""The chat function's transport in AWS: a Lambda Runtime API loop that streams.
+
+The managed Python runtime buffers what a handler returns. The chat function runs this loop in its
+place (chalicelib/chat/bootstrap, the function's AWS_LAMBDA_EXEC_WRAPPER, execs it) and answers each
+invocation in streaming mode. What goes on the wire for one invocation:
+
+    POST /2018-06-01/runtime/invocation/{request id}/response   (HTTP/1.1, one connection)
+    Lambda-Runtime-Function-Response-Mode: streaming
+    Transfer-Encoding: chunked
+    Content-Type: application/vnd.awslambda.http-integration-response
+    Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body
+
+    chunk: {"statusCode": 200, "headers": {...}, "cookies": []} + 8 NUL bytes
+    chunk: each piece of ChatResponse.body, sent as soon as the service yields it
+    last chunk; if the body failed midway, with the two trailers: the type `Function.<exception class>`
+    and the base64 of {"errorMessage": ..., "errorType": <exception class>}
+
+Function URLs (InvokeMode RESPONSE_STREAM) and API Gateway (responseTransferMode STREAM) read the same
+prelude. Sources: the Lambda developer guide, "Implementing response streaming in a custom runtime"
+(headers, trailers, closing the connection) and API Gateway's "Lambda proxy integration with payload
+response streaming" (prelude and delimiter).
+
+A failure before the first byte (a bug in the service) is answered as a 500 in OpenAI's error shape,
+not through the /error endpoint: the caller is an HTTP client, and Lambda would turn /error into a
+502 without the `{"error": {...}}` body OpenAI's SDKs read. The price: Lambda's Errors metric does not
+count it, so the traceback is logged as a JSON line with level ERROR.
+
+Standard library only, and nothing heavy at import: this module is on the cold-start path. The handler
+is `chalicelib.chat.service:handle`, imported in the init phase; CHAT_HANDLER="module:function" names
+another one (the bootstrap test runs the real wrapper with a fake handler this way).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from chalicelib.chat.events import request_from_event
+from chalicelib.chat.response import ChatResponse, json_response
+
+API = "/2018-06-01/runtime"
+CHAT_PATH = "/v1/chat/completions"
+HANDLER_VARIABLE = "CHAT_HANDLER"
+DEFAULT_HANDLER = "chalicelib.chat.service:handle"
+ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+ERROR_BODY = "Lambda-Runtime-Function-Error-Body"
+PRELUDE_DELIMITER = b"\0" * 8
+STREAMING_HEADERS = {
+    "Lambda-Runtime-Function-Response-Mode": "streaming",
+    "Transfer-Encoding": "chunked",
+    "Content-Type": "application/vnd.awslambda.http-integration-response",
+    "Trailer": f"{ERROR_TYPE}, {ERROR_BODY}",
+}
+INTERNAL_ERROR = {"error": {"message": "Internal server error", "type": "server_error", "param": None, "code": None}}
+# Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
+_TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+Handler = Callable[[dict[str, str], bytes], ChatResponse]
+
+
+class Invocation(NamedTuple):
+    request_id: str
+    deadline_ms: int
+    trace_id: str | None
+    event: bytes
+
+
+def run(handler: Handler | None = None, runtime_api: str | None = None, max_invocations: int | None = None) -> None:
+    """Serve invocations one after the other: forever, or `max_invocations` of them (tests)."""
+    api = runtime_api or os.environ["AWS_LAMBDA_RUNTIME_API"]
+    if handler is None:
+        handler = _load_handler(api)
+    served = 0
+    while max_invocations is None or served < max_invocations:
+        invocation = next_invocation(api)
+        try:
+            respond(api, invocation, handler)
+        except Exception as error:  # noqa: BLE001 - one broken invocation must not end the function instance
+            _log_exception("invocation failed", invocation.request_id, error)
+        served += 1
+
+
+def next_invocation(api: str) -> Invocation:
+    # No timeout: the instance may be frozen for minutes while it waits for an event.
+    connection = http.client.HTTPConnection(api)
+    try:
+        connection.request("GET", f"{API}/invocation/next")
+        reply = connection.getresponse()
+        event = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"GET /invocation/next answered {reply.status}: {event[:200]!r}")
+        return Invocation(
+            request_id=reply.headers["Lambda-Runtime-Aws-Request-Id"],
+            deadline_ms=int(reply.headers.get("Lambda-Runtime-Deadline-Ms") or 0),
+            trace_id=reply.headers.get("Lambda-Runtime-Trace-Id"),
+            event=event,
+        )
+    finally:
+        connection.close()
+
+
+def respond(api: str, invocation: Invocation, handler: Handler) -> None:
+    if invocation.trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)  # not the previous invocation's trace
+    response = _response_for(invocation, handler)
+    try:
+        _stream(api, invocation.request_id, response)
+    finally:
+        response.close()
+
+
+def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
+    try:
+        method, path, headers, body = request_from_event(json.loads(invocation.event))
+        # The function URL is public: anything but the chat route is answered here, not by the service.
+        if not path.rstrip("/").endswith(CHAT_PATH):
+            return _invalid_request(404, f"Unknown request URL: {method} {path}.", "unknown_url")
+        if method != "POST":
+            return _invalid_request(405, f"Method {method} is not allowed on {CHAT_PATH}.", "method_not_allowed")
+        return handler(headers, body)
+    except Exception as error:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
+        _log_exception("chat handler failed before the first byte", invocation.request_id, error)
+        return json_response(500, INTERNAL_ERROR)
+
+
+def _invalid_request(status: int, message: str, code: str) -> ChatResponse:
+    error = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return json_response(status, error, {"allow": "POST"} if status == 405 else None)
+
+
+def _stream(api: str, request_id: str, response: ChatResponse) -> None:
+    connection = http.client.HTTPConnection(api)
+    try:
+        connection.connect()
+        # Each chunk is one small write: without this, Nagle's algorithm would hold one back.
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.putrequest("POST", f"{API}/invocation/{request_id}/response", skip_accept_encoding=True)
+        for name, value in STREAMING_HEADERS.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        connection.send(_chunk(_prelude(response)))
+        failure = _send_body(connection, response.body)
+        if failure is not None:
+            _log_exception("chat response failed mid-stream", request_id, failure)
+        connection.send(_last_chunk(failure))
+        reply = connection.getresponse()
+        answer = reply.read()
+        if reply.status != 202:
+            _log("Lambda refused the response", request_id, f"{reply.status} {answer[:500]!r}")
+    finally:
+        # The runtime API wants the connection closed once the streamed response is written.
+        connection.close()
+
+
+def _prelude(response: ChatResponse) -> bytes:
+    headers = {name: value for name, value in response.headers.items() if name.lower() not in _TRANSPORT_HEADERS}
+    return json.dumps({"statusCode": response.status, "headers": headers, "cookies": []}).encode() + PRELUDE_DELIMITER
+
+
+def _send_body(connection: http.client.HTTPConnection, body: Iterator[bytes]) -> Exception | None:
+    """Send each piece as it comes. A failure of the body is returned (it goes in the trailers);
+    a failure to send raises."""
+    pieces = iter(body)
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration:
+            return None
+        except Exception as error:  # noqa: BLE001 - reported to Lambda in the trailers
+            return error
+        if piece:  # an empty chunk would end the body
+            connection.send(_chunk(piece))
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _last_chunk(failure: Exception | None) -> bytes:
+    if failure is None:
+        return b"0\r\n\r\n"
+    error_type, error_body = error_trailers(failure)
+    return f"0\r\n{ERROR_TYPE}: {error_type}\r\n{ERROR_BODY}: {error_body}\r\n\r\n".encode("ascii")
+
+
+def error_trailers(error: BaseException) -> tuple[str, str]:
+    """The two trailer values for a failure: `<category>.<reason>` as Lambda recommends, base64 JSON."""
+    kind = type(error).__name__
+    body = json.dumps({"errorMessage": str(error), "errorType": kind}).encode()
+    return f"Function.{kind}", base64.b64encode(body).decode("ascii")
+
+
+def _load_handler(api: str) -> Handler:
+    """The chat service, imported in the init phase; a failure is reported to /init/error, then raised."""
+    import importlib
+
+    module_name, _, name = os.environ.get(HANDLER_VARIABLE, DEFAULT_HANDLER).partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except Exception as error:
+        _log_exception("chat handler failed to load", None, error)
+        _post_init_error(api, error)
+        raise
+
+
+def _post_init_error(api: str, error: Exception) -> None:
+    kind = type(error).__name__
+    body = json.dumps({"errorMessage": str(error), "errorType": kind})
+    connection = http.client.HTTPConnection(api, timeout=5)
+    try:
+        connection.request("POST", f"{API}/init/error", body, {ERROR_TYPE: f"Runtime.{kind}",
+                                                              "Content-Type": "application/json"})
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def _log_exception(message: str, request_id: str | None, error: BaseException) -> None:
+    import traceback
+
+    _log(message, request_id, "".join(traceback.format_exception(error)))
+
+
+def _log(message: str, request_id: str | None, detail: str) -> None:
+    # One JSON line on stderr (CloudWatch keeps stdout and stderr): the runtime's own voice, no logger import.
+    record = {"level": "ERROR", "location": "lambda_runtime", "message": message, "request_id": request_id,
+              "detail": detail}
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    run()
