@@ -56,5 +56,5 @@ def _check_cross_field_rules(body: dict[str, Any]) -> None:
         function = choice.get("function")
         if choice.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
             raise ValidationFailed({"tool_choice": ['Must be {"type": "function", "function": {"name": ...}}.']})
-        if choice is not None and not body.get("tools"):
+        if not body.get("tools"):
             raise ValidationFailed({"tool_choice": ["tool_choice names a function but no tools are given."]})

@@ -41,6 +41,7 @@ def handle(headers: Mapping[str, str], body: bytes) -> ChatResponse:
         meter.status = error.status
         response = error_response(error, caller.rate_limit_headers())
     response.body = _metered(response.body, meter)
+    response.on_close = meter.write
     return response
 
 
@@ -76,6 +77,7 @@ def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) ->
 
 
 def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
+    """The body; closed before its end, it records that the client went away."""
     try:
         yield from chunks
     except GeneratorExit:
@@ -85,7 +87,6 @@ def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
         close = getattr(chunks, "close", None)
         if close:
             close()  # ends the upstream request at once when the client has gone
-        meter.write()
 
 
 def _bearer_token(headers: Mapping[str, str]) -> str:

@@ -117,7 +117,11 @@ class MockVllm:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, end every open connection (stalled or streaming) and wait for their threads."""
+        """Stop accepting, cut every open connection (idle, stalled or mid-reply) and wait for their threads.
+
+        Like a replica going down: a client still reading a reply sees its connection end. Read replies
+        before stopping the server.
+        """
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
@@ -175,6 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mock-vllm"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # As uvicorn does: each small write (an SSE event) leaves at once instead of waiting on Nagle.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:  # noqa: N802 - the name BaseHTTPRequestHandler dispatches to
         path = self.path.split("?", 1)[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -11,9 +13,15 @@ from chalicelib.settings import get_settings
 MAX_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
 
 
-def transaction() -> TransactWrite:
+@lru_cache(maxsize=1)
+def _connection() -> Connection:
+    """One connection (a botocore client) per process: building one costs more than the write."""
     settings = get_settings()
-    return TransactWrite(connection=Connection(region=settings.aws_region, host=settings.dynamodb_endpoint))
+    return Connection(region=settings.aws_region, host=settings.dynamodb_endpoint)
+
+
+def transaction() -> TransactWrite:
+    return TransactWrite(connection=_connection())
 
 
 def failed_conditions(error: TransactWriteError) -> list[int]:

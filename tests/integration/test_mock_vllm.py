@@ -120,7 +120,7 @@ def test_invalid_json_or_missing_messages_is_a_400(replica, raw):
 ])
 def test_error_modes_answer_a_vllm_error_body(mode, status, error_type):
     with MockVllm(model=MODEL, mode=mode) as failing:
-        reply = post_chat(failing, chat(stream=True), stream=True)
+        reply = post_chat(failing, chat(stream=True))
 
     assert reply.status_code == status
     assert reply.headers["Content-Type"] == "application/json"
