@@ -13,7 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.clock import iso, now
-from chalicelib.errors import Conflict, NotFound, ValidationFailed
+from chalicelib.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from chalicelib.observability import logger
+from chalicelib.provisioning import statuses, workflow
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
 from chalicelib.store.lookups import model_by_id
@@ -22,9 +24,7 @@ from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecur
 from chalicelib.store.transactions import MAX_ITEMS, failed_conditions, transaction
 from chalicelib.validation import field_error, validate
 
-PENDING = "PENDING"
-SUCCESS = "SUCCESS"
-FAILED = "FAILED"
+SUCCESS = statuses.SUCCESS
 _CHAT_SUFFIX = "/chat/completions"
 PUBLIC_FIELDS = (
     "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
@@ -51,17 +51,20 @@ def create(model_id: int, body: Any) -> int:
     request = validate(CREATE_REPLICA, body)
     model = _model_or_404(model_id)
     details = request.get("vm_creation_details")
-    if request["create_vm"]:
-        if details is None:
-            raise field_error("vm_creation_details", "VM creation details must be provided when create_vm is True.")
-        _check_port_ranges(details.get("security_rules") or [])
-        replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
-    else:
+    if not request["create_vm"]:
         if not request.get("endpoint"):
             raise field_error("endpoint", "LLM EndPoint URL must not be empty.")
         endpoint = normalize_endpoint(request["endpoint"])
-        replica, rules = _existing_replica(model, endpoint, request.get("rate_limit")), []
+        replica = _existing_replica(model, endpoint, request.get("rate_limit"))
+        _insert(model, replica, [])
+        return replica.id
+    if details is None:
+        raise field_error("vm_creation_details", "VM creation details must be provided when create_vm is True.")
+    _check_port_ranges(details.get("security_rules") or [])
+    workflow.require_configured()
+    replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
     _insert(model, replica, rules)
+    _start_provisioning(replica)
     return replica.id
 
 
@@ -78,13 +81,25 @@ def update_rate_limit(replica_id: int, body: Any) -> None:
 
 
 def delete(replica_id: int) -> None:
+    """A replica given by URL goes at once; a provisioned one goes when its VM is gone."""
     replica = _replica_or_404(replica_id)
-    _delete_rows([replica], condition_on=None)
+    if is_provisioned(replica):
+        _start_teardown(replica)
+    else:
+        delete_rows([replica])
 
 
 def delete_all(model: LlmModel) -> None:
-    """The model, its replicas and their security rules, in as few transactions as fit."""
-    _delete_rows(of_model(model.id), condition_on=model)
+    """The model and its replicas: rows at once, provisioned ones once their VMs are gone."""
+    provisioned = [replica for replica in of_model(model.id) if is_provisioned(replica)]
+    for replica in provisioned:
+        _start_teardown(replica)
+    delete_rows([replica for replica in of_model(model.id) if not is_provisioned(replica)], model=model)
+
+
+def is_provisioned(replica: Replica) -> bool:
+    """Created with `create_vm`: a VM may exist for it, so its rows go only after the VM."""
+    return replica.name is not None
 
 
 def normalize_endpoint(raw: str) -> str:
@@ -106,7 +121,7 @@ def normalize_endpoint(raw: str) -> str:
 def _existing_replica(model: LlmModel, endpoint: str, rate_limit: int | None) -> Replica:
     return Replica(
         next_id("replicas"), model_id=model.id, endpoint=endpoint, rate_limit=rate_limit,
-        vm_status=SUCCESS, created_at=now(),
+        vm_status=statuses.SUCCESS, created_at=now(),
     )
 
 
@@ -114,7 +129,7 @@ def _provisioned_replica(
     model: LlmModel, rate_limit: int | None, details: dict[str, Any]
 ) -> tuple[Replica, list[ReplicaSecurityRule]]:
     replica = Replica(
-        next_id("replicas"), model_id=model.id, rate_limit=rate_limit, vm_status=PENDING, created_at=now(),
+        next_id("replicas"), model_id=model.id, rate_limit=rate_limit, vm_status=statuses.PENDING, created_at=now(),
         name=details["name"], environment_name=details["environment_name"], image_name=details["image_name"],
         flavor_name=details["flavor_name"], key_name=details["key_name"], port=details["port"],
         run_command=details["run_command"], assign_floating_ip=details["assign_floating_ip"],
@@ -163,19 +178,42 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule])
         raise
 
 
-def _delete_rows(replicas: list[Replica], condition_on: LlmModel | None) -> None:
+def delete_rows(replicas: list[Replica], model: LlmModel | None = None) -> None:
+    """Replicas, their rules and endpoint guards (and the model, if given) in as few transactions as fit."""
     items: list[Any] = []
     for replica in replicas:
         items.append(replica)
         items.extend(ReplicaSecurityRule.query(replica.id))
         if replica.endpoint:
             items.append(Bookkeeping(_endpoint_guard(replica)))
-    if condition_on is not None:
-        items.append(condition_on)  # last, so a cascade cut short leaves the model to retry on
+    if model is not None:
+        items.append(model)  # last, so a cascade cut short leaves the model to retry on
     for start in range(0, len(items), MAX_ITEMS):
         with transaction() as tx:
             for item in items[start : start + MAX_ITEMS]:
                 tx.delete(item)
+
+
+def _start_provisioning(replica: Replica) -> None:
+    try:
+        execution_arn = workflow.start("create", replica.id)
+    except Exception:
+        delete_rows([replica])  # nothing was asked of Hyperstack yet: the request leaves no trace
+        logger.exception("provisioning workflow did not start", extra={"replica_id": replica.id})
+        raise ServiceUnavailable("The provisioning workflow could not start; nothing was created.") from None
+    replica.update(actions=[Replica.execution_arn.set(execution_arn)])
+
+
+def _start_teardown(replica: Replica) -> None:
+    if replica.vm_status == statuses.DELETING:
+        return  # a teardown is already on its way
+    replica.update(actions=[Replica.vm_status.set(statuses.DELETING), Replica.error_message.remove()])
+    try:
+        workflow.start("delete", replica.id)
+    except Exception as error:  # visible as DELETE_FAILED, never silently dropped
+        replica.update(actions=[Replica.vm_status.set(statuses.DELETE_FAILED),
+                                Replica.error_message.set(f"The teardown workflow could not start: {error}")])
+        raise ServiceUnavailable("The teardown could not start; the replica is marked DELETE_FAILED.") from None
 
 
 def _endpoint_guard(replica: Replica) -> str:

@@ -19,6 +19,7 @@ class Settings:
     table_prefix: str
     aws_region: str
     dynamodb_endpoint: str | None
+    aws_endpoint: str | None
     admin_api_key: str | None
     admin_api_key_parameter: str | None
     replica_ingress_cidr: str
@@ -44,6 +45,7 @@ def get_settings() -> Settings:
         aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         # botocore honours AWS_ENDPOINT_URL by itself; the DynamoDB-specific one wins.
         dynamodb_endpoint=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL"),
+        aws_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
         admin_api_key=os.environ.get("ADMIN_API_KEY") or None,
         admin_api_key_parameter=os.environ.get("ADMIN_API_KEY_PARAMETER") or None,
         # Who may reach a provisioned replica's port. Deliberately not 0.0.0.0/0 by default:
@@ -106,3 +108,45 @@ def get_chat_settings() -> ChatSettings:
         # Metric ids are reserved in blocks: one counter write per block, not per request.
         metric_id_block=_int("METRIC_ID_BLOCK", 50),
     )
+
+
+@dataclass(frozen=True)
+class ProvisionSettings:
+    """What the provisioning workflow needs. Production waits are minutes; locally seconds."""
+
+    state_machine_arn: str | None
+    hyperstack_api_url: str | None
+    hyperstack_api_key: str | None
+    hyperstack_api_key_parameter: str | None
+    hyperstack_timeout_seconds: float
+    poll_seconds: int
+    vm_timeout_seconds: int
+    model_timeout_seconds: int
+
+
+@lru_cache(maxsize=1)
+def get_provision_settings() -> ProvisionSettings:
+    return ProvisionSettings(
+        state_machine_arn=os.environ.get("PROVISION_STATE_MACHINE_ARN") or None,
+        hyperstack_api_url=os.environ.get("HYPERSTACK_API_URL") or None,
+        hyperstack_api_key=os.environ.get("HYPERSTACK_API_KEY") or None,
+        hyperstack_api_key_parameter=os.environ.get("HYPERSTACK_API_KEY_PARAMETER") or None,
+        hyperstack_timeout_seconds=_float("HYPERSTACK_TIMEOUT_SECONDS", 30.0),
+        poll_seconds=max(1, _int("PROVISION_POLL_SECONDS", 60)),
+        # A GPU VM is usually ACTIVE within minutes; a large model may take much longer to load.
+        vm_timeout_seconds=_int("PROVISION_TIMEOUT_SECONDS", 30 * 60),
+        model_timeout_seconds=_int("MODEL_READY_TIMEOUT_SECONDS", 60 * 60),
+    )
+
+
+def hyperstack_api_key() -> str | None:
+    settings = get_provision_settings()
+    if settings.hyperstack_api_key:
+        return settings.hyperstack_api_key
+    if settings.hyperstack_api_key_parameter:
+        from aws_lambda_powertools.utilities import parameters
+
+        return parameters.get_parameter(
+            settings.hyperstack_api_key_parameter, decrypt=True, max_age=get_settings().secret_cache_seconds
+        )
+    return None

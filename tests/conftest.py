@@ -3,9 +3,11 @@
 import os
 
 TEST_ADMIN_KEY = "test-admin-key"
+# moto's default account; the unit fixtures create this state machine (executions are recorded, not run).
+TEST_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:provision-test"
 
 for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "ADMIN_API_KEY_PARAMETER", "AWS_PROFILE",
-                 "LOCALSTACK_HOST", "MOTO_PORT"):
+                 "LOCALSTACK_HOST", "MOTO_PORT", "HYPERSTACK_API_KEY", "HYPERSTACK_API_URL"):
     os.environ.pop(variable, None)
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
@@ -14,4 +16,5 @@ os.environ.update(
     STAGE="test",
     TABLE_PREFIX="test",
     ADMIN_API_KEY=TEST_ADMIN_KEY,
+    PROVISION_STATE_MACHINE_ARN=TEST_STATE_MACHINE_ARN,
 )

@@ -4,11 +4,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from chalice.test import Client
 from moto import mock_aws
 
-from tests.conftest import TEST_ADMIN_KEY
+from tests.conftest import TEST_ADMIN_KEY, TEST_STATE_MACHINE_ARN
 
 
 @pytest.fixture
@@ -17,6 +18,9 @@ def aws() -> Iterator[None]:
         from chalicelib.store.bootstrap import ensure_tables
 
         ensure_tables()
+        boto3.client("stepfunctions", region_name="us-east-1").create_state_machine(
+            name="provision-test", definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+            roleArn="arn:aws:iam::123456789012:role/provision-test")
         yield
 
 
@@ -92,3 +96,11 @@ VM_DETAILS = {
     "port": 8000,
     "run_command": "vllm serve meta-llama/Llama-3.1-8B-Instruct --port 8000",
 }
+
+
+def started_executions(action: str) -> int:
+    """How many executions of the provisioning workflow were started with this action."""
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    executions = client.list_executions(stateMachineArn=TEST_STATE_MACHINE_ARN)["executions"]
+    return sum(1 for execution in executions if json.loads(client.describe_execution(
+        executionArn=execution["executionArn"])["input"])["action"] == action)

@@ -1,6 +1,6 @@
 """/v1/models: create, read, list, delete."""
 
-from tests.unit.conftest import VM_DETAILS
+from tests.unit.conftest import VM_DETAILS, started_executions
 
 
 def test_create_model_answers_201_with_name_and_id(api):
@@ -58,14 +58,27 @@ def test_active_filter_keeps_models_with_a_serving_replica(api):
 def test_delete_model_removes_its_replicas_and_rules(api):
     model_id = api.create_model()
     api.create_replica(model_id)
-    api.post(f"/v1/models/{model_id}/replicas", {"create_vm": True, "vm_creation_details": VM_DETAILS})
+    api.create_replica(model_id, "http://10.0.0.2:8000/v1")
 
     reply = api.delete(f"/v1/models/{model_id}")
 
     assert reply.status == 204
     assert api.get(f"/v1/models/{model_id}/replicas").status == 404
     assert api.get("/v1/tables/replicas").json["data"] == []
-    assert api.get("/v1/tables/replica_security_rules").json["data"] == []
+
+
+def test_delete_model_hands_its_provisioned_replicas_to_teardown(api):
+    model_id = api.create_model()
+    api.create_replica(model_id)
+    vm_backed = api.post(f"/v1/models/{model_id}/replicas", {"create_vm": True, "vm_creation_details": VM_DETAILS})
+
+    reply = api.delete(f"/v1/models/{model_id}")
+
+    assert reply.status == 204
+    assert api.get(f"/v1/models/{model_id}/replicas").status == 404
+    remaining = api.get("/v1/tables/replicas").json["data"]
+    assert [(row["id"], row["vm_status"]) for row in remaining] == [(vm_backed.json["replica_id"], "DELETING")]
+    assert started_executions("delete") == 1
 
 
 def test_deleting_a_model_frees_its_endpoints_for_a_new_model_of_the_same_name(api):

@@ -3,7 +3,7 @@
 import pytest
 
 from chalicelib.settings import get_settings
-from tests.unit.conftest import VM_DETAILS
+from tests.unit.conftest import VM_DETAILS, started_executions
 
 MISSING = ["Missing data for required field."]
 VM_FIELDS = ["name", "environment_name", "image_name", "flavor_name", "key_name", "port", "run_command"]
@@ -463,16 +463,20 @@ def test_deleting_a_replica_answers_204_and_removes_it(api, model_id):
     assert [replica["id"] for replica in replicas_of(api, model_id)] == [keep]
 
 
-def test_deleting_a_replica_removes_its_security_rules_only(api, model_id):
+def test_deleting_a_provisioned_replica_hands_it_to_teardown_and_keeps_it_visible(api, model_id):
     keep = vm_replica(api, model_id, security_rules=[{"port_range_min": 1, "port_range_max": 1}])
     drop = vm_replica(api, model_id, name="second", security_rules=[
         {"port_range_min": 2, "port_range_max": 2},
         {"port_range_min": 3, "port_range_max": 3},
     ])
 
-    api.delete(f"/v1/replicas/{drop}")
+    reply = api.delete(f"/v1/replicas/{drop}")
 
-    assert {rule["replica_id"] for rule in table(api, "replica_security_rules")} == {keep}
+    assert reply.status == 204
+    assert {row["id"]: row["vm_status"] for row in replicas_of(api, model_id)} == {keep: "PENDING", drop: "DELETING"}
+    assert started_executions("delete") == 1
+    # Its rules stay until the teardown has deleted the VM they guard (tests/integration/test_provisioning.py).
+    assert sorted(rule["replica_id"] for rule in table(api, "replica_security_rules")) == [keep, drop, drop]
 
 
 def test_deleting_an_unknown_replica_is_not_found(api):

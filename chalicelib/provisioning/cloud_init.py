@@ -1,0 +1,37 @@
+"""The `user_data` a replica's VM boots with: install what the image lacks, run the model server.
+
+The first comment line names the port and model: the fake Hyperstack of the local stack reads it
+to start a mock replica there, and a person reading the VM's metadata sees what it is for.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+MARKER = "# llm-proxy-replica"
+
+_SCRIPT = """#!/bin/bash
+{marker} port={port} model={model}
+# Written by the Hyperstack LLM inference proxy. Output: /var/log/llm-replica.log
+set -uo pipefail
+exec >>/var/log/llm-replica.log 2>&1
+if ! command -v docker >/dev/null 2>&1; then
+  curl -fsSL https://get.docker.com | sh
+fi
+if command -v nvidia-smi >/dev/null 2>&1 && ! command -v nvidia-ctk >/dev/null 2>&1; then
+  # GPU images without the container toolkit cannot give docker containers a GPU.
+  distribution=$(. /etc/os-release; echo "$ID$VERSION_ID")
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o /usr/share/keyrings/nvidia.gpg
+  curl -fsSL "https://nvidia.github.io/libnvidia-container/$distribution/libnvidia-container.list" \\
+    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia.gpg] https://#' \\
+    > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get update && apt-get install -y nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker && systemctl restart docker
+fi
+export PORT={port}
+nohup bash -lc {command} &
+"""
+
+
+def user_data(model: str, port: int, run_command: str) -> str:
+    return _SCRIPT.format(marker=MARKER, port=int(port), model=model, command=shlex.quote(run_command))

@@ -1,0 +1,11 @@
+"""A provisioned replica's `vm_status`, from request to serving or to its end."""
+
+PENDING = "PENDING"  # stored; the workflow has not started on it yet
+CREATING_VM = "CREATING_VM"  # asking Hyperstack for the VM, waiting for it to be ACTIVE
+BOOTING = "BOOTING"  # the VM is up; waiting for the model to answer GET /v1/models
+SUCCESS = "SUCCESS"  # serving: chat requests may go to it
+FAILED = "FAILED"  # provisioning failed and its VM was deleted; error_message says why
+DELETING = "DELETING"  # teardown is deleting its VM, then its rows
+DELETE_FAILED = "DELETE_FAILED"  # teardown failed: the VM may still exist; error_message says why
+
+IN_PROGRESS = (PENDING, CREATING_VM, BOOTING)

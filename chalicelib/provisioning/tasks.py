@@ -1,0 +1,216 @@
+"""The Task steps of the provisioning workflow (infra/provisioning.asl.json), one Lambda for all.
+
+Each step is idempotent, since Step Functions retries them: a VM is found by its deterministic
+name before one is created, and a VM that is already gone counts as deleted. Exceptions end a
+step; their class names are the error names the workflow's Retry and Catch rules match:
+`HyperstackRetryable` is retried with backoff, `ProvisioningFailed` and `ReplicaGone` lead to
+compensation (delete the VM, then mark the replica FAILED unless it is being deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.provisioning import statuses
+from chalicelib.provisioning.cloud_init import user_data
+from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from chalicelib.provisioning.replica_store import (
+    delete_rows,
+    find,
+    mark,
+    model_name_of,
+    security_rules_of,
+)
+from chalicelib.settings import get_provision_settings, hyperstack_api_key
+from chalicelib.store.tables import Replica
+
+
+def vm_name(replica_id: int) -> str:
+    return f"llm-proxy-replica-{replica_id}"
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    step = _STEPS.get(event.get("step", ""))
+    if step is None:
+        raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
+    return step(event)
+
+
+def start_create(event: dict[str, Any]) -> dict[str, Any]:
+    _live(event, allowed=(statuses.PENDING, statuses.CREATING_VM))
+    _advance(event, statuses.CREATING_VM, allowed=(statuses.PENDING, statuses.CREATING_VM))
+    return {}
+
+
+def create_vm(event: dict[str, Any]) -> dict[str, Any]:
+    replica = _live(event, allowed=(statuses.CREATING_VM,))
+    client = _hyperstack()
+    vm = _call(lambda: client.find_vm_by_name(vm_name(replica.id)) or client.create_vm(_spec(replica)))
+    try:
+        _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id)
+    except ReplicaGone:
+        # Deleted while the VM was being created: its teardown may have looked for the VM too early.
+        _call(lambda: client.delete_vm(vm.id))
+        raise
+    return {"vm_id": vm.id}
+
+
+def check_vm(event: dict[str, Any]) -> dict[str, Any]:
+    _live(event, allowed=(statuses.CREATING_VM,))
+    vm = _call(lambda: _hyperstack().get_vm(event["vm_id"]))
+    polls = int(event.get("polls") or 0) + 1
+    if vm is None:
+        raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being created.")
+    if vm.status == "ACTIVE" and vm.floating_ip:
+        _advance(event, statuses.BOOTING, allowed=(statuses.CREATING_VM,))
+        return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
+    status = "ERROR" if vm.status in ("ERROR", "FAILED") else "CREATING"
+    return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
+
+
+def check_model(event: dict[str, Any]) -> dict[str, Any]:
+    replica = _live(event, allowed=(statuses.BOOTING,))
+    polls = int(event.get("polls") or 0) + 1
+    return {"healthy": _answers(_endpoint(event, replica) + "/models"), "polls": polls}
+
+
+def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
+    replica = _live(event, allowed=(statuses.BOOTING,))
+    _advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=_endpoint(event, replica),
+             error_message=None)
+    return {}
+
+
+def delete_vm(event: dict[str, Any]) -> dict[str, Any]:
+    _delete_vm(int(event["replica_id"]), event.get("vm_id"))
+    return {}
+
+
+def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
+    reason = failure_reason(event.get("error"))
+    try:
+        mark(int(event["replica_id"]), statuses.FAILED, allowed=(*statuses.IN_PROGRESS,), error_message=reason)
+    except ReplicaGone:
+        pass  # deleted meanwhile: its teardown owns it now
+    return {"reason": reason}
+
+
+def teardown(event: dict[str, Any]) -> dict[str, Any]:
+    replica = find(int(event["replica_id"]))
+    if replica is None:
+        return {}
+    if replica.execution_arn:
+        from chalicelib.provisioning import workflow
+
+        workflow.stop(replica.execution_arn, "The replica was deleted.")
+    _delete_vm(int(replica.id), replica.vm_id)
+    delete_rows(replica)
+    return {}
+
+
+def mark_delete_failed(event: dict[str, Any]) -> dict[str, Any]:
+    reason = "Teardown failed, the VM may still exist: " + failure_reason(event.get("error"))
+    try:
+        mark(int(event["replica_id"]), statuses.DELETE_FAILED, allowed=(statuses.DELETING,), error_message=reason)
+    except ReplicaGone:
+        pass
+    return {"reason": reason}
+
+
+def failure_reason(error: Any) -> str:
+    """A person's reading of a Step Functions Catch result (`{"Error", "Cause"}`)."""
+    if not isinstance(error, dict):
+        return "Provisioning failed."
+    cause = error.get("Cause") or ""
+    try:
+        cause = json.loads(cause).get("errorMessage") or cause
+    except (ValueError, AttributeError):
+        pass
+    return str(cause or error.get("Error") or "Provisioning failed.")[:2000]
+
+
+def _live(event: dict[str, Any], allowed: tuple[str, ...]) -> Replica:
+    replica = find(int(event["replica_id"]))
+    if replica is None or replica.vm_status not in allowed:
+        raise ReplicaGone(f"Replica {event['replica_id']} is no longer being provisioned.")
+    return replica
+
+
+def _advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fields: Any) -> None:
+    mark(int(event["replica_id"]), status, allowed=allowed, **fields)
+
+
+def _delete_vm(replica_id: int, vm_id: int | None) -> None:
+    client = _hyperstack()
+    if vm_id is None:
+        found = _call(lambda: client.find_vm_by_name(vm_name(replica_id)))
+        vm_id = found.id if found else None
+    if vm_id is not None:
+        _call(lambda: client.delete_vm(int(vm_id)))
+
+
+def _endpoint(event: dict[str, Any], replica: Replica) -> str:
+    return f"http://{event['floating_ip']}:{int(replica.port)}/v1"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - the replica's own URL
+            return reply.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _spec(replica: Replica) -> Any:
+    from chalicelib.hyperstack.client import VmSpec
+
+    return VmSpec(
+        name=vm_name(int(replica.id)),
+        environment_name=replica.environment_name,
+        image_name=replica.image_name,
+        flavor_name=replica.flavor_name,
+        key_name=replica.key_name,
+        assign_floating_ip=bool(replica.assign_floating_ip),
+        user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command),
+        labels=[vm_name(int(replica.id))],
+        security_rules=security_rules_of(replica),
+    )
+
+
+def _call(action: Callable[[], Any]) -> Any:
+    from chalicelib.hyperstack.client import HyperstackError
+
+    try:
+        return action()
+    except HyperstackError as error:
+        if error.retryable:
+            raise HyperstackRetryable(str(error)) from None
+        raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
+
+
+@lru_cache(maxsize=1)
+def _hyperstack() -> Any:
+    from chalicelib.hyperstack.client import HyperstackClient
+
+    key = hyperstack_api_key()
+    if not key:
+        raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
+    settings = get_provision_settings()
+    return HyperstackClient(key, host=settings.hyperstack_api_url, timeout_seconds=settings.hyperstack_timeout_seconds)
+
+
+_STEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "start_create": start_create,
+    "create_vm": create_vm,
+    "check_vm": check_vm,
+    "check_model": check_model,
+    "mark_ready": mark_ready,
+    "delete_vm": delete_vm,
+    "mark_failed": mark_failed,
+    "teardown": teardown,
+    "mark_delete_failed": mark_delete_failed,
+}
