@@ -145,12 +145,14 @@ def _advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fie
 
 
 def _delete_vm(replica_id: int, vm_id: int | None) -> None:
+    """Delete the replica's VM: the one recorded, and any other by its name (a create retried
+    after a lost answer could have made one the replica never recorded)."""
     client = _hyperstack()
-    if vm_id is None:
-        found = _call(lambda: client.find_vm_by_name(vm_name(replica_id)))
-        vm_id = found.id if found else None
+    ids = {int(vm.id) for vm in _call(lambda: client.find_vms_by_name(vm_name(replica_id)))}
     if vm_id is not None:
-        _call(lambda: client.delete_vm(int(vm_id)))
+        ids.add(int(vm_id))
+    for each in sorted(ids):
+        _call(lambda each=each: client.delete_vm(each), conflict_is_retryable=True)
 
 
 def _endpoint(event: dict[str, Any], replica: Replica) -> str:
@@ -181,13 +183,18 @@ def _spec(replica: Replica) -> Any:
     )
 
 
-def _call(action: Callable[[], Any]) -> Any:
+def _call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any:
+    """Hyperstack's errors as the workflow's: retry what may pass, fail on what will not.
+
+    A delete refused with 409 (the VM is still being built) is worth retrying: giving up there
+    would leave a GPU VM running.
+    """
     from chalicelib.hyperstack.client import HyperstackError
 
     try:
         return action()
     except HyperstackError as error:
-        if error.retryable:
+        if error.retryable or (conflict_is_retryable and error.status == 409):
             raise HyperstackRetryable(str(error)) from None
         raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
 
