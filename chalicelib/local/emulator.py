@@ -3,19 +3,67 @@
 DynamoDB applies each write to an item atomically; moto's in-memory backend does not promise
 that under concurrent requests, so requests are served one at a time. That keeps conditional
 writes (unique names, exact rate limits) as exact locally as they are in AWS.
+
+Step Functions executions really run (moto's ASL interpreter, in a thread of its own). moto's
+docker-free Lambda only echoes its input, so a Lambda Invoke of a function registered with
+`register_function` is answered by that Python callable instead, in-process and outside the
+lock: the callable calls this emulator itself (DynamoDB), and would deadlock inside it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote
 
+from moto.core.config import default_user_config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+LOG = logging.getLogger(__name__)
+# Lambda's Invoke: POST /2015-03-31/functions/<name, ARN or partial ARN>/invocations
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+# moto's backends live in the process, not in a server, so the functions do too (by function name).
+_FUNCTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def register_function(name: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+    """Answer Lambda Invoke of the function `name` (by name or ARN) with `handler(event)`."""
+    _FUNCTIONS[name] = handler
+
+
+def _registered_handler(environ: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | None:
+    if environ.get("REQUEST_METHOD") != "POST":
+        return None
+    match = INVOKE_PATH.match(unquote(environ.get("PATH_INFO", "")))
+    if not match:
+        return None
+    # arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>], <account>:function:<name>, or <name>
+    function = match["function"].rpartition("function:")[2].split(":")[0]
+    return _FUNCTIONS.get(function)
+
+
+def _invoke(
+    handler: Callable[[dict[str, Any]], Any], environ: dict[str, Any], start_response: Callable[..., Any]
+) -> list[bytes]:
+    """One synchronous invocation, answered the way Lambda answers (a raised error is a function error)."""
+    raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
+    try:
+        body = json.dumps(handler(json.loads(raw or b"{}"))).encode()
+    except Exception as error:  # every error is the function's, as in Lambda
+        # The interpreter turns errorType into the Step Functions error name that Retry and Catch match.
+        LOG.info("local Lambda invocation raised %s: %s", type(error).__name__, error)
+        body = json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
+        headers.append(("X-Amz-Function-Error", "Unhandled"))
+    start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+    return [body]
 
 
 class OneAtATime:
@@ -27,6 +75,9 @@ class OneAtATime:
         self.operations: Counter[str] = Counter()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        handler = _registered_handler(environ)
+        if handler is not None:
+            return _invoke(handler, environ, start_response)
         with self._lock:
             self.operations[environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2] or "other"] += 1
             return list(self._app(environ, start_response))
@@ -35,6 +86,8 @@ class OneAtATime:
 def start_emulator(host: str = "127.0.0.1", port: int = 0) -> tuple[str, BaseWSGIServer]:
     """Serve moto on `host:port` (0 picks a free port) in a daemon thread; returns its URL."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call is noise
+    # Run Step Functions executions instead of only recording them (moto's ASL interpreter).
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
     app = OneAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True).start()

@@ -37,17 +37,17 @@ import json
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from chalicelib.hyperstack.client import parse_replica_marker
+from chalicelib.local.servers import StoppableServer
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20
@@ -365,43 +365,10 @@ def _error(message: str, reason: str = "error") -> dict[str, Any]:
     return {"status": False, "message": message, "error_reason": reason}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64  # socketserver's 5 drops a burst of connects, which then wait a second to retry
-
+class _Server(StoppableServer):
     def __init__(self, address: tuple[str, int], fake: FakeHyperstack) -> None:
         self.fake = fake
-        self.stopping = threading.Event()
-        self._connections_lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Like ThreadingMixIn's, but remembering each connection so stop() can cut it and join its thread.
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
-        with self._connections_lock:
-            self._connections[request] = thread
-        thread.start()
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.pop(request, None)
-        super().shutdown_request(request)
-
-    def drop_connections(self, timeout: float) -> None:
-        with self._connections_lock:
-            connections = dict(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)  # a handler blocked reading a keep-alive connection sees EOF
-            except OSError:
-                pass
-        for thread in connections.values():
-            thread.join(timeout)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exception(), OSError):  # clients hanging up are routine here
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -29,12 +29,12 @@ import argparse
 import json
 import signal
 import socket
-import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from chalicelib.chat import mock_replies
+from chalicelib.local.servers import StoppableServer, abort
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
@@ -139,40 +139,10 @@ class MockVllm:
         self.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(StoppableServer):
     def __init__(self, address: tuple[str, int], owner: MockVllm) -> None:
         self.owner = owner
-        self.stopping = threading.Event()
-        self._connections_lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Like ThreadingMixIn's, but remembering each connection so stop() can end it and join its thread.
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
-        with self._connections_lock:
-            self._connections[request] = thread
-        thread.start()
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.pop(request, None)
-        super().shutdown_request(request)
-
-    def drop_connections(self, timeout: float) -> None:
-        with self._connections_lock:
-            connections = dict(self._connections)
-        for connection in connections:
-            _abort(connection)  # a handler blocked reading a keep-alive connection now sees EOF
-        for thread in connections.values():
-            thread.join(timeout)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hanging up (and stop() cutting connections) are routine here, not worth a traceback.
-        if not isinstance(sys.exception(), OSError):
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -304,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _hang_up(self) -> None:
         self.close_connection = True
-        _abort(self.connection)
+        abort(self.connection)
 
 
 def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
@@ -320,12 +290,6 @@ def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
 def _json_bytes(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
-
-def _abort(connection: socket.socket) -> None:
-    try:
-        connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 def main(argv: list[str] | None = None) -> None:
