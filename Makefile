@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 INSTALLED := $(VENV)/.installed
+NODE_INSTALLED := node_modules/.installed
 
 .PHONY: run test unit integration infra-test lint package bench clean
 
@@ -12,15 +13,20 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# asl-validator (npm) checks the workflow definition offline.
+$(NODE_INSTALLED): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
 ## run: the whole local stack (embedded AWS emulator + API) on http://127.0.0.1:$${PORT:-8000}
 run: $(INSTALLED)
 	exec $(PY) -m chalicelib.local
 
 ## test: lint, then every test (unit, integration against the local HTTP stack, infra)
-test: lint
+test: lint $(NODE_INSTALLED)
 	$(PY) -m pytest
 
-unit: $(INSTALLED)
+unit: $(INSTALLED) $(NODE_INSTALLED)
 	$(PY) -m pytest tests/unit
 
 integration: $(INSTALLED)
@@ -35,10 +41,11 @@ lint: $(INSTALLED)
 ## package: the CloudFormation (SAM) template for STAGE, checked by cfn-lint
 package: $(INSTALLED)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
+	$(PY) infra/package.py build/$(STAGE)/sam.json
 	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .ruff_cache node_modules
 
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
 bench: $(INSTALLED)

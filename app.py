@@ -106,3 +106,11 @@ def chat_completions() -> Response:
 @app.lambda_function(name="chat")
 def chat(event: dict, context: object) -> dict:
     return chat_buffered.lambda_response(event)
+
+
+# Every Task state of the provisioning workflow (infra/provisioning.asl.json) invokes this function.
+@app.lambda_function(name="provision")
+def provision(event: dict, context: object) -> dict:
+    from chalicelib.provisioning.tasks import handle  # here, so the admin API's cold start stays lean
+
+    return handle(event)

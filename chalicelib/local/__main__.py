@@ -17,7 +17,7 @@ import threading
 DEV_ADMIN_KEY = "dev-admin-key"
 
 
-def _prepare_environment() -> str:
+def _prepare_environment() -> tuple[str, bool]:
     """Point the AWS SDK at an emulator before any table module reads the settings."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
@@ -26,12 +26,21 @@ def _prepare_environment() -> str:
         host = os.environ["LOCALSTACK_HOST"]
         os.environ["AWS_ENDPOINT_URL"] = f"http://{host}" if ":" in host else f"http://{host}:4566"
     if os.environ.get("AWS_ENDPOINT_URL"):
-        return f"AWS emulator: {os.environ['AWS_ENDPOINT_URL']} (external)"
+        return f"AWS emulator: {os.environ['AWS_ENDPOINT_URL']} (external)", False
     from chalicelib.local.emulator import start_emulator
 
     url, _ = start_emulator(port=int(os.environ.get("MOTO_PORT") or 0))
     os.environ["AWS_ENDPOINT_URL"] = url
-    return f"AWS emulator: {url} (embedded moto)"
+    return f"AWS emulator: {url} (embedded moto)", True
+
+
+def _start_provisioning(embedded: bool) -> list[str]:
+    """VM-backed replicas need the embedded emulator: its Step Functions runs our task code."""
+    if not embedded:
+        return ["Provisioning: unavailable with an external AWS emulator (create_vm answers 503)"]
+    from chalicelib.local.provisioning import start_local_provisioning
+
+    return start_local_provisioning(os.environ["AWS_ENDPOINT_URL"])
 
 
 def _start_demo_replica() -> str | None:
@@ -47,7 +56,7 @@ def _start_demo_replica() -> str | None:
 
 
 def main() -> None:
-    emulator_line = _prepare_environment()
+    emulator_line, embedded = _prepare_environment()
     if not os.environ.get("ADMIN_API_KEY"):
         os.environ["ADMIN_API_KEY"] = DEV_ADMIN_KEY
         print(f"ADMIN_API_KEY not set: using the development key {DEV_ADMIN_KEY!r}", flush=True)
@@ -56,6 +65,7 @@ def main() -> None:
     from chalicelib.store.bootstrap import ensure_tables
 
     ensure_tables()
+    provisioning_lines = _start_provisioning(embedded)
     demo_line = _start_demo_replica()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT") or 8000)
@@ -65,6 +75,8 @@ def main() -> None:
     print(f"API: http://{host}:{server.server_port}/v1 (also under /api/v1)", flush=True)
     if demo_line:
         print(demo_line, flush=True)
+    for line in provisioning_lines:
+        print(line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

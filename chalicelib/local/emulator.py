@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,7 +61,8 @@ def _invoke(
     except Exception as error:  # every error is the function's, as in Lambda
         # The interpreter turns errorType into the Step Functions error name that Retry and Catch match.
         LOG.info("local Lambda invocation raised %s: %s", type(error).__name__, error)
-        body = json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
+        trace = traceback.format_tb(error.__traceback__)  # lands in the execution history, as in AWS
+        body = json.dumps({"errorType": type(error).__name__, "errorMessage": str(error), "stackTrace": trace}).encode()
         headers.append(("X-Amz-Function-Error", "Unhandled"))
     start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
     return [body]

@@ -92,6 +92,9 @@ def delete_vm(event: dict[str, Any]) -> dict[str, Any]:
 
 def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
     reason = failure_reason(event.get("error"))
+    cleanup = event.get("cleanup")
+    if isinstance(cleanup, dict) and cleanup.get("Error"):
+        reason += f" Deleting its VM failed too, so it may still exist: {failure_reason(cleanup)}"
     try:
         mark(int(event["replica_id"]), statuses.FAILED, allowed=(*statuses.IN_PROGRESS,), error_message=reason)
     except ReplicaGone:

@@ -1,4 +1,5 @@
-"""The packaged CloudFormation: what `chalice package --merge-template infra/template.json` produces.
+"""The packaged CloudFormation: what `chalice package --merge-template infra/template.json` produces,
+with the state machine definitions inlined by infra/package.py (as `make package` does).
 
 The package is built once per module (it needs the wheels of requirements.txt, nothing from AWS) and
 every test reads the resulting `sam.json`. The PynamoDB models are introspected in a subprocess so that
@@ -7,6 +8,7 @@ importing them (which reads and caches settings from the environment) cannot lea
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +31,20 @@ CHAT = "Chat"
 CHAT_ROLE = "ChatRole"
 CHAT_PATH = "/v1/chat/completions"
 EXEC_WRAPPER = "/var/task/chalicelib/chat/bootstrap"
+# app.py's `@app.lambda_function(name="provision")`: the one function every Task of the provisioning workflow invokes.
+PROVISION = "Provision"
+PROVISION_ROLE = "ProvisionRole"
+API_HANDLER = "APIHandler"
+API_HANDLER_ROLE = "ApiHandlerRole"
+STATE_MACHINE = "ProvisioningStateMachine"
+STATE_MACHINE_ROLE = "ProvisioningStateMachineRole"
+STATE_MACHINE_NAME = "hyperstack-llm-proxy-${Stage}-provisioning"
+ASL_DEFINITION = "infra/provisioning.asl.json"
+FUNCTION_ARN_SUBSTITUTION = "ProvisionFunctionArn"
+# What the provision task code does: replica rows and their security rules, id blocks; models are only read.
+PROVISION_WRITE_TABLES = {"replicas", "replica_security_rules", "bookkeeping"}
+PROVISION_READ_ACTIONS = {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"}
+PROVISION_EXECUTION_ACTIONS = {"states:DescribeExecution", "states:StopExecution"}
 # What the chat plane does to items: auth and rate limit (api_key), models and replicas, usage rows, id blocks.
 CHAT_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
 CHAT_TABLES = {"api_key", "metric", "llm_models", "replicas", "bookkeeping"}
@@ -75,6 +91,11 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=240,
     )
     assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
+    inlined = subprocess.run(
+        [sys.executable, "infra/package.py", str(out / "sam.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert inlined.returncode == 0, f"infra/package.py failed:\n{inlined.stdout}\n{inlined.stderr}"
     return out
 
 
@@ -478,3 +499,146 @@ def test_chalice_deploy_gives_the_chat_function_its_own_least_privilege_policy(
         granted = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
         assert all(r.startswith(prefix) for r in granted), path.name
         assert {r.removeprefix(prefix).split("/")[0] for r in granted} == CHAT_TABLES, path.name
+
+
+# --- the provisioning workflow --------------------------------------------------------------------
+
+
+def _state_machine(template: dict[str, Any]) -> dict[str, Any]:
+    assert STATE_MACHINE in template["Resources"], f"no {STATE_MACHINE}: see {MERGE_TEMPLATE}"
+    return template["Resources"][STATE_MACHINE]["Properties"]
+
+
+def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    properties = template["Resources"][role]["Properties"]
+    assert not properties.get("ManagedPolicyArns"), f"{role} needs no managed policy"
+    return list(_policy_statements(properties["Policies"]))
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    return set(_as_list(statement["Action"]))
+
+
+def test_state_machine_definition_is_the_asl_file_with_the_provision_function_substituted(
+    template: dict[str, Any],
+) -> None:
+    properties = _state_machine(template)
+    assert properties["StateMachineType"] == "STANDARD"  # it waits minutes; an Express execution lasts 5 at most
+    assert properties["StateMachineName"] == {"Fn::Sub": STATE_MACHINE_NAME}
+    assert properties["RoleArn"] == {"Fn::GetAtt": [STATE_MACHINE_ROLE, "Arn"]}
+    assert properties["DefinitionSubstitutions"] == {FUNCTION_ARN_SUBSTITUTION: {"Fn::GetAtt": [PROVISION, "Arn"]}}
+    assert not {"DefinitionString", "DefinitionS3Location"} & set(properties)
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:hyperstack-llm-proxy-dev-provision"
+    placeholder = "${" + FUNCTION_ARN_SUBSTITUTION + "}"
+    deployed = json.dumps(properties["Definition"]).replace(placeholder, arn)
+    source = (REPO_ROOT / ASL_DEFINITION).read_text().replace(placeholder, arn)
+    assert json.loads(deployed) == json.loads(source)
+    assert "${" not in deployed, "a ${...} in the definition that DefinitionSubstitutions does not resolve"
+
+
+def test_state_machine_role_may_only_invoke_the_provision_function(template: dict[str, Any]) -> None:
+    role = template["Resources"][STATE_MACHINE_ROLE]["Properties"]
+    assert [s["Principal"] for s in role["AssumeRolePolicyDocument"]["Statement"]] == [
+        {"Service": "states.amazonaws.com"}
+    ]
+    statements = _role_statements(template, STATE_MACHINE_ROLE)
+    grants = [(s["Effect"], _actions(s), _as_list(s["Resource"])) for s in statements]
+    assert grants == [("Allow", {"lambda:InvokeFunction"}, [{"Fn::GetAtt": [PROVISION, "Arn"]}])]
+    for name in _resources_of_type(template, "AWS::IAM::Role"):
+        if name != STATE_MACHINE_ROLE:
+            statements = _policy_statements(template["Resources"][name]["Properties"].get("Policies", []))
+            assert not [s for s in statements if any(a.startswith("lambda:") for a in _actions(s))], name
+
+
+def test_provision_function_runs_with_its_role_and_the_hyperstack_key_parameter_name(
+    template: dict[str, Any], chalice_config: dict[str, Any]
+) -> None:
+    assert PROVISION in template["Resources"], "app.py must declare @app.lambda_function(name='provision')"
+    properties = template["Resources"][PROVISION]["Properties"]
+    assert properties["Role"] == {"Fn::GetAtt": [PROVISION_ROLE, "Arn"]}
+    variables = properties["Environment"]["Variables"]
+    assert "HYPERSTACK_API_KEY" not in variables, "the Hyperstack key reaches the function only through SSM"
+    configured = chalice_config["stages"][STAGE]["lambda_functions"]["provision"]["environment_variables"]
+    parameter = _resolve(variables["HYPERSTACK_API_KEY_PARAMETER"], {STAGE_PARAMETER: STAGE})
+    assert parameter == configured["HYPERSTACK_API_KEY_PARAMETER"]
+    assert parameter == f"/hyperstack-llm-proxy/{STAGE}/hyperstack-api-key"
+
+
+def test_provision_role_is_limited_to_replica_rows_the_hyperstack_key_and_its_own_executions(
+    template: dict[str, Any],
+) -> None:
+    statements = _role_statements(template, PROVISION_ROLE)
+    written, read = set(), set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        if _grants_dynamodb(statement):
+            tables = {_logical_table(r, template) for r in _as_list(statement["Resource"])}
+            (read if _actions(statement) <= PROVISION_READ_ACTIONS else written).update(tables)
+    assert written == PROVISION_WRITE_TABLES
+    assert read - written == {"llm_models"}, "models are read, never written, by the workflow"
+    ssm = [s for s in statements if any(a.startswith("ssm:") for a in _actions(s))]
+    assert [(_actions(s), s["Resource"]["Fn::Sub"].split(":parameter")[1]) for s in ssm] == [
+        ({"ssm:GetParameter"}, "/hyperstack-llm-proxy/${Stage}/hyperstack-api-key")
+    ]
+    states = [s for s in statements if any(a.startswith("states:") for a in _actions(s))]
+    assert [(_actions(s), s["Resource"]["Fn::Sub"].split(":execution:")[1]) for s in states] == [
+        (PROVISION_EXECUTION_ACTIONS, f"{STATE_MACHINE_NAME}:*")
+    ]
+    other = [a for s in statements for a in _actions(s) if not a.startswith(("dynamodb:", "ssm:", "states:", "logs:"))]
+    assert not other, other
+
+
+def test_only_the_admin_api_starts_provisioning_executions(template: dict[str, Any]) -> None:
+    variables = template["Resources"][API_HANDLER]["Properties"]["Environment"]["Variables"]
+    assert variables["PROVISION_STATE_MACHINE_ARN"] == {"Ref": STATE_MACHINE}
+    for name, role in _resources_of_type(template, "AWS::IAM::Role").items():
+        for statement in _policy_statements(role["Properties"].get("Policies", [])):
+            states = {a for a in _actions(statement) if a.startswith("states:")}
+            if states:
+                assert "states:*" not in states and "*" not in _as_list(statement["Resource"]), name
+            if "states:StartExecution" in states:
+                assert name == API_HANDLER_ROLE, f"{name} may start executions"
+                assert _as_list(statement["Resource"]) == [{"Ref": STATE_MACHINE}]
+    starts = [s for s in _role_statements(template, API_HANDLER_ROLE) if "states:StartExecution" in _actions(s)]
+    assert len(starts) == 1
+
+
+def test_chalice_deploy_gives_the_provision_function_its_own_least_privilege_policy(
+    chalice_config: dict[str, Any],
+) -> None:
+    for stage, settings in chalice_config["stages"].items():
+        provision = settings["lambda_functions"]["provision"]
+        key = f"/hyperstack-llm-proxy/{stage}/hyperstack-api-key"
+        assert provision["environment_variables"]["HYPERSTACK_API_KEY_PARAMETER"] == key
+        path = REPO_ROOT / ".chalice" / provision["iam_policy_file"]
+        assert path.name != settings["iam_policy_file"]
+        statements = list(_policy_statements(json.loads(path.read_text())))
+        for statement in statements:
+            _assert_no_broad_dynamodb_grant(statement, path.name)
+        prefix = f"arn:aws:dynamodb:*:*:table/{settings['environment_variables']['TABLE_PREFIX']}-"
+        tables = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
+        assert all(r.startswith(prefix) for r in tables), path.name
+        assert {r.removeprefix(prefix).split("/")[0] for r in tables} == PROVISION_WRITE_TABLES | {"llm_models"}
+        granted = {(a, r) for s in statements for a in _actions(s) for r in _as_list(s["Resource"])
+                   if not a.startswith(("dynamodb:", "logs:"))}
+        executions = f"arn:aws:states:*:*:execution:hyperstack-llm-proxy-{stage}-provisioning:*"
+        assert granted == {("ssm:GetParameter", f"arn:aws:ssm:*:*:parameter{key}")} | {
+            (a, executions) for a in PROVISION_EXECUTION_ACTIONS
+        }, path.name
+        api = list(_policy_statements(json.loads((REPO_ROOT / ".chalice" / settings["iam_policy_file"]).read_text())))
+        starts = {r for s in api if "states:StartExecution" in _actions(s) for r in _as_list(s["Resource"])}
+        assert starts == {f"arn:aws:states:*:*:stateMachine:hyperstack-llm-proxy-{stage}-provisioning"}
+
+
+def test_package_script_refuses_a_definition_with_an_unresolved_substitution() -> None:
+    spec = importlib.util.spec_from_file_location("infra_package", REPO_ROOT / "infra" / "package.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    machine = {"Type": "AWS::StepFunctions::StateMachine", "Metadata": {"DefinitionFile": ASL_DEFINITION},
+               "Properties": {"DefinitionSubstitutions": {}}}
+    with pytest.raises(ValueError, match=FUNCTION_ARN_SUBSTITUTION):
+        script.inline_definitions({"Resources": {STATE_MACHINE: machine}})
+    machine["Properties"]["DefinitionSubstitutions"] = {FUNCTION_ARN_SUBSTITUTION: "arn"}
+    assert script.inline_definitions({"Resources": {STATE_MACHINE: machine}}) == [STATE_MACHINE]
+    assert machine["Properties"]["Definition"] == json.loads((REPO_ROOT / ASL_DEFINITION).read_text())

@@ -1,0 +1,186 @@
+"""infra/provisioning.asl.json, checked offline: asl-validator, then the rules of this workflow.
+
+The definition is what `make package` inlines into the stack and what the local stack runs under
+moto, so a mistake here is a mistake everywhere; tests/integration/test_workflow_local.py runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFINITION = REPO_ROOT / "infra" / "provisioning.asl.json"
+ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
+FUNCTION_ARN = "${ProvisionFunctionArn}"
+
+CREATE_STEPS = {"start_create", "create_vm", "check_vm", "check_model", "mark_ready"}
+COMPENSATION_STEPS = {"delete_vm", "mark_failed"}
+DELETE_STEPS = {"teardown", "mark_delete_failed"}
+HYPERSTACK_STEPS = {"create_vm", "check_vm", "check_model", "delete_vm", "teardown"}
+# The task code's exceptions are the error names (their class names) that Retry and Catch match.
+RETRYABLE = HyperstackRetryable.__name__
+NOT_RETRIED = {ProvisioningFailed.__name__, ReplicaGone.__name__, "States.ALL", "States.TaskFailed"}
+# Where every failure must lead (the compensation's first state, and the delete path's).
+COMPENSATION = "Delete VM"
+DELETE_FAILED = "Mark delete failed"
+# Bad input: nothing was done, so there is nothing to compensate.
+INPUT_ERROR = "Unknown action"
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict[str, Any]:
+    return json.loads(DEFINITION.read_text())
+
+
+@pytest.fixture(scope="module")
+def states(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return definition["States"]
+
+
+def _tasks(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Task states, by the step they ask the provision function for."""
+    return {s["Parameters"]["step"]: s for s in states.values() if s["Type"] == "Task"}
+
+
+def _hyperstack_retrier(task: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in task["Retry"] if RETRYABLE in r["ErrorEquals"])
+
+
+def _retry_budget(retrier: dict[str, Any]) -> float:
+    """The longest total wait of a retrier's attempts (jitter only shortens them)."""
+    cap, first, rate = retrier.get("MaxDelaySeconds", float("inf")), retrier["IntervalSeconds"], retrier["BackoffRate"]
+    return sum(min(cap, first * rate**n) for n in range(retrier["MaxAttempts"]))
+
+
+def _successors(state: dict[str, Any]) -> Iterator[str]:
+    if "Next" in state:
+        yield state["Next"]
+    if "Default" in state:
+        yield state["Default"]
+    for choice in state.get("Choices", []):
+        yield choice["Next"]
+    for catcher in state.get("Catch", []):
+        yield catcher["Next"]
+
+
+def _reachable(states: dict[str, dict[str, Any]], start: str, removed: frozenset[str] = frozenset()) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in removed:
+            continue
+        seen.add(name)
+        todo.extend(_successors(states[name]))
+    return seen
+
+
+def test_asl_validator_accepts_the_definition() -> None:
+    if not ASL_VALIDATOR.exists():
+        pytest.skip("node_modules is absent: run `npm ci` (make test does) to validate with asl-validator")
+    result = subprocess.run([str(ASL_VALIDATOR), "--json-path", str(DEFINITION)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"asl-validator:\n{result.stdout}\n{result.stderr}"
+
+
+def test_the_definition_uses_jsonpath_only(definition: dict[str, Any], states: dict[str, dict[str, Any]]) -> None:
+    # moto's interpreter (the local stack) runs neither JSONata nor variables.
+    assert definition.get("QueryLanguage", "JSONPath") == "JSONPath"
+    for name, state in states.items():
+        assert state.get("QueryLanguage", "JSONPath") == "JSONPath", name
+        assert not {"Assign", "Arguments", "Output"} & set(state), name
+
+
+def test_every_transition_names_a_state_and_every_state_is_reachable(
+    definition: dict[str, Any], states: dict[str, dict[str, Any]]
+) -> None:
+    for name, state in states.items():
+        for target in _successors(state):
+            assert target in states, f"{name} goes to unknown state {target!r}"
+    assert _reachable(states, definition["StartAt"]) == set(states)
+
+
+def test_every_task_invokes_the_provision_function_with_a_known_step(states: dict[str, dict[str, Any]]) -> None:
+    tasks = [s for s in states.values() if s["Type"] == "Task"]
+    for task in tasks:
+        assert task["Resource"] == FUNCTION_ARN
+        assert task["Parameters"]["replica_id.$"] == "$.replica_id"
+    steps = [t["Parameters"]["step"] for t in tasks]
+    assert sorted(steps) == sorted(CREATE_STEPS | COMPENSATION_STEPS | DELETE_STEPS), "one Task per step"
+
+
+def test_hyperstack_steps_retry_with_backoff_and_nothing_retries_final_errors(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    for step, task in _tasks(states).items():
+        retried = {error for retrier in task.get("Retry", []) for error in retrier["ErrorEquals"]}
+        assert not retried & NOT_RETRIED, f"{step} retries {retried & NOT_RETRIED}"
+        if step in HYPERSTACK_STEPS:
+            retrier = _hyperstack_retrier(task)
+            assert retrier["MaxAttempts"] >= 5 and retrier["BackoffRate"] > 1, step
+    # Nobody retries the compensation's VM deletion after the workflow, so it tries for longest;
+    # a failed teardown shows as DELETE_FAILED and the admin may DELETE again.
+    tasks = _tasks(states)
+    budgets = {step: _retry_budget(_hyperstack_retrier(tasks[step])) for step in HYPERSTACK_STEPS}
+    assert budgets["delete_vm"] == max(budgets.values()) > budgets["teardown"]
+    assert budgets["teardown"] <= 60, "a failed teardown must show within a minute or so"
+
+
+def test_every_create_step_fails_into_compensation_with_the_error_at_error(states: dict[str, dict[str, Any]]) -> None:
+    tasks = _tasks(states)
+    expected = {step: COMPENSATION for step in CREATE_STEPS} | {"teardown": DELETE_FAILED}
+    for step, target in expected.items():
+        assert tasks[step]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": target}], step
+    # A VM that cannot be deleted is still reported: compensation goes on with that error at $.cleanup.
+    assert [c["ResultPath"] for c in tasks["delete_vm"]["Catch"]] == ["$.cleanup"]
+    assert tasks["mark_failed"]["Parameters"]["error.$"] == "$.error"
+    assert tasks["mark_failed"]["Parameters"]["cleanup.$"] == "$.cleanup"
+    assert tasks["mark_delete_failed"]["Parameters"]["error.$"] == "$.error"
+    # After the VM's deletion, a replica deleted meanwhile is not marked: it has no row left.
+    after_delete = states[tasks["delete_vm"]["Next"]]
+    assert tasks["delete_vm"]["Catch"][0]["Next"] == tasks["delete_vm"]["Next"]
+    assert ReplicaGone.__name__ in json.dumps(after_delete["Choices"])
+    assert after_delete["Default"] == next(name for name, s in states.items() if s is tasks["mark_failed"])
+
+
+def test_errors_detected_by_choices_set_error_and_go_to_compensation(states: dict[str, dict[str, Any]]) -> None:
+    reasons = [s for s in states.values() if s["Type"] == "Pass" and s.get("ResultPath") == "$.error"]
+    assert len(reasons) == 3  # VM in ERROR, VM never ACTIVE, model never healthy
+    for reason in reasons:
+        assert reason["Next"] == COMPENSATION
+        assert {"Error", "Cause.$"} <= set(reason["Parameters"])
+
+
+def test_every_failure_path_goes_through_compensation_or_mark_delete_failed(
+    definition: dict[str, Any], states: dict[str, dict[str, Any]]
+) -> None:
+    fails = {name for name, state in states.items() if state["Type"] == "Fail"}
+    without_compensation = _reachable(states, definition["StartAt"], frozenset({COMPENSATION, DELETE_FAILED}))
+    assert fails & without_compensation == {INPUT_ERROR}
+    # ... and compensation itself always ends: in a Fail state, or in Succeed for a replica deleted meanwhile.
+    for start in (COMPENSATION, DELETE_FAILED):
+        ends = {n for n in _reachable(states, start) if states[n]["Type"] in ("Succeed", "Fail")}
+        assert ends and "Replica ready" not in ends, start
+
+
+def test_polling_waits_come_from_the_input_and_loops_are_bounded(states: dict[str, dict[str, Any]]) -> None:
+    waits = {name: s for name, s in states.items() if s["Type"] == "Wait"}
+    assert sorted(w["SecondsPath"] for w in waits.values()) == ["$.model_poll_seconds", "$.poll_seconds"]
+    bounds = {
+        rule["NumericGreaterThanEqualsPath"]
+        for state in states.values() if state["Type"] == "Choice"
+        for rule in state["Choices"] if "NumericGreaterThanEqualsPath" in rule
+    }
+    assert bounds == {"$.max_polls", "$.max_model_polls"}
+    for name in waits:
+        # Every loop back into a Wait passes a Choice that gives up after the maximum number of polls.
+        loop_choices = [s for s in states.values() if s["Type"] == "Choice" and s.get("Default") == name]
+        assert len(loop_choices) == 1, name
+        assert any("NumericGreaterThanEqualsPath" in rule for rule in loop_choices[0]["Choices"]), name
