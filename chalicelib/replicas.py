@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
@@ -74,8 +74,8 @@ def update_rate_limit(replica_id: int, body: Any) -> None:
     action = Replica.rate_limit.set(request["rate_limit"]) if request["rate_limit"] else Replica.rate_limit.remove()
     try:
         replica.update(actions=[action], condition=Replica.id.exists())
-    except Exception as error:  # the replica went away between the read and the write
-        if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
+    except UpdateError as error:  # the replica went away between the read and the write
+        if error.cause_response_code == "ConditionalCheckFailedException":
             raise NotFound("Replica not found") from None
         raise
 
@@ -91,10 +91,11 @@ def delete(replica_id: int) -> None:
 
 def delete_all(model: LlmModel) -> None:
     """The model and its replicas: rows at once, provisioned ones once their VMs are gone."""
-    provisioned = [replica for replica in of_model(model.id) if is_provisioned(replica)]
-    for replica in provisioned:
-        _start_teardown(replica)
-    delete_rows([replica for replica in of_model(model.id) if not is_provisioned(replica)], model=model)
+    replicas = of_model(model.id)
+    for replica in replicas:
+        if is_provisioned(replica):
+            _start_teardown(replica)
+    delete_rows([replica for replica in replicas if not is_provisioned(replica)], model=model)
 
 
 def is_provisioned(replica: Replica) -> bool:
