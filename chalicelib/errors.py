@@ -18,9 +18,11 @@ class ApiError(ChaliceUnhandledError):
     openai_type = "server_error"
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if status is not None:
+            self.status = status  # a status passed on from elsewhere (a replica's 4xx)
         self.code = code
         self.param = param
         self.headers = headers or {}

@@ -85,9 +85,7 @@ def upstream_error(response: urllib3.BaseHTTPResponse) -> ApiError:
     finally:
         response.close()
         response.release_conn()
-    error = BadRequest(str(message or f"The replica refused the request ({response.status})."))
-    error.status = response.status
-    return error
+    return BadRequest(str(message or f"The replica refused the request ({response.status})."), status=response.status)
 
 
 def _may_matter(event: bytes, meter: Meter) -> bool:
