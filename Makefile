@@ -6,7 +6,7 @@ STAGE ?= dev
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: run test unit integration infra-test lint package bench clean
+.PHONY: run test unit integration infra-test lint package bench fuzz clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,7 @@ clean:
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
 bench: $(INSTALLED)
 	$(PY) tests/bench/run.py
+
+## fuzz: a longer, unseeded schemathesis campaign against the local stack (every operation, stateful)
+fuzz: $(INSTALLED)
+	$(PY) -m tests.fuzz.run --long

@@ -91,6 +91,15 @@ def delete_replica(replica_id: str) -> Response:
     return NO_CONTENT
 
 
+@app.route("/v1/openapi.json", methods=["GET"])
+def openapi_document() -> dict:
+    """Public, so that Swagger UI and client generators can read it without a key."""
+    from chalicelib import openapi  # here, so that no other route's cold start pays for it
+
+    request = app.current_request
+    return openapi.build_document(app.routes, openapi.server_url(request.headers, request.context))
+
+
 # In AWS, API Gateway sends this route to the `chat` function below in streaming mode (see
 # infra/template.json), and `make run` streams it too; this buffered form serves `chalice local`.
 @app.route("/v1/chat/completions", methods=["POST"], content_types=ANY_BODY)

@@ -57,13 +57,21 @@ def json_errors(request: Request, get_response: Callable[[Request], Response]) -
     try:
         response = get_response(request)
     except ApiError as error:
-        return Response(body=error.body(), status_code=error.status)
+        return _json(Response(body=error.body(), status_code=error.status))
     body = response.body
     if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
         if response.status_code >= 500:
             logger.error("unhandled error", extra={"path": request.path, "code": body["Code"]})
-            return Response(body={"error": "Internal server error."}, status_code=500)
-        return Response(body={"error": body["Message"]}, status_code=response.status_code, headers=response.headers)
+            return _json(Response(body={"error": "Internal server error."}, status_code=500))
+        return _json(Response(body={"error": body["Message"]}, status_code=response.status_code,
+                              headers=response.headers))
+    return _json(response)
+
+
+def _json(response: Response) -> Response:
+    """Chalice types only the bodies that views return bare; a `Response` it leaves untyped."""
+    if isinstance(response.body, (dict, list)) and not any(name.lower() == "content-type" for name in response.headers):
+        response.headers["Content-Type"] = "application/json"
     return response
 
 

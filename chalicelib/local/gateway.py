@@ -27,18 +27,30 @@ CHAT_PATH = "/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
+class _StagedGateway(LocalGateway):
+    """Chalice's local gateway, plus the stage in the request context when the path named it, as in AWS."""
+
+    stage: str | None = None
+
+    def _generate_lambda_event(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> dict:
+        event = super()._generate_lambda_event(method, path, headers, body)
+        if self.stage:
+            event["requestContext"]["stage"] = self.stage
+        return event
+
+
 class _GatewayPool:
     def __init__(self) -> None:
-        self._idle: queue.SimpleQueue[LocalGateway] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_StagedGateway] = queue.SimpleQueue()
         self._names = itertools.count(1)
 
-    def take(self) -> LocalGateway:
+    def take(self) -> _StagedGateway:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return LocalGateway(_load_app(f"app_instance_{next(self._names)}"), Config())
+            return _StagedGateway(_load_app(f"app_instance_{next(self._names)}"), Config())
 
-    def give_back(self, gateway: LocalGateway) -> None:
+    def give_back(self, gateway: _StagedGateway) -> None:
         self._idle.put(gateway)
 
 
@@ -54,7 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalApiServer
 
     def _handle(self) -> None:
-        path = self.path[len(STAGE_PREFIX) :] if self.path.startswith(STAGE_PREFIX + "/") else self.path
+        staged = self.path.startswith(STAGE_PREFIX + "/")
+        path = self.path[len(STAGE_PREFIX) :] if staged else self.path
         length = int(self.headers.get("content-length") or 0)
         if length > MAX_BODY_BYTES:
             self.close_connection = True
@@ -65,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and path.split("?")[0].rstrip("/") == CHAT_PATH:
             return self._stream_chat(headers, body or b"")
         gateway = self.server.pool.take()
+        gateway.stage = STAGE_PREFIX.strip("/") if staged else None
         try:
             response = gateway.handle_request(self.command, path, headers, body)
             self._send(response["statusCode"], response.get("headers") or {}, response.get("body") or "")
@@ -73,7 +87,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.pool.give_back(gateway)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+    do_GET = _handle
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up `do_<METHOD>`: every method (TRACE, QUERY, ...) reaches the app, so that
+        # one it does not serve is its 405, as in API Gateway, rather than http.server's 501.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
     def setup(self) -> None:
         super().setup()

@@ -1,0 +1,85 @@
+"""Response bodies and security schemes of the API, as OpenAPI 3.1 components.
+
+Request bodies are not here: they are the schemas that validate requests (`chalicelib.schemas`,
+`chalicelib.chat.schema`), published as they are. These describe what the code answers, so the
+fuzzer's response checks hold the code to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.chat.schema import CHAT_COMPLETION
+from chalicelib.schemas import CREATE_MODEL, CREATE_REPLICA, DELETE_API_KEY, GENERATE_API_KEY, UPDATE_REPLICA
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_INTEGER = {"type": ["integer", "null"]}
+_ID = {"type": "integer", "minimum": 1}
+_TIMESTAMP = {"type": ["string", "null"], "description": "ISO 8601"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "required": required if required is not None else list(properties),
+            "properties": properties}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_MODEL = _object({"id": _ID, "name": _STRING, "created_at": _TIMESTAMP})
+_REPLICA = _object({
+    "id": _ID, "model_id": _ID, "endpoint": _NULLABLE_STRING, "rate_limit": _NULLABLE_INTEGER,
+    "vm_status": _NULLABLE_STRING, "vm_id": _NULLABLE_INTEGER, "error_message": _NULLABLE_STRING,
+    "name": _NULLABLE_STRING, "environment_name": _NULLABLE_STRING, "image_name": _NULLABLE_STRING,
+    "flavor_name": _NULLABLE_STRING, "key_name": _NULLABLE_STRING, "port": _NULLABLE_INTEGER,
+    "run_command": _NULLABLE_STRING, "assign_floating_ip": {"type": ["boolean", "null"]}, "created_at": _TIMESTAMP,
+})
+_API_KEY = _object({
+    "id": _ID, "user_id": _STRING,
+    "api_key": {**_STRING, "description": "The plaintext key at creation (shown once); masked `hsk_...abcd` after."},
+    "allowed_rpm": {"type": "integer"}, "enabled": {"type": "boolean"},
+    "models": {"type": ["array", "null"], "items": _STRING}, "expires_at": _TIMESTAMP, "created_at": _TIMESTAMP,
+})
+
+SCHEMAS: dict[str, Any] = {
+    # Requests: the validating schemas themselves.
+    "CreateModelRequest": CREATE_MODEL,
+    "CreateReplicaRequest": CREATE_REPLICA,
+    "UpdateReplicaRequest": UPDATE_REPLICA,
+    "GenerateApiKeyRequest": GENERATE_API_KEY,
+    "DeleteApiKeyRequest": DELETE_API_KEY,
+    "CreateChatCompletionRequest": CHAT_COMPLETION,
+    # Responses.
+    "Error": _object({"error": _STRING}),
+    "ValidationErrors": _object({"errors": {
+        "type": "object",
+        "description": "Messages per field; nested objects for nested fields, list positions as keys.",
+    }}),
+    "OpenAIError": _object({"error": _object({
+        "message": _STRING, "type": _STRING, "param": _NULLABLE_STRING, "code": _NULLABLE_STRING,
+    })}),
+    "Model": _MODEL,
+    "ModelWithReplicas": {
+        **_MODEL, "required": [*_MODEL["required"], "replicas"],
+        "properties": {**_MODEL["properties"], "replicas": {"type": "array", "items": ref("Replica")}},
+    },
+    "ModelCreated": _object({"model_name": _STRING, "id": _ID}),
+    "Replica": _REPLICA,
+    "ReplicaCreated": _object({"replica_id": _ID}),
+    "ApiKey": _API_KEY,
+    "Message": _object({"message": _STRING}),
+    "TableNames": _object({"tables": {"type": "array", "items": _STRING}}),
+    "TablePage": _object({"data": {"type": "array", "items": {"type": "object"}}, "next_token": _NULLABLE_STRING}),
+    "ChatCompletion": _object({
+        "id": _STRING, "object": {"type": "string", "const": "chat.completion"}, "created": {"type": "integer"},
+        "model": _STRING, "choices": {"type": "array", "items": {"type": "object"}}, "usage": {"type": "object"},
+    }, required=["id", "object", "created", "model", "choices"]),
+}
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "adminKey": {"type": "http", "scheme": "bearer", "description": "The deployment's ADMIN_API_KEY."},
+    "userKey": {"type": "http", "scheme": "bearer", "bearerFormat": "hsk_...",
+                "description": "A user's API key from `POST /v1/generate_api_key`."},
+}

@@ -1,0 +1,184 @@
+"""What the route table cannot say about each operation: ids, parameters, bodies, answers, links.
+
+Keyed by (path as declared, method). `chalicelib.openapi` joins it with Chalice's route table,
+and refuses a route that has no entry here (and an entry that names no route).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.openapi_components import ref
+from chalicelib.schemas import MAX_ID
+from chalicelib.settings import LOGICAL_TABLES
+from chalicelib.table_browser import MAX_PAGE
+
+ADMIN = [{"adminKey": []}]
+USER = [{"userKey": []}]
+PUBLIC: list[dict[str, list[str]]] = []
+
+_JSON = "application/json"
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None, media: str = _JSON) -> dict[str, Any]:
+    return {"description": description, **({"content": {media: {"schema": schema}}} if schema else {})}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _answer(description, ref("Error"))
+
+
+def _openai_error(description: str) -> dict[str, Any]:
+    return _answer(description, ref("OpenAIError"))
+
+
+_BAD_BODY = _answer("The body is not JSON (`error`) or breaks its schema (`errors`, per field).",
+                    {"oneOf": [ref("Error"), ref("ValidationErrors")]})
+_ADMIN_ONLY = {"401": _error("The admin key is missing or wrong.")}
+_WITH_BODY = {**_ADMIN_ONLY, "400": _BAD_BODY, "413": _error("The body is too large.")}
+_NO_CONTENT = {"204": {"description": "Done."}}
+
+
+def _path_id(name: str, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": f"The {what}'s id.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+
+
+def _body(component: str) -> dict[str, Any]:
+    return {"required": True, "content": {_JSON: {"schema": ref(component)}}}
+
+
+def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": parameters}
+
+
+_MODEL_ID = "$response.body#/id"
+_REPLICA_ID = "$response.body#/replica_id"
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/openapi.json", "GET"): {
+        "operationId": "getOpenApiDocument", "tags": ["meta"], "security": PUBLIC,
+        "summary": "This document.",
+        "responses": {"200": _answer("The OpenAPI 3.1 document.", {"type": "object"})},
+    },
+    ("/v1/models", "GET"): {
+        "operationId": "listModels", "tags": ["models"], "security": ADMIN, "summary": "List models.",
+        "parameters": [{"name": "active", "in": "query", "required": False,
+                        "description": "`true` or `1`: only models with a replica in SUCCESS. Anything else: all.",
+                        "schema": {"type": "string", "examples": ["true"]}}],
+        "responses": {"200": _answer("The models.", {"type": "array", "items": ref("Model")}), **_ADMIN_ONLY},
+    },
+    ("/v1/models", "POST"): {
+        "operationId": "createModel", "tags": ["models"], "security": ADMIN, "summary": "Register a model.",
+        "requestBody": _body("CreateModelRequest"),
+        "responses": {
+            "201": {**_answer("Created.", ref("ModelCreated")), "links": {
+                "GetModel": _link("getModel", model_ref="$response.body#/model_name"),
+                "ListReplicas": _link("listReplicas", model_ref=_MODEL_ID),
+                "CreateReplica": _link("createReplica", model_ref=_MODEL_ID),
+                "DeleteModel": _link("deleteModel", model_ref=_MODEL_ID),
+            }},
+            "409": _error("A model of that name exists."), **_WITH_BODY,
+        },
+    },
+    ("/v1/models/{model_ref}", "GET"): {
+        "operationId": "getModel", "tags": ["models"], "security": ADMIN, "summary": "A model and its replicas.",
+        "parameters": [{"name": "model_ref", "in": "path", "required": True,
+                        "description": "The model's name, URL-encoded ('/' as %2F).", "schema": {"type": "string"}}],
+        "responses": {"200": _answer("The model.", ref("ModelWithReplicas")),
+                      "404": _error("No such model."), **_ADMIN_ONLY},
+    },
+    ("/v1/models/{model_ref}", "DELETE"): {
+        "operationId": "deleteModel", "tags": ["models"], "security": ADMIN,
+        "summary": "Delete a model, its replicas and their rules (provisioned VMs are torn down first).",
+        "parameters": [_path_id("model_ref", "model")],
+        "responses": {**_NO_CONTENT, "404": _error("No such model."),
+                      "503": _error("A teardown could not start."), **_ADMIN_ONLY},
+    },
+    ("/v1/models/{model_ref}/replicas", "GET"): {
+        "operationId": "listReplicas", "tags": ["replicas"], "security": ADMIN, "summary": "A model's replicas.",
+        "parameters": [_path_id("model_ref", "model")],
+        "responses": {"200": _answer("The replicas.", {"type": "array", "items": ref("Replica")}),
+                      "404": _error("No such model."), **_ADMIN_ONLY},
+    },
+    ("/v1/models/{model_ref}/replicas", "POST"): {
+        "operationId": "createReplica", "tags": ["replicas"], "security": ADMIN,
+        "summary": "Add a replica by URL, or provision one on a Hyperstack VM (`create_vm`).",
+        "parameters": [_path_id("model_ref", "model")], "requestBody": _body("CreateReplicaRequest"),
+        "responses": {
+            "201": {**_answer("Created.", ref("ReplicaCreated")), "links": {
+                "UpdateReplica": _link("updateReplica", replica_id=_REPLICA_ID),
+                "DeleteReplica": _link("deleteReplica", replica_id=_REPLICA_ID),
+            }},
+            "404": _error("No such model."), "409": _error("The model has a replica at that endpoint."),
+            "503": _error("Provisioning is not configured or could not start; nothing was stored."), **_WITH_BODY,
+        },
+    },
+    ("/v1/models/replicas/{replica_id}", "PUT"): {
+        "operationId": "updateReplica", "tags": ["replicas"], "security": ADMIN, "summary": "Set a rate limit.",
+        "parameters": [_path_id("replica_id", "replica")], "requestBody": _body("UpdateReplicaRequest"),
+        "responses": {**_NO_CONTENT, "404": _error("No such replica."), **_WITH_BODY},
+    },
+    ("/v1/replicas/{replica_id}", "DELETE"): {
+        "operationId": "deleteReplica", "tags": ["replicas"], "security": ADMIN, "summary": "Delete a replica.",
+        "parameters": [_path_id("replica_id", "replica")],
+        "responses": {**_NO_CONTENT, "404": _error("No such replica."),
+                      "503": _error("A teardown could not start."), **_ADMIN_ONLY},
+    },
+    ("/v1/generate_api_key", "POST"): {
+        "operationId": "generateApiKey", "tags": ["api keys"], "security": ADMIN,
+        "summary": "Issue a user's API key (its plaintext is in this answer only).",
+        "requestBody": _body("GenerateApiKeyRequest"),
+        "responses": {
+            "200": {**_answer("The key.", ref("ApiKey")), "links": {
+                "DeleteApiKey": {"operationId": "deleteApiKey", "requestBody": {
+                    "user_id": "$response.body#/user_id", "api_key_id": "$response.body#/id"}},
+            }},
+            **_WITH_BODY,
+        },
+    },
+    ("/v1/delete_api_key", "POST"): {
+        "operationId": "deleteApiKey", "tags": ["api keys"], "security": ADMIN,
+        "summary": "Delete a key never used; disable one that was.", "requestBody": _body("DeleteApiKeyRequest"),
+        "responses": {"200": _answer("What was done.", ref("Message")),
+                      "404": _error("No such key for that user."), "409": _error("The key is already disabled."),
+                      **_WITH_BODY},
+    },
+    ("/v1/tables", "GET"): {
+        "operationId": "listTables", "tags": ["tables"], "security": ADMIN, "summary": "The tables' names.",
+        "responses": {"200": _answer("The names.", ref("TableNames")), **_ADMIN_ONLY},
+    },
+    ("/v1/tables/{table_name}", "GET"): {
+        "operationId": "readTable", "tags": ["tables"], "security": ADMIN, "summary": "A page of rows, newest first.",
+        "parameters": [
+            {"name": "table_name", "in": "path", "required": True, "schema": {"type": "string",
+                                                                             "enum": list(LOGICAL_TABLES)}},
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": MAX_PAGE}},
+            {"name": "next_token", "in": "query", "required": False, "description": "From the previous page.",
+             "schema": {"type": "string"}},
+        ],
+        "responses": {"200": _answer("The page.", ref("TablePage")),
+                      "400": _error("A bad `limit` or `next_token`."), "404": _error("No such table."),
+                      **_ADMIN_ONLY},
+    },
+    ("/v1/chat/completions", "POST"): {
+        "operationId": "createChatCompletion", "tags": ["chat"], "security": USER,
+        "summary": "OpenAI's chat completion, relayed to a replica of the model; streamed when `stream` is true.",
+        "requestBody": _body("CreateChatCompletionRequest"),
+        "responses": {
+            "200": {"description": "The completion, or its stream of `chat.completion.chunk` events.",
+                    "content": {_JSON: {"schema": ref("ChatCompletion")},
+                                "text/event-stream": {"schema": {"type": "string"}}}},
+            "400": _openai_error("The body is not JSON or breaks its schema."),
+            "401": _openai_error("The key is missing, wrong, disabled or expired."),
+            "403": _openai_error("The key may not use this model."),
+            "404": _openai_error("No such model."),
+            "413": _openai_error("The body is too large."),
+            "429": _openai_error("The key is over its requests per minute."),
+            "502": _openai_error("The replica failed."),
+            "503": _openai_error("No replica is ready, or all are at their rate limit."),
+            "504": _openai_error("The replica did not answer in time."),
+        },
+    },
+}
