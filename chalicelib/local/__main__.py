@@ -4,6 +4,8 @@
 
 Without AWS_ENDPOINT_URL (or LOCALSTACK_HOST) an AWS emulator is embedded in this process.
 A mock vLLM replica (MOCK_REPLICA_PORT, 8001) serves the demo model `mock/llm` unless MOCK_REPLICA=0.
+LOCAL_REPLICA=smollm2 adds a real model, HuggingFaceTB/SmolLM2-135M-Instruct, served by llama.cpp in this
+process on LOCAL_REPLICA_PORT (8002; 0 = a free port); the fake Hyperstack's VMs then answer with it too.
 Ctrl-C or SIGTERM stops everything it started.
 """
 
@@ -13,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -34,13 +37,44 @@ def _prepare_environment() -> tuple[str, bool]:
     return f"AWS emulator: {url} (embedded moto)", True
 
 
-def _start_provisioning(embedded: bool) -> list[str]:
+def _start_provisioning(embedded: bool, real_replica: tuple[str, int] | None) -> list[str]:
     """VM-backed replicas need the embedded emulator: its Step Functions runs our task code."""
     if not embedded:
         return ["Provisioning: unavailable with an external AWS emulator (create_vm answers 503)"]
     from chalicelib.local.provisioning import start_local_provisioning
 
-    return start_local_provisioning(os.environ["AWS_ENDPOINT_URL"])
+    return start_local_provisioning(os.environ["AWS_ENDPOINT_URL"], real_replica)
+
+
+def _start_local_replica() -> Any:
+    """The real model asked for by LOCAL_REPLICA, registered as a SUCCESS replica; None when not asked for."""
+    name = os.environ.get("LOCAL_REPLICA", "").strip().lower()
+    if not name:
+        return None
+    # Imported only when asked for: the default stack never loads llama.cpp.
+    from chalicelib.local import llama_replica
+    from chalicelib.local.demo import register_replica
+
+    if name != llama_replica.SMOLLM2:
+        sys.exit(f"LOCAL_REPLICA={name!r} is unknown: the one local replica is {llama_replica.SMOLLM2!r}")
+    try:
+        replica = llama_replica.LlamaReplica(port=int(os.environ.get("LOCAL_REPLICA_PORT") or 8002)).start()
+    except llama_replica.ReplicaUnavailable as error:
+        sys.exit(f"LOCAL_REPLICA={name}: {error}")
+    register_replica(replica.alias, replica.base_url)
+    return replica
+
+
+def _local_replica_lines(replica: Any, api_url: str, admin_key: str) -> list[str]:
+    model = replica.alias
+    return [
+        f"Real model {model!r}: llama.cpp at {replica.base_url} (metrics: {replica.address}/metrics)",
+        "  Chat with it:",
+        f"    KEY=$(curl -s -X POST {api_url}/generate_api_key -H 'Authorization: Bearer {admin_key}' "
+        """-d '{"user_id": "me"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')""",
+        f'    curl -N {api_url}/chat/completions -H "Authorization: Bearer $KEY" -d \'{{"model": "{model}", '
+        """"stream": true, "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}'""",
+    ]
 
 
 def _start_demo_replica() -> str | None:
@@ -65,7 +99,9 @@ def main() -> None:
     from chalicelib.store.bootstrap import ensure_tables
 
     ensure_tables()
-    provisioning_lines = _start_provisioning(embedded)
+    local_replica = _start_local_replica()
+    real_address = ("127.0.0.1", local_replica.port) if local_replica else None
+    provisioning_lines = _start_provisioning(embedded, real_address)
     demo_line = _start_demo_replica()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT") or 8000)
@@ -75,6 +111,9 @@ def main() -> None:
     print(f"API: http://{host}:{server.server_port}/v1 (also under /api/v1)", flush=True)
     if demo_line:
         print(demo_line, flush=True)
+    if local_replica:
+        api_url = f"http://{host}:{server.server_port}/v1"
+        print("\n".join(_local_replica_lines(local_replica, api_url, os.environ["ADMIN_API_KEY"])), flush=True)
     for line in provisioning_lines:
         print(line, flush=True)
     try:
@@ -83,6 +122,8 @@ def main() -> None:
         pass
     finally:
         server.server_close()
+        if local_replica:
+            local_replica.stop()
         print("stopped", flush=True)
     sys.exit(0)
 

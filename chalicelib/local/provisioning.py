@@ -1,6 +1,7 @@
 """Provisioning on one machine: the real workflow under the embedded emulator's Step Functions,
 its task code in this process, and (without a HYPERSTACK_API_KEY) a fake Hyperstack whose
-ACTIVE VMs are served by mock vLLM replicas on the ports they were asked for."""
+ACTIVE VMs are served by mock vLLM replicas on the ports they were asked for, or, given a real local
+replica (`make run LOCAL_REPLICA=smollm2`), by that replica through a forwarder on each VM's port."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "1
                   "MODEL_READY_TIMEOUT_SECONDS": "300"}
 
 
-def start_local_provisioning(emulator_url: str) -> list[str]:
-    """Wire provisioning into the local stack; returns what to tell the developer."""
+def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | None = None) -> list[str]:
+    """Wire provisioning into the local stack; returns what to tell the developer.
+
+    `real_replica` (host, port): a running server that every fake VM answers with instead of a mock.
+    """
     from chalicelib.local.workflows import setup_local_workflow
     from chalicelib.provisioning.tasks import handle
 
@@ -21,9 +25,11 @@ def start_local_provisioning(emulator_url: str) -> list[str]:
     for name, value in LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if not os.environ.get("HYPERSTACK_API_KEY"):
-        fake = _start_fake_hyperstack()
+        fake = _start_fake_hyperstack(real_replica)
         os.environ["HYPERSTACK_API_URL"], os.environ["HYPERSTACK_API_KEY"] = fake.url, fake.api_key
         lines.append(f"Hyperstack: fake API at {fake.url} (set HYPERSTACK_API_KEY to use the real one)")
+        if real_replica:
+            lines.append("Fake VMs are served by the local llama.cpp replica (whatever model they name)")
     else:
         lines.append(f"Hyperstack: {os.environ.get('HYPERSTACK_API_URL') or 'the SDK default host'} (real VMs!)")
     os.environ["PROVISION_STATE_MACHINE_ARN"] = setup_local_workflow(emulator_url, handle)
@@ -31,14 +37,20 @@ def start_local_provisioning(emulator_url: str) -> list[str]:
     return lines
 
 
-def _start_fake_hyperstack() -> Any:
+def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
     from chalicelib.local.fake_hyperstack import FakeHyperstack
+    from chalicelib.local.forwarder import TcpForwarder
     from chalicelib.local.mock_vllm import MockVllm
 
-    replicas: dict[int, MockVllm] = {}
+    replicas: dict[int, MockVllm | TcpForwarder] = {}
 
     def on_active(vm: dict[str, Any]) -> None:
-        if vm.get("port"):
+        if not vm.get("port"):
+            return
+        if real_replica:
+            # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.
+            replicas[vm["id"]] = TcpForwarder(real_replica, port=vm["port"]).start()
+        else:
             replicas[vm["id"]] = MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
 
     def on_deleted(vm: dict[str, Any]) -> None:

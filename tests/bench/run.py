@@ -1,7 +1,8 @@
 """`make bench`: what the proxy adds over calling the replica directly, measured in one run.
 
 Everything runs on loopback: an AWS emulator that counts the DynamoDB calls it serves, a mock
-vLLM replica, and the local stack (started as `make run` starts it). Each figure is printed with
+vLLM replica, the local stack (started as `make run` starts it) and, when its wheels are installed, a real
+model served by llama.cpp (tests/bench/real_model.py). Each figure is printed with
 the baseline it is compared to, measured in the same run on the same machine.
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from chalicelib.local.emulator import start_emulator  # noqa: E402
 from chalicelib.local.mock_vllm import MockVllm  # noqa: E402
+from tests.bench.real_model import real_model_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402
 
 MODEL = "bench/model"
@@ -86,6 +88,7 @@ def main() -> None:
             latency, added_p50 = latency_rows(fast, stack, key, emulator.app.operations)
             rows += latency + streaming_rows(fast, paced, stack, key)
             rows += handler_rows(emulator_url, key, added_p50)
+            rows += real_model_rows(stack, key, Client)
     finally:
         stack.stop()
     rows += cold_start_rows()
