@@ -113,7 +113,9 @@ def main() -> None:
         print(demo_line, flush=True)
     if local_replica:
         api_url = f"http://{host}:{server.server_port}/v1"
-        print("\n".join(_local_replica_lines(local_replica, api_url, os.environ["ADMIN_API_KEY"])), flush=True)
+        # An admin key of the developer's own is not printed: only the development default is.
+        shown_key = DEV_ADMIN_KEY if os.environ["ADMIN_API_KEY"] == DEV_ADMIN_KEY else "$ADMIN_API_KEY"
+        print("\n".join(_local_replica_lines(local_replica, api_url, shown_key)), flush=True)
     for line in provisioning_lines:
         print(line, flush=True)
     try:
