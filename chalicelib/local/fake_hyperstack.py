@@ -47,13 +47,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from chalicelib.hyperstack.client import parse_replica_marker
-from chalicelib.local.servers import StoppableServer
+from chalicelib.local.servers import BackgroundService, StoppableServer
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20
 VmCallback = Callable[[dict[str, Any]], None]
 Answer = tuple[int, dict[str, Any]]
-_STOP_TIMEOUT = 5.0
 _RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")
 _CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
 _VMS = r"/core/virtual-machines"
@@ -67,13 +66,15 @@ _ROUTES = [
 ]
 
 
-class FakeHyperstack:
+class FakeHyperstack(BackgroundService):
+    thread_name = "fake-hyperstack"
+
     def __init__(self, api_key: str = "fake-key", host: str = "127.0.0.1", port: int = 0,
                  active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
                  on_active: VmCallback | None = None, on_deleted: VmCallback | None = None, *,
                  stall_seconds: float = 30.0, verbose: bool = False) -> None:
+        super().__init__(host, port)
         self.api_key = api_key
-        self.host = host
         self.active_after_seconds = active_after_seconds
         self.floating_ip = floating_ip
         self.on_active = on_active
@@ -89,9 +90,6 @@ class FakeHyperstack:
         self.rate_limit_next = 0
         self.stall_next = 0
         self.status_false_next = 0
-        self._port = port or None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._vms: dict[int, dict[str, Any]] = {}
         self._request_log: list[dict[str, Any]] = []
@@ -99,16 +97,9 @@ class FakeHyperstack:
         self._next_rule_id = 5001
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake Hyperstack has not been started")
-        return self._port
-
-    @property
     def url(self) -> str:
         """What to pass as the SDK's host (`Configuration(host=...)`)."""
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{self.port}{API_PREFIX}"
+        return f"http://{self.loopback_host}:{self.port}{API_PREFIX}"
 
     @property
     def vms(self) -> dict[int, dict[str, Any]]:
@@ -127,33 +118,8 @@ class FakeHyperstack:
         with self._lock:
             return copy.deepcopy(self._request_log)
 
-    def start(self) -> FakeHyperstack:
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self._port or 0), self)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-hyperstack-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening, cut open connections (stalled ones too) and wait for their threads."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.drop_connections(_STOP_TIMEOUT)
-        server.server_close()
-        thread.join(_STOP_TIMEOUT)
-
-    def __enter__(self) -> FakeHyperstack:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+    def _make_server(self, address: tuple[str, int]) -> StoppableServer:
+        return _Server(address, self)
 
     # The request pipeline, called by the HTTP handler.
 

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from chalicelib.chat import mock_replies
-from chalicelib.local.servers import StoppableServer, abort
+from chalicelib.local.servers import BackgroundService, StoppableServer, abort
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
@@ -43,24 +43,26 @@ _ERRORS = {
     "error500": (500, mock_replies.error_body("Mock replica in mode error500.", "InternalServerError", 500)),
 }
 _NOT_FOUND = {"detail": "Not Found"}
-_STOP_TIMEOUT = 5.0
 
 
-class MockVllm:
-    """One mock replica serving `model`; `start()` it (or use `with`), `stop()` it."""
+class MockVllm(BackgroundService):
+    """One mock replica serving `model`; `start()` it (or use `with`), `stop()` it.
+
+    `stop()` is like a replica going down: a client still reading a reply sees its connection end.
+    Read replies before stopping the server.
+    """
+
+    thread_name = "mock-vllm"
 
     def __init__(self, model: str = "mock/model", host: str = "127.0.0.1", port: int = 0,
                  pace_seconds: float = 0.0, mode: str = "ok", *, max_model_len: int = 8192,
                  verbose: bool = False) -> None:
+        super().__init__(host, port)
         self.model = model
-        self.host = host
         self.pace_seconds = pace_seconds
         self.mode = mode
         self.max_model_len = max_model_len
         self.verbose = verbose
-        self._port = port or None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._requests_seen = 0
         self._last_request: dict[str, Any] | None = None
@@ -77,15 +79,8 @@ class MockVllm:
         self._mode = value
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the mock replica has not been started")
-        return self._port
-
-    @property
     def base_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{self.loopback_host}:{self.port}/v1"
 
     @property
     def requests_seen(self) -> int:
@@ -105,38 +100,8 @@ class MockVllm:
             if request is not None:
                 self._last_request = request
 
-    def start(self) -> MockVllm:
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self._port or 0), self)
-        self._port = self._server.server_address[1]
-        # A short poll interval keeps stop() quick.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"mock-vllm-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, cut every open connection (idle, stalled or mid-reply) and wait for their threads.
-
-        Like a replica going down: a client still reading a reply sees its connection end. Read replies
-        before stopping the server.
-        """
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.drop_connections(_STOP_TIMEOUT)
-        server.server_close()
-        thread.join(_STOP_TIMEOUT)
-
-    def __enter__(self) -> MockVllm:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+    def _make_server(self, address: tuple[str, int]) -> StoppableServer:
+        return _Server(address, self)
 
 
 class _Server(StoppableServer):

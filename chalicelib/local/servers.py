@@ -51,3 +51,62 @@ def abort(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed
+
+
+class BackgroundService:
+    """A StoppableServer served from a daemon thread: `start()` (or `with`), `stop()`, `port`.
+
+    Subclasses say what to serve in `_make_server`; `stop()` after `start()` leaves `port` naming
+    the closed port, and `start()` again binds it anew (a replica that comes back).
+    """
+
+    thread_name = "local-service"
+    stop_timeout = 5.0
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self._port = port or None
+        self._server: StoppableServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _make_server(self, address: tuple[str, int]) -> StoppableServer:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} has not been started")
+        return self._port
+
+    @property
+    def loopback_host(self) -> str:
+        return "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+
+    def start(self) -> BackgroundService:
+        if self._server is not None:
+            return self
+        self._server = self._make_server((self.host, self._port or 0))
+        self._port = self._server.server_address[1]
+        # A short poll interval keeps stop() quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{self.thread_name}-{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, cut every open connection (idle, stalled or mid-reply), wait for their threads."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.stopping.set()
+        server.shutdown()
+        server.drop_connections(self.stop_timeout)
+        server.server_close()
+        thread.join(self.stop_timeout)
+
+    def __enter__(self) -> BackgroundService:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
