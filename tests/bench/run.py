@@ -29,6 +29,7 @@ from tests.integration.conftest import start_local_stack  # noqa: E402
 MODEL = "bench/model"
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "40"))
+THINK_SECONDS = 0.02
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Measure me"}], "max_tokens": 8}
 
 
@@ -106,6 +107,10 @@ def latency_rows(replica: MockVllm, stack, key: str, operations) -> tuple[list[t
     for _ in range(REQUESTS):  # interleaved, so both see the same machine load
         direct_times.append(direct.complete(BODY))
         proxy_times.append(proxied.complete(BODY))
+        # A client's pause: the usage row is written after each answer, and the local emulator
+        # serialises DynamoDB calls, so back-to-back requests would wait on the previous row's
+        # write, which DynamoDB itself would not make them do.
+        time.sleep(THINK_SECONDS)
     time.sleep(0.5)
     calls = operations - before
     per_request = sum(calls.values()) / REQUESTS
