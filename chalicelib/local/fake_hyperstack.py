@@ -36,18 +36,16 @@ import copy
 import json
 import re
 import signal
-import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from chalicelib.hyperstack.client import parse_replica_marker
-from chalicelib.local.servers import BackgroundService, StoppableServer
+from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20
@@ -337,16 +335,10 @@ class _Server(StoppableServer):
         super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(PromptHandler):
     server_version = "fake-hyperstack"
     server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        # The body leaves in a write of its own after the headers: without this, Nagle holds it for the
-        # client's delayed ACK (40 ms a request on Linux).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._handle("GET")

@@ -11,8 +11,7 @@ import importlib.util
 import itertools
 import json
 import queue
-import socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib.chat.service import handle as handle_chat
+from chalicelib.local.servers import PromptHandler
 
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
 STAGE_PREFIX = "/api"
@@ -61,8 +61,7 @@ def _load_app(module_name: str) -> Any:
     return module.app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(PromptHandler):
     server: LocalApiServer
 
     def _handle(self) -> None:
@@ -96,10 +95,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._handle
         raise AttributeError(name)
 
-    def setup(self) -> None:
-        super().setup()
-        # Small writes (headers, one SSE event) must leave at once, not wait for Nagle's algorithm.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _stream_chat(self, headers: dict[str, str], body: bytes) -> None:
         """The chat route bypasses Chalice, as in AWS: each chunk is written as it is produced."""

@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from chalicelib.chat import mock_replies
-from chalicelib.local.servers import BackgroundService, StoppableServer, abort
+from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
@@ -110,15 +108,10 @@ class _Server(StoppableServer):
         super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(PromptHandler):
     server_version = "mock-vllm"
     server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        # As uvicorn does: each small write (an SSE event) leaves at once instead of waiting on Nagle.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:  # noqa: N802 - the name BaseHTTPRequestHandler dispatches to
         path = self.path.split("?", 1)[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -110,3 +110,14 @@ class BackgroundService:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class PromptHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with TCP_NODELAY: headers, a small body or one SSE event leave at once, instead of
+    waiting on Nagle's algorithm for the client's delayed ACK (40 ms a request on Linux)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
