@@ -35,7 +35,6 @@ import argparse
 import copy
 import json
 import re
-import signal
 import threading
 import time
 import traceback
@@ -45,7 +44,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from chalicelib.hyperstack.client import parse_replica_marker
-from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer
+from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20
@@ -384,27 +383,32 @@ class _Handler(PromptHandler):
         self.wfile.write(data)
 
 
-def _replica_callbacks() -> tuple[VmCallback, VmCallback, Callable[[], None]]:
-    """on_active/on_deleted that run a mock vLLM replica per VM, on the port its user_data names."""
-    from chalicelib.local.mock_vllm import MockVllm
+class ServedVms:
+    """`on_active`/`on_deleted` callbacks that give each ACTIVE VM a replica on the port its
+    user_data names (whatever `serve(vm)` starts: a mock replica, a forwarder), stopped with the VM."""
 
-    replicas: dict[int, MockVllm] = {}
+    def __init__(self, serve: Callable[[dict[str, Any]], Any]) -> None:
+        self._serve = serve
+        self._replicas: dict[int, Any] = {}
 
-    def on_active(vm: dict[str, Any]) -> None:
-        if vm["port"] is not None:
-            replicas[vm["id"]] = MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
-            print(f"VM {vm['id']} ACTIVE: mock replica of {vm['model']!r} on port {vm['port']}", flush=True)
+    def on_active(self, vm: dict[str, Any]) -> None:
+        if vm.get("port"):
+            self._replicas[vm["id"]] = self._serve(vm)
 
-    def on_deleted(vm: dict[str, Any]) -> None:
-        replica = replicas.pop(vm["id"], None)
+    def on_deleted(self, vm: dict[str, Any]) -> None:
+        replica = self._replicas.pop(vm["id"], None)
         if replica is not None:
             replica.stop()
 
-    def stop_all() -> None:
-        for replica in list(replicas.values()):
+    def stop_all(self) -> None:
+        for replica in list(self._replicas.values()):
             replica.stop()
 
-    return on_active, on_deleted, stop_all
+
+def mock_replica_for(vm: dict[str, Any]) -> Any:
+    from chalicelib.local.mock_vllm import MockVllm
+
+    return MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -418,21 +422,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="run a mock vLLM replica for each ACTIVE VM whose user_data names a port and model")
     parser.add_argument("--quiet", action="store_true", help="no access log")
     options = parser.parse_args(argv)
-    on_active, on_deleted, stop_replicas = _replica_callbacks() if options.mock_replicas else (None, None, None)
+    served = ServedVms(mock_replica_for) if options.mock_replicas else None
     fake = FakeHyperstack(options.api_key, options.host, options.port, options.active_after, options.floating_ip,
-                          on_active, on_deleted, verbose=not options.quiet)
-    stopping = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stopping.set())
-    fake.start()
-    print(f"fake Hyperstack at {fake.url} (api_key {options.api_key!r})", flush=True)
+                          served.on_active if served else None, served.on_deleted if served else None,
+                          verbose=not options.quiet)
     try:
-        while not stopping.wait(0.5):  # short waits: the main thread runs signal handlers only between them
-            pass
+        serve_until_signalled(fake, f"fake Hyperstack at {{url}} (api_key {options.api_key!r})")
     finally:
-        fake.stop()
-        if stop_replicas:
-            stop_replicas()
+        if served:
+            served.stop_all()
 
 
 if __name__ == "__main__":

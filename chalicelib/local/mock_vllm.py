@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import threading
 from typing import Any
 
 from chalicelib.chat import mock_replies
-from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort
+from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
@@ -261,16 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     replica = MockVllm(options.model, options.host, options.port, options.pace, options.mode,
                        verbose=not options.quiet)
-    stopping = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stopping.set())
-    replica.start()
-    print(f"mock vLLM serving {options.model!r} in mode {options.mode!r} at {replica.base_url}", flush=True)
-    try:
-        while not stopping.wait(0.5):  # short waits: the main thread runs signal handlers only between them
-            pass
-    finally:
-        replica.stop()
+    serve_until_signalled(replica, f"mock vLLM serving {options.model!r} in mode {options.mode!r} at {{url}}")
 
 
 if __name__ == "__main__":

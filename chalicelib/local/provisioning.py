@@ -38,24 +38,12 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
-    from chalicelib.local.fake_hyperstack import FakeHyperstack
+    from chalicelib.local.fake_hyperstack import FakeHyperstack, ServedVms, mock_replica_for
     from chalicelib.local.forwarder import TcpForwarder
-    from chalicelib.local.mock_vllm import MockVllm
 
-    replicas: dict[int, MockVllm | TcpForwarder] = {}
+    def real_replica_for(vm: dict[str, Any]) -> Any:
+        # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.
+        return TcpForwarder(real_replica, port=vm["port"]).start()
 
-    def on_active(vm: dict[str, Any]) -> None:
-        if not vm.get("port"):
-            return
-        if real_replica:
-            # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.
-            replicas[vm["id"]] = TcpForwarder(real_replica, port=vm["port"]).start()
-        else:
-            replicas[vm["id"]] = MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
-
-    def on_deleted(vm: dict[str, Any]) -> None:
-        replica = replicas.pop(vm["id"], None)
-        if replica:
-            replica.stop()
-
-    return FakeHyperstack(on_active=on_active, on_deleted=on_deleted).start()
+    served = ServedVms(real_replica_for if real_replica else mock_replica_for)
+    return FakeHyperstack(on_active=served.on_active, on_deleted=served.on_deleted).start()

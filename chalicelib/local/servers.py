@@ -3,6 +3,7 @@ fake Hyperstack), which tests start and stop many times and which must leave no 
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -121,3 +122,18 @@ class PromptHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def serve_until_signalled(service: Any, banner: str) -> None:
+    """A command-line stand-in: start, print `banner` ({url} filled in), serve until Ctrl-C or SIGTERM."""
+    stopping = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stopping.set())
+    service.start()
+    url = getattr(service, "base_url", None) or service.url
+    print(banner.format(url=url), flush=True)
+    try:
+        while not stopping.wait(0.5):  # short waits: the main thread runs signal handlers only between them
+            pass
+    finally:
+        service.stop()
