@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from chalicelib.api_keys import hash_key
 from chalicelib.errors import Forbidden, RateLimited, Unauthorized
@@ -58,7 +60,7 @@ def _over_limit(key: ApiKey, now: float) -> RateLimited:
     return RateLimited(limit, _headers(limit, 0, reset) | {"retry-after": str(reset)})
 
 
-def _usable(model: str, now: float):  # noqa: ANN202 - a PynamoDB condition
+def _usable(model: str, now: float) -> Condition:
     return (
         (ApiKey.enabled == True)  # noqa: E712 - builds a DynamoDB condition, not a Python test
         & (ApiKey.expires_at.does_not_exist() | (ApiKey.expires_at > int(now)))
@@ -66,7 +68,7 @@ def _usable(model: str, now: float):  # noqa: ANN202 - a PynamoDB condition
     )
 
 
-def _try(key: ApiKey, actions: list, condition) -> bool:  # noqa: ANN001
+def _try(key: ApiKey, actions: list[Action], condition: Condition) -> bool:
     try:
         key.update(actions=actions, condition=condition)
         return True
