@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Request, Response
 
-from chalicelib.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from chalicelib import bounded_json
+from chalicelib.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized
 from chalicelib.observability import logger
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import admin_api_key, get_settings
@@ -23,10 +23,7 @@ def json_body(request: Request) -> Any:
         raise PayloadTooLarge("Request body is too large.")
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Request body is not valid JSON.") from None
+    return bounded_json.loads(raw)
 
 
 def path_id(segment: str, what: str) -> int:

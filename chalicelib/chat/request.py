@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import bounded_json
 from chalicelib.chat.schema import CHAT_COMPLETION
 from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.validation import validate
@@ -31,10 +32,7 @@ class ChatRequest:
 def parse_chat_request(raw: bytes, max_bytes: int) -> ChatRequest:
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"Request body is larger than {max_bytes} bytes.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("We could not parse the JSON body of your request.") from None
+    body = bounded_json.loads(raw)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     validate(CHAT_COMPLETION, body, lenient=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pynamodb.models import Model
 
+from chalicelib import bounded_json
 from chalicelib.errors import BadRequest
 
 _MAX_ID = 2**63 - 1
@@ -35,8 +36,8 @@ def _encode(partition: str, last_id: int) -> str:
 def _decode(token: str, partition: str) -> int:
     """The id to continue below; the token must be one this table's pages gave out."""
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        decoded = bounded_json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), max_depth=2)
+    except (binascii.Error, ValueError, bounded_json.InvalidJson):
         raise BadRequest("Invalid next_token.") from None
     if not isinstance(decoded, dict) or decoded.keys() != {"table", "before"} or decoded["table"] != partition:
         raise BadRequest("Invalid next_token.")

@@ -147,6 +147,18 @@ def test_body_that_is_not_utf8_is_a_json_400(api, method, path):
     assert_json_error(reply)
 
 
+@pytest.mark.parametrize("payload", ['{"user_id": ' + "[" * 5000 + "]" * 5000 + "}", '{"rate_limit": NaN}'],
+                         ids=["nested-5000-deep", "nan"])
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=BODY_ROUTE_IDS)
+def test_deeply_nested_or_nan_body_is_a_json_400(api, method, path, payload):
+    arrange_for(api, path)
+
+    reply = api.call(method, path, raw=payload)
+
+    assert reply.status == 400
+    assert_json_error(reply)
+
+
 @pytest.mark.parametrize("payload", ["[1, 2]", '"a string"', "null"], ids=["list", "string", "null"])
 @pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=BODY_ROUTE_IDS)
 def test_json_body_of_the_wrong_type_is_a_json_400(api, method, path, payload):

@@ -132,6 +132,15 @@ def test_limit_outside_1_to_100_is_refused(api, limit):
     assert "error" in reply.json
 
 
+def test_deeply_nested_next_token_is_a_400(api):
+    token = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+
+    reply = api.get(f"/v1/tables/metric?next_token={token}")
+
+    assert reply.status == 400
+    assert reply.json == {"error": "Invalid next_token."}
+
+
 @pytest.mark.parametrize(("rows", "limit"), [(7, 3), (6, 3), (5, 1), (4, 100)])
 def test_following_next_token_visits_every_row_once(api, rows, limit):
     add_metrics(rows)
