@@ -14,14 +14,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pynamodb.exceptions import UpdateError
-
 from chalicelib.errors import NotFound, ServiceUnavailable
 from chalicelib.replicas import SUCCESS
 from chalicelib.settings import get_chat_settings
+from chalicelib.store.minute_counter import count_request
 from chalicelib.store.tables import LlmModel, Replica
 
 FAILURE_COOLDOWN_SECONDS = 10.0
+# Model names come from callers: unknown ones are cached too (one read each), so the cache is
+# bounded, oldest fetch out first, or a flood of made-up names would grow the function's memory.
+MAX_CACHED_MODELS = 256
 
 
 @dataclass(frozen=True)
@@ -73,22 +75,12 @@ def reserve(target: Target, now: float) -> bool:
     """Count a request against the replica's own limit; False when it is full this minute."""
     if not target.rate_limit:
         return True
-    window = int(now // 60)
-    replica = Replica(target.replica_id)
-    same_window = (Replica.rl_window == window) & (Replica.rl_count < Replica.rate_limit)
-    new_window = Replica.rl_window.does_not_exist() | (Replica.rl_window < window)
-    for actions, condition in (
-        ([Replica.rl_count.add(1)], same_window),
-        ([Replica.rl_window.set(window), Replica.rl_count.set(1)], new_window),
-        ([Replica.rl_count.add(1)], same_window),  # another request opened the window first
-    ):
-        try:
-            replica.update(actions=actions, condition=Replica.id.exists() & condition)
-            return True
-        except UpdateError as error:
-            if error.cause_response_code != "ConditionalCheckFailedException":
-                raise
-    return False
+    try:
+        counted, _ = count_request(Replica, target.replica_id, Replica.rate_limit, now,
+                                   precondition=Replica.id.exists())
+    except Replica.DoesNotExist:
+        return False  # deleted since the replica list was cached
+    return counted
 
 
 def _lookup(model: str) -> _Entry:
@@ -96,7 +88,10 @@ def _lookup(model: str) -> _Entry:
     if entry is None or time.monotonic() - entry.fetched_at > get_chat_settings().replica_cache_seconds:
         entry = _fetch(model)
         with _lock:
+            _cache.pop(model, None)
             _cache[model] = entry
+            while len(_cache) > MAX_CACHED_MODELS:
+                del _cache[next(iter(_cache))]
     return entry
 
 
