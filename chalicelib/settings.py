@@ -80,6 +80,8 @@ class ChatSettings:
     connect_timeout: float
     first_byte_timeout: float
     idle_timeout: float
+    deadline_seconds: float
+    max_answer_bytes: int
     replica_cache_seconds: float
     max_body_bytes: int
     metric_id_block: int
@@ -103,6 +105,11 @@ def get_chat_settings() -> ChatSettings:
         # A replica may queue a request before it starts answering; a stream may pause.
         first_byte_timeout=_float("UPSTREAM_TIMEOUT_SECONDS", 120.0),
         idle_timeout=_float("UPSTREAM_IDLE_TIMEOUT_SECONDS", 60.0),
+        # A request's whole time when no Lambda deadline says otherwise (locally): Lambda's own maximum.
+        deadline_seconds=_float("CHAT_DEADLINE_SECONDS", 900.0),
+        # A non-streamed answer is held whole in memory (and parsed for usage): far above any real answer
+        # (128k tokens of text is ~0.5 MB; logprobs multiply it), far below the function's memory.
+        max_answer_bytes=_int("MAX_UPSTREAM_ANSWER_BYTES", 8 * 1024 * 1024),
         replica_cache_seconds=_float("REPLICA_CACHE_SECONDS", 5.0),
         max_body_bytes=_int("MAX_CHAT_BODY_BYTES", 4 * 1024 * 1024),
         # Metric ids are reserved in blocks: one counter write per block, not per request.

@@ -20,6 +20,18 @@ prelude. Sources: the Lambda developer guide, "Implementing response streaming i
 (headers, trailers, closing the connection) and API Gateway's "Lambda proxy integration with payload
 response streaming" (prelude and delimiter).
 
+Deadline: the handler gets the invocation's deadline (Lambda-Runtime-Deadline-Ms) less
+DEADLINE_MARGIN_SECONDS, so that it ends the answer and writes the usage row before Lambda stops the
+function (Lambda kills it at its deadline: nothing after that runs, no row is written).
+
+Client disconnects: Lambda does not tell the function. Its developer guide ("Response streaming for
+Lambda functions") says a streamed response goes on when the invoking client's connection is
+interrupted, billed to its end; API Gateway's ("Stream the integration response for your proxy
+integrations in API Gateway") that the function may go on running when a connection is closed. The one
+thing this loop can observe is the Runtime API dropping the response: a send that fails, or the Runtime
+API answering (or closing) before the last chunk. Then the body is closed at once: that ends the
+upstream request and records the client as gone (499). Otherwise the deadline bounds the stream.
+
 A failure before the first byte (a bug in the service) is answered as a 500 in OpenAI's error shape,
 not through the /error endpoint: the caller is an HTTP client, and Lambda would turn /error into a
 502 without the `{"error": {...}}` body OpenAI's SDKs read. The price: Lambda's Errors metric does not
@@ -36,6 +48,7 @@ import base64
 import http.client
 import json
 import os
+import select
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -57,11 +70,14 @@ STREAMING_HEADERS = {
     "Content-Type": "application/vnd.awslambda.http-integration-response",
     "Trailer": f"{ERROR_TYPE}, {ERROR_BODY}",
 }
+# Time kept back from Lambda's deadline: to send the error event, close the upstream and write the usage
+# row (a DynamoDB write takes ~10 ms, so this leaves room for retries of a throttled one).
+DEADLINE_MARGIN_SECONDS = 3.0
 INTERNAL_ERROR = {"error": {"message": "Internal server error", "type": "server_error", "param": None, "code": None}}
 # Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
 _TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
-Handler = Callable[[dict[str, str], bytes], ChatResponse]
+Handler = Callable[..., ChatResponse]  # (headers, body) or (headers, body, deadline=...)
 
 
 class Invocation(NamedTuple):
@@ -69,6 +85,15 @@ class Invocation(NamedTuple):
     deadline_ms: int
     trace_id: str | None
     event: bytes
+
+    @property
+    def handler_deadline(self) -> float | None:
+        """The absolute time.time() by which the handler must be done, or None if Lambda gave none."""
+        return self.deadline_ms / 1000 - DEADLINE_MARGIN_SECONDS if self.deadline_ms else None
+
+
+class ClientGone(ConnectionError):
+    """The Runtime API dropped the streamed response: the client is no longer reading it."""
 
 
 def run(handler: Handler | None = None, runtime_api: str | None = None, max_invocations: int | None = None) -> None:
@@ -125,10 +150,19 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
             return _invalid_request(404, f"Unknown request URL: {method} {path}.", "unknown_url")
         if method != "POST":
             return _invalid_request(405, f"Method {method} is not allowed on {CHAT_PATH}.", "method_not_allowed")
+        if _takes_deadline(handler):
+            return handler(headers, body, deadline=invocation.handler_deadline)
         return handler(headers, body)
     except Exception as error:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
         _log_exception("chat handler failed before the first byte", invocation.request_id, error)
         return json_response(500, INTERNAL_ERROR)
+
+
+def _takes_deadline(handler: Handler) -> bool:
+    """Whether the handler accepts `deadline` (the chat service does; two-argument handlers remain valid).
+    Read off its code object: importing `inspect` would cost the cold start more than it is worth."""
+    code = getattr(handler, "__code__", None)
+    return code is not None and "deadline" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
 
 
 def _invalid_request(status: int, message: str, code: str) -> ChatResponse:
@@ -146,8 +180,13 @@ def _stream(api: str, request_id: str, response: ChatResponse) -> None:
         for name, value in STREAMING_HEADERS.items():
             connection.putheader(name, value)
         connection.endheaders()
-        connection.send(_chunk(_prelude(response)))
-        failure = _send_body(connection, response.body)
+        try:
+            connection.send(_chunk(_prelude(response)))
+            failure = _send_body(connection, response.body)
+        except (ClientGone, OSError) as gone:
+            # respond() closes the response right after: that ends the upstream request, records 499.
+            _log("the response stream was dropped; the client is gone", request_id, repr(gone), "WARNING")
+            return
         if failure is not None:
             _log_exception("chat response failed mid-stream", request_id, failure)
         connection.send(_last_chunk(failure))
@@ -167,7 +206,7 @@ def _prelude(response: ChatResponse) -> bytes:
 
 def _send_body(connection: http.client.HTTPConnection, body: Iterator[bytes]) -> Exception | None:
     """Send each piece as it comes. A failure of the body is returned (it goes in the trailers);
-    a failure to send raises."""
+    a failure to send raises, and so does the Runtime API dropping the response (ClientGone)."""
     pieces = iter(body)
     while True:
         try:
@@ -177,7 +216,16 @@ def _send_body(connection: http.client.HTTPConnection, body: Iterator[bytes]) ->
         except Exception as error:  # noqa: BLE001 - reported to Lambda in the trailers
             return error
         if piece:  # an empty chunk would end the body
+            if _answered_early(connection.sock):
+                raise ClientGone("the Runtime API answered or closed before the end of the response")
             connection.send(_chunk(piece))
+
+
+def _answered_early(sock: socket.socket) -> bool:
+    """Whether the Runtime API has sent something (an answer, EOF, a reset) before the last chunk.
+    It answers only once the response is complete, so anything earlier means it dropped the stream."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def _chunk(data: bytes) -> bytes:
@@ -229,9 +277,9 @@ def _log_exception(message: str, request_id: str | None, error: BaseException) -
     _log(message, request_id, "".join(traceback.format_exception(error)))
 
 
-def _log(message: str, request_id: str | None, detail: str) -> None:
+def _log(message: str, request_id: str | None, detail: str, level: str = "ERROR") -> None:
     # One JSON line on stderr (CloudWatch keeps stdout and stderr): the runtime's own voice, no logger import.
-    record = {"level": "ERROR", "location": "lambda_runtime", "message": message, "request_id": request_id,
+    record = {"level": level, "location": "lambda_runtime", "message": message, "request_id": request_id,
               "detail": detail}
     print(json.dumps(record), file=sys.stderr, flush=True)
 

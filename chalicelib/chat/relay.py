@@ -1,8 +1,16 @@
 """Relaying a replica's answer to the client as it arrives, and reading usage off it.
 
-Server-sent events are forwarded byte for byte, each as soon as it is complete. Only the usage
-chunk is held back when the client did not ask for it (the proxy always asks the replica for
-usage, to meter it). JSON is parsed only for events that may carry usage or the first token.
+Each server-sent event is relayed as soon as it is complete, in one canonical form whatever the
+replica's dialect (chalicelib.chat.sse): `data: ...` lines ending in LF and a blank line, without
+`event:`/`id:`/`retry:` fields. Keep-alive comments are relayed as `: keep-alive`: while a replica
+queues or thinks, they keep idle intermediaries (API Gateway cuts an edge-optimized stream after 30 s
+of silence, proxies on the client's side too) from closing the client's connection; clients ignore them.
+Only the usage chunk is held back when the client did not ask for it (the proxy always asks the
+replica for usage, to meter it). JSON is parsed only for events that may carry usage or the first token.
+
+A stream that ends by its HTTP framing without `data: [DONE]` is complete: the proxy ends it with
+`data: [DONE]` itself. A connection lost before the end, a silent replica, the deadline, or an event
+over 1 MiB end the stream with an error event instead.
 """
 
 from __future__ import annotations
@@ -12,61 +20,69 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.exceptions import HTTPError
 
+from chalicelib.chat import sse
 from chalicelib.chat.metering import Meter
 from chalicelib.chat.openai_errors import sse_error_event
-from chalicelib.errors import ApiError, BadRequest, UpstreamFailed, UpstreamTimedOut
+from chalicelib.chat.upstream import discard, read_chunks
+from chalicelib.errors import ApiError, BadRequest, UpstreamFailed
 
 _READ_SIZE = 64 * 1024
-_DONE = b"data: [DONE]"
+_DONE = sse.Event(b"[DONE]")
 
 
-def upstream_events(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    """The replica's SSE events, each with its blank-line terminator; raises ApiError on failure."""
-    pending = b""
+def upstream_events(response: urllib3.BaseHTTPResponse, deadline: float | None = None) -> Iterator[sse.Item]:
+    """The replica's events and comments as they complete; raises ApiError on failure."""
+    chunks = read_chunks(response, deadline)
     try:
-        while chunk := response.read1(_READ_SIZE):
-            pending += chunk
-            if b"\n\n" not in pending:
-                continue
-            *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
-            yield from (event + b"\n\n" for event in events if event)
-    except ReadTimeoutError:
-        raise UpstreamTimedOut("The model stopped answering mid-stream.", code="upstream_timeout") from None
-    except (HTTPError, OSError):
-        raise UpstreamFailed("The replica failed mid-stream.", code="upstream_failed") from None
+        yield from sse.parse(chunks)
+    except sse.EventTooLarge:
+        raise UpstreamFailed(f"The replica sent an event over {sse.MAX_EVENT_BYTES} bytes.",
+                             code="upstream_failed") from None
     finally:
-        response.close()  # early exit included: closing the connection makes the replica stop generating
-        response.release_conn()
+        chunks.close()  # early exit included: closing the connection makes the replica stop generating
 
 
-def relay_events(events: Iterator[bytes], meter: Meter, client_wants_usage: bool) -> Iterator[bytes]:
-    finished = False
+def relay_events(events: Iterator[sse.Item], meter: Meter, client_wants_usage: bool) -> Iterator[bytes]:
     try:
-        for event in events:
-            if event.startswith(_DONE):
-                finished = True
-            elif _may_matter(event, meter) and not _inspect(event, meter, client_wants_usage):
-                continue
-            yield event
-        if not finished:
-            raise UpstreamFailed("The replica ended the stream before it was complete.", code="upstream_failed")
+        for item in events:
+            if isinstance(item, sse.Comment):
+                yield sse.KEEP_ALIVE
+            elif item.data.startswith(b"[DONE]"):  # as the OpenAI SDKs read it
+                break
+            elif not _may_matter(item.data, meter) or _inspect(item.data, meter, client_wants_usage):
+                yield sse.encode(item)
+        yield sse.encode(_DONE)
     except ApiError as error:
         meter.status = error.status
         yield sse_error_event(error)
-
-
-def read_answer(response: urllib3.BaseHTTPResponse, meter: Meter) -> bytes:
-    """A non-streamed answer, whole; nothing has been sent yet, so a failure is a plain error."""
-    try:
-        payload = response.read()
-    except ReadTimeoutError:
-        raise UpstreamTimedOut("The model did not answer in time.", code="upstream_timeout") from None
-    except (HTTPError, OSError):
-        raise UpstreamFailed("The replica failed while answering.", code="upstream_failed") from None
     finally:
-        response.release_conn()
+        close = getattr(events, "close", None)
+        if close:
+            close()  # after [DONE] nothing more is read from the replica
+
+
+def read_answer(response: urllib3.BaseHTTPResponse, meter: Meter, deadline: float | None = None,
+                max_bytes: int = 8 * 1024 * 1024) -> bytes:
+    """A non-streamed answer, whole and bounded; nothing has been sent yet, so a failure is a plain error."""
+    too_large = UpstreamFailed(f"The replica's answer is over {max_bytes} bytes.", code="upstream_failed")
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        discard(response)
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    chunks = read_chunks(response, deadline)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            parts.append(chunk)
+    finally:
+        chunks.close()
+    payload = b"".join(parts)
     try:
         meter.observe_answer(json.loads(payload))
     except (ValueError, AttributeError):
@@ -88,18 +104,22 @@ def upstream_error(response: urllib3.BaseHTTPResponse) -> ApiError:
     return BadRequest(str(message or f"The replica refused the request ({response.status})."), status=response.status)
 
 
-def _may_matter(event: bytes, meter: Meter) -> bool:
-    return b'"usage"' in event or meter.time_to_first_token is None or meter.store_content
+def _may_matter(data: bytes, meter: Meter) -> bool:
+    return b'"usage"' in data or meter.time_to_first_token is None or meter.store_content
 
 
-def _inspect(event: bytes, meter: Meter, client_wants_usage: bool) -> bool:
+def _inspect(data: bytes, meter: Meter, client_wants_usage: bool) -> bool:
     """Record what the event tells; False to hold it back from the client."""
     try:
-        chunk: dict[str, Any] = json.loads(event[event.index(b"{"):])
+        chunk: dict[str, Any] = json.loads(data)
     except ValueError:
         return True
-    choices = chunk.get("choices") or []
-    deltas = [choice.get("delta") or {} for choice in choices if isinstance(choice, dict)]
+    if not isinstance(chunk, dict):
+        return True
+    choices = chunk.get("choices")
+    choices = choices if isinstance(choices, list) else []
+    deltas = [choice.get("delta") for choice in choices if isinstance(choice, dict)]
+    deltas = [delta for delta in deltas if isinstance(delta, dict)]
     if any(delta.get("content") or delta.get("tool_calls") for delta in deltas):
         meter.first_token()
         if meter.store_content:

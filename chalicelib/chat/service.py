@@ -3,6 +3,9 @@
 Transport-neutral: the local server and the Lambda streaming loop both call `handle` and write
 the ChatResponse it returns. One DynamoDB round trip happens before the replica is contacted
 (the key's conditional update), plus the replica list when the function's cache is cold.
+
+Every request has a deadline: the Lambda runtime passes the invocation's, less the time needed to
+end the answer and write the usage row; elsewhere it is CHAT_DEADLINE_SECONDS from now.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
-from chalicelib.chat import access, routing, upstream
+from chalicelib.chat import access, routing, sse, upstream
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
 from chalicelib.chat.openai_errors import error_response
@@ -26,8 +29,11 @@ SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-contro
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-def handle(headers: Mapping[str, str], body: bytes) -> ChatResponse:
+def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
+    """The answer to one chat request; `deadline` is an absolute time.time() by which it must end."""
     started_at = time.time()
+    if deadline is None:
+        deadline = started_at + get_chat_settings().deadline_seconds
     try:
         token = _bearer_token(headers)
         request = parse_chat_request(body, get_chat_settings().max_body_bytes)
@@ -35,28 +41,32 @@ def handle(headers: Mapping[str, str], body: bytes) -> ChatResponse:
     except ApiError as error:
         return error_response(error)
     meter = Meter(caller, request, started_at)
+    # Read when the row is written: its retries must fit in the time that is left.
+    meter.deadline = deadline  # type: ignore[attr-defined]
     try:
-        response = _answer(request, caller, meter, started_at)
+        response = _answer(request, caller, meter, started_at, deadline)
     except ApiError as error:
         meter.status = error.status
         response = error_response(error, caller.rate_limit_headers())
-    response.body = _metered(response.body, meter)
+    response.body = _Metered(response.body, meter)
     response.on_close = meter.write
     return response
 
 
-def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float) -> ChatResponse:
+def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, deadline: float) -> ChatResponse:
     headers = caller.rate_limit_headers()
     if get_chat_settings().mock_llm:
         return _mock_answer(request, meter, headers)
-    target, reply = upstream.send(routing.targets_for(request.model), request.upstream_body(), request.stream, now)
+    targets = routing.targets_for(request.model)
+    target, reply = upstream.send(targets, request.upstream_body(), request.stream, now, deadline)
     meter.replica_id = target.replica_id
     if reply.status >= 400:
         raise upstream_error(reply)
     if request.stream:
-        events = relay_events(upstream_events(reply), meter, request.client_wants_usage)
+        events = relay_events(upstream_events(reply, deadline), meter, request.client_wants_usage)
         return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
-    return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([read_answer(reply, meter)]))
+    answer = read_answer(reply, meter, deadline, get_chat_settings().max_answer_bytes)
+    return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([answer]))
 
 
 def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) -> ChatResponse:
@@ -66,8 +76,8 @@ def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) ->
     if not routing.model_exists(request.model):
         raise NotFound(f"The model `{request.model}` does not exist.", code="model_not_found", param="model")
     if request.stream:
-        events = mock_replies.stream_events(request.body | {"stream_options": {"include_usage": True}},
-                                            model=request.model)
+        events = sse.parse(mock_replies.stream_events(request.body | {"stream_options": {"include_usage": True}},
+                                                      model=request.model))
         return ChatResponse(200, {**SSE_HEADERS, **headers}, relay_events(events, meter, request.client_wants_usage),
                             streamed=True)
     answer = mock_replies.completion(request.body, model=request.model)
@@ -76,15 +86,33 @@ def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) ->
     return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([json.dumps(answer).encode()]))
 
 
-def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
-    """The body; closed before its end, it records that the client went away."""
-    try:
-        yield from chunks
-    except GeneratorExit:
-        meter.status = CLIENT_CLOSED
-        raise
-    finally:
-        close = getattr(chunks, "close", None)
+class _Metered:
+    """The body; closed before its end, it records that the client went away and ends the upstream request.
+
+    A class rather than a generator: a generator closed before its first chunk runs none of its code,
+    and a transport may fail before the first chunk (the Lambda runtime sends the prelude first).
+    """
+
+    def __init__(self, chunks: Iterator[bytes], meter: Meter) -> None:
+        self._chunks = chunks
+        self._meter = meter
+        self._ended = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self._ended = True  # its end, or a failure the transport reports: not the client's doing
+            raise
+
+    def close(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._meter.status = CLIENT_CLOSED
+        close = getattr(self._chunks, "close", None)
         if close:
             close()  # ends the upstream request at once when the client has gone
 

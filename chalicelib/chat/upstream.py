@@ -1,11 +1,19 @@
-"""Sending a chat request to a replica, with failover to the next one.
+"""Sending a chat request to a replica, with failover to the next one, and reading its answer in time.
 
 A replica that refuses the connection, times out before answering or answers 5xx before the
 first byte is skipped and the next is tried; the caller sees an error only when none can serve.
-The body is relayed as the replica sends it, so nothing is decoded or re-encoded here.
+
+Time: every wait is capped by the request's deadline (an absolute time.time()). Until the answer's
+headers and its first body byte, a read may wait UPSTREAM_TIMEOUT_SECONDS (a replica may queue a
+request); after that, each read waits at most UPSTREAM_IDLE_TIMEOUT_SECONDS. urllib3 applies one read
+timeout to every recv, so the socket's timeout is set again before each read.
 """
 
 from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
 
 import urllib3
 from urllib3.exceptions import HTTPError, ReadTimeoutError
@@ -19,22 +27,31 @@ from chalicelib.settings import get_chat_settings
 # One pool per function instance: connections to replicas are reused across invocations.
 _pool = urllib3.PoolManager(num_pools=32, maxsize=16, retries=False, block=False)
 _HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
+_READ_SIZE = 64 * 1024
 
 
-def send(targets: list[Target], body: bytes, stream: bool, now: float) -> tuple[Target, urllib3.BaseHTTPResponse]:
+def send(targets: list[Target], body: bytes, stream: bool, now: float,
+         deadline: float | None = None) -> tuple[Target, urllib3.BaseHTTPResponse]:
     settings = get_chat_settings()
-    timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.first_byte_timeout)
     headers = {**_HEADERS, "accept": "text/event-stream" if stream else "application/json"}
     timed_out = at_capacity = 0
     for target in targets:
+        left = _time_left(deadline)
+        if left <= 0:
+            raise UpstreamTimedOut("The model did not answer within the time this request is allowed.",
+                                   code="upstream_timeout")
         if not routing.reserve(target, now):
             at_capacity += 1
             continue
+        timeout = urllib3.Timeout(connect=min(settings.connect_timeout, left),
+                                  read=min(settings.first_byte_timeout, left))
         try:
             response = _pool.urlopen("POST", target.chat_url, body=body, headers=headers, timeout=timeout,
                                      preload_content=False, redirect=False)
         except ReadTimeoutError:
             timed_out += 1
+            if _time_left(deadline) <= 0:
+                continue  # the deadline cut the wait short: not the replica's fault, and none is left to try
             routing.mark_failed(target)
             logger.warning("replica timed out", extra={"replica_id": target.replica_id})
             continue
@@ -55,6 +72,53 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float) -> tuple[
     if timed_out:
         raise UpstreamTimedOut("The model did not answer in time.", code="upstream_timeout")
     raise UpstreamFailed("No replica of this model could serve the request.", code="upstream_unavailable")
+
+
+def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = None) -> Iterator[bytes]:
+    """The body as it arrives, each read bounded in time; raises UpstreamTimedOut / UpstreamFailed.
+
+    Ends when the body ends by its framing (the last chunk, Content-Length); a connection lost before
+    that raises. Closing the generator early closes the connection, which makes the replica stop.
+    """
+    settings = get_chat_settings()
+    wait = settings.first_byte_timeout
+    try:
+        while True:
+            left = _time_left(deadline)
+            if left <= 0:
+                raise UpstreamTimedOut("The answer took longer than this request is allowed.",
+                                       code="upstream_timeout")
+            idle = wait < left
+            _set_read_timeout(response, min(wait, left))
+            try:
+                chunk = response.read1(_READ_SIZE)
+            except ReadTimeoutError:
+                if idle:
+                    raise UpstreamTimedOut("The model stopped answering.", code="upstream_timeout") from None
+                raise UpstreamTimedOut("The answer took longer than this request is allowed.",
+                                       code="upstream_timeout") from None
+            except (HTTPError, OSError):
+                raise UpstreamFailed("The replica's connection broke while answering.",
+                                     code="upstream_failed") from None
+            if not chunk:
+                return
+            wait = settings.idle_timeout
+            yield chunk
+    finally:
+        discard(response)
+
+
+def _time_left(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline - time.time()
+
+
+def _set_read_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
+    # urllib3 2.x keeps the connection on a response read with preload_content=False; http.client's
+    # buffered reader reads from that very socket, so its timeout bounds the next recv.
+    connection = getattr(response, "connection", None)
+    sock: socket.socket | None = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
 
 
 def discard(response: urllib3.BaseHTTPResponse) -> None:
