@@ -3,6 +3,11 @@
 Written also when the client goes away early or the replica fails, with what is known then.
 Prompts and answers are users' data: stored only when an operator opts in
 (METRICS_STORE_CONTENT=true).
+
+A row is never lost silently, or metering could be dodged: the write is retried with backoff in
+the time the invocation has left; stored content is cut to fit DynamoDB's 400 KB item limit (and
+the row marked `content_truncated`); a row that still cannot be written is logged whole, as one
+JSON line `chalicelib.usage_replay` writes back later, and counted in the `UsageRowsLost` metric.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from typing import Any
 
 from chalicelib.chat.access import Caller
 from chalicelib.chat.request import ChatRequest
-from chalicelib.observability import logger
+from chalicelib.observability import METRICS_NAMESPACE, logger
 from chalicelib.settings import get_chat_settings, get_settings
 from chalicelib.store.sequences import IdBlocks
 from chalicelib.store.tables import Metric
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer ended"
+# DynamoDB refuses items over 400 KB (names and values); what the row holds besides content is small.
+MAX_CONTENT_BYTES = 350_000
+RETRY_DELAYS = (0.1, 0.4, 1.6)  # seconds before each retry; botocore has already retried each attempt
+LOST_ROW_MESSAGE = "usage row not written"
 _ids = IdBlocks("metric", get_chat_settings().metric_id_block)
 
 
@@ -35,6 +44,7 @@ class Meter:
         self.time_to_first_token: float | None = None
         self.store_content = get_chat_settings().store_content
         self.answer: list[str] = []
+        self.deadline: float | None = None  # time.time() after which the row must not hold the function up
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:
@@ -47,16 +57,25 @@ class Meter:
 
     def write(self) -> None:
         """Never raises: the answer has been delivered, losing the row must not turn it into an error."""
-        try:
-            self._row().save()
-        except Exception:  # noqa: BLE001 - logged, and the client's response is unaffected
-            logger.exception("usage row not written", extra={"api_key_id": self.caller.key_id})
+        row = self._row()
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                if row.id is None:
+                    row.id = _ids.next_id()
+                row.save()
+                return
+            except Exception as error:  # noqa: BLE001 - retried, then logged whole; never the client's problem
+                failure = error
+            if delay is None or (self.deadline is not None and time.time() + delay > self.deadline):
+                break
+            time.sleep(delay)
+        _log_lost_row(row, failure)
 
     def _row(self) -> Metric:
         usage = self.usage or {}
         created = int(self.started_at)
+        content_input, choices, truncated = self._content()
         return Metric(
-            _ids.next_id(),
             api_key_id=self.caller.key_id,
             created=created,
             model=self.request.model,
@@ -69,8 +88,37 @@ class Meter:
             time_to_first_token=self.time_to_first_token,
             status=self.status,
             streamed=self.request.stream,
-            input=json.dumps(self.request.body.get("messages")) if self.store_content else None,
-            choices="".join(self.answer) if self.store_content and self.answer else None,
+            input=content_input,
+            choices=choices,
+            content_truncated=truncated or None,
             expires_at=datetime.fromtimestamp(created, tz=UTC)
             + timedelta(days=get_settings().metric_ttl_days),
         )
+
+    def _content(self) -> tuple[str | None, str | None, bool]:
+        """The prompt and the answer as stored, cut to fit one item between them: (input, choices, cut)."""
+        if not self.store_content:
+            return None, None, False
+        prompt = json.dumps(self.request.body.get("messages"))
+        answer = "".join(self.answer) or None
+        prompt_bytes, answer_bytes = len(prompt.encode()), len((answer or "").encode())
+        if prompt_bytes + answer_bytes <= MAX_CONTENT_BYTES:
+            return prompt, answer, False
+        # The answer keeps up to half the room, more if the prompt leaves it; the prompt gets the rest.
+        answer_room = max(MAX_CONTENT_BYTES - prompt_bytes, MAX_CONTENT_BYTES // 2)
+        answer = _cut(answer, answer_room) if answer else None
+        return _cut(prompt, MAX_CONTENT_BYTES - len((answer or "").encode())), answer, True
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` in at most `max_bytes` of UTF-8, never splitting a character."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore")
+
+
+def _log_lost_row(row: Metric, error: BaseException) -> None:
+    """The row, whole, on one JSON line (`chalicelib.usage_replay` writes it back), and counted."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric  # only ever on this rare path
+
+    logger.error(LOST_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(error)})
+    with single_metric(name="UsageRowsLost", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+        metric.add_dimension(name="service", value="chat")

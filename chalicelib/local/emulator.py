@@ -8,10 +8,15 @@ Step Functions executions really run (moto's ASL interpreter, in a thread of its
 docker-free Lambda only echoes its input, so a Lambda Invoke of a function registered with
 `register_function` is answered by that Python callable instead, in-process and outside the
 lock: the callable calls this emulator itself (DynamoDB), and would deadlock inside it.
+
+Faults can be injected for tests, at the network edge: EMULATOR_FAULTS="PutItem:metric:5" makes the
+first 5 PutItem calls on the table whose name ends with `-metric` answer 500 InternalServerError, as
+DynamoDB does when it fails; a count of `*` fails every such call. Several faults: comma-separated.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -68,6 +73,34 @@ def _invoke(
     return [body]
 
 
+class Faults:
+    """DynamoDB calls answered with a 500 instead of being served, as EMULATOR_FAULTS asks."""
+
+    _BODY = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                        "message": "Injected fault (EMULATOR_FAULTS)."}).encode()
+
+    def __init__(self, spec: str) -> None:
+        self._remaining: dict[tuple[str, str], float] = {}
+        for fault in filter(None, (part.strip() for part in spec.split(","))):
+            operation, table, count = fault.split(":")
+            self._remaining[(operation, "-" + table)] = float("inf") if count == "*" else int(count)
+
+    def answer(self, environ: dict[str, Any], operation: str, start_response: Callable[..., Any]) -> list[bytes] | None:
+        """The injected failure for this call, or None to serve it (the request body stays readable)."""
+        if not any(op == operation for op, _ in self._remaining):
+            return None
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        table = str(json.loads(raw or b"{}").get("TableName", ""))
+        for (op, suffix), left in self._remaining.items():
+            if op == operation and table.endswith(suffix) and left > 0:
+                self._remaining[(op, suffix)] = left - 1
+                start_response("500 Internal Server Error", [("Content-Type", "application/x-amz-json-1.0"),
+                                                             ("Content-Length", str(len(self._BODY)))])
+                return [self._BODY]
+        return None
+
+
 class OneAtATime:
     """The emulator's WSGI app, serialised; counts the AWS operations it serves (for `make bench`)."""
 
@@ -75,14 +108,16 @@ class OneAtATime:
         self._app = app
         self._lock = threading.Lock()
         self.operations: Counter[str] = Counter()
+        self._faults = Faults(os.environ.get("EMULATOR_FAULTS", ""))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         handler = _registered_handler(environ)
         if handler is not None:
             return _invoke(handler, environ, start_response)
         with self._lock:
-            self.operations[environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2] or "other"] += 1
-            return list(self._app(environ, start_response))
+            operation = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2] or "other"
+            self.operations[operation] += 1
+            return self._faults.answer(environ, operation, start_response) or list(self._app(environ, start_response))
 
 
 def start_emulator(host: str = "127.0.0.1", port: int = 0) -> tuple[str, BaseWSGIServer]:

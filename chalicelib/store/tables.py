@@ -103,6 +103,7 @@ class Metric(Model):
     time_to_first_token = NumberAttribute(null=True)
     status = NumberAttribute(null=True)
     streamed = BooleanAttribute(null=True)
+    content_truncated = BooleanAttribute(null=True)  # input/choices cut to fit DynamoDB's item limit
     expires_at = TTLAttribute(null=True)
 
 
