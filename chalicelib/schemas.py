@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.validation import boolean, integer
+
 MAX_ID = 2**53 - 1  # ids stay exact as JSON numbers in every client
 DEFAULT_ALLOWED_RPM = 160  # the original toolkit's default
 MAX_ALLOWED_RPM = 1_000_000
-MODEL_NAME_PATTERN = r"^[^\s%?#/][^\s%?#]*(?<!/)$"
-
-
-def _integer(minimum: int, maximum: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+# C0, DEL and C1 controls: a name is shown in logs, tables and the admin pages, and sent on to Hyperstack.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+# Controls and every space of ECMA-262's and Python's \s, spelled out so both engines read it alike.
+_SPACE_OR_CONTROL = _CONTROL + r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+MODEL_NAME_PATTERN = rf"^[^{_SPACE_OR_CONTROL}%?#/][^{_SPACE_OR_CONTROL}%?#]*(?<!/)$"
+NAME_PATTERN = rf"^[^{_CONTROL}]*$"
 
 
 def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
     return {"type": "string", "minLength": min_length, "maxLength": max_length}
+
+
+def _name(max_length: int, min_length: int = 1) -> dict[str, Any]:
+    return {**_string(max_length, min_length), "pattern": NAME_PATTERN,
+            "x-pattern-message": "Must not contain control characters."}
 
 
 MODEL_NAME: dict[str, Any] = {
@@ -32,8 +40,8 @@ GENERATE_API_KEY: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["user_id"],
     "properties": {
-        "user_id": _string(256),
-        "allowed_rpm": {**_integer(1, MAX_ALLOWED_RPM), "default": DEFAULT_ALLOWED_RPM},
+        "user_id": _name(256),
+        "allowed_rpm": {**integer(1, MAX_ALLOWED_RPM), "default": DEFAULT_ALLOWED_RPM},
         "models": {"type": ["array", "null"], "items": MODEL_NAME, "maxItems": 100},
         # ISO 8601 (a bare date-time is taken as UTC) or Unix seconds; see chalicelib.api_keys.
         "expires_at": {"type": ["string", "integer", "null"]},
@@ -44,7 +52,7 @@ DELETE_API_KEY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["user_id", "api_key_id"],
-    "properties": {"user_id": _string(256, min_length=0), "api_key_id": _integer(1, MAX_ID)},
+    "properties": {"user_id": _name(256, min_length=0), "api_key_id": integer(1, MAX_ID)},
 }
 
 CREATE_MODEL: dict[str, Any] = {
@@ -54,7 +62,7 @@ CREATE_MODEL: dict[str, Any] = {
     "properties": {"name": MODEL_NAME},
 }
 
-PORT: dict[str, Any] = _integer(0, 65535)
+PORT: dict[str, Any] = integer(0, 65535)
 
 SECURITY_RULE: dict[str, Any] = {
     "type": "object",
@@ -83,13 +91,13 @@ VM_CREATION_DETAILS: dict[str, Any] = {
                 "and can contain alphanumeric characters, spaces, and hyphens."
             ),
         },
-        "environment_name": _string(256),
-        "image_name": _string(256),
-        "flavor_name": _string(256),
-        "key_name": _string(256),
-        "port": _integer(1, 65535),
+        "environment_name": _name(256),
+        "image_name": _name(256),
+        "flavor_name": _name(256),
+        "key_name": _name(256),
+        "port": integer(1, 65535),
         "run_command": _string(16 * 1024),
-        "assign_floating_ip": {"type": "boolean", "default": True},
+        "assign_floating_ip": boolean(default=True),
         "security_rules": {"type": "array", "items": SECURITY_RULE, "maxItems": 20},
     },
 }
@@ -99,8 +107,8 @@ CREATE_REPLICA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "endpoint": {"type": ["string", "null"], "maxLength": 2048},
-        "rate_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ALLOWED_RPM},
-        "create_vm": {"type": "boolean", "default": False},
+        "rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True),
+        "create_vm": boolean(default=False),
         "vm_creation_details": VM_CREATION_DETAILS,
     },
 }
@@ -109,5 +117,5 @@ UPDATE_REPLICA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["rate_limit"],
-    "properties": {"rate_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ALLOWED_RPM}},
+    "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True)},
 }

@@ -1,17 +1,29 @@
 """chalicelib.validation: JSON-Schema checks with the original toolkit's (marshmallow) messages."""
 
 import json
+import random
 
 import pytest
 
 from chalicelib.errors import ValidationFailed
-from chalicelib.schemas import CREATE_REPLICA, GENERATE_API_KEY, VM_CREATION_DETAILS
-from chalicelib.validation import field_error, validate
+from chalicelib.schemas import (
+    CREATE_MODEL,
+    CREATE_REPLICA,
+    DELETE_API_KEY,
+    GENERATE_API_KEY,
+    MAX_ALLOWED_RPM,
+    MAX_ID,
+    UPDATE_REPLICA,
+    VM_CREATION_DETAILS,
+)
+from chalicelib.validation import boolean, field_error, integer, matches, validate
 from tests.unit.conftest import VM_DETAILS
 
 MISSING = ["Missing data for required field."]
 NOT_NULL = ["Field may not be null."]
 UNKNOWN = ["Unknown field."]
+MODEL_NAME_MESSAGE = "Must not contain spaces, '%', '?' or '#', nor start or end with '/'."
+CONTROL_MESSAGE = "Must not contain control characters."
 
 
 def obj(properties, required=(), strict=True):
@@ -325,3 +337,179 @@ def test_validation_does_not_change_the_data_it_reads():
     validate(GENERATE_API_KEY, data)
 
     assert data == {"user_id": "alice", "allowed_rpm": "30"}
+
+
+# Names: no control characters, and a pattern's `$` is not satisfied before a final newline
+
+
+def test_model_name_with_trailing_newline_is_refused():
+    assert errors_of(CREATE_MODEL, {"name": "org/model\n"}) == {"name": [MODEL_NAME_MESSAGE]}
+
+
+@pytest.mark.parametrize("character", ["\x00", "\t", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"],
+                         ids=["nul", "tab", "escape", "unit-separator", "delete", "next-line", "c1-last"])
+def test_model_name_with_a_control_character_is_refused(character):
+    assert errors_of(CREATE_MODEL, {"name": f"org/mo{character}del"}) == {"name": [MODEL_NAME_MESSAGE]}
+
+
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\ufeff"],
+                         ids=["no-break", "em", "ideographic", "byte-order-mark"])
+def test_model_name_with_a_unicode_space_is_refused(space):
+    assert errors_of(CREATE_MODEL, {"name": f"org/mo{space}del"}) == {"name": [MODEL_NAME_MESSAGE]}
+
+
+def test_model_name_of_other_scripts_is_accepted():
+    assert validate(CREATE_MODEL, {"name": "org/模型-ü"}) == {"name": "org/模型-ü"}
+
+
+@pytest.mark.parametrize("user_id", ["alice\n", "al\x00ice", "alice\x7f", "al\x9bice"],
+                         ids=["trailing-newline", "nul", "delete", "c1"])
+def test_user_id_with_a_control_character_is_refused(user_id):
+    assert errors_of(GENERATE_API_KEY, {"user_id": user_id}) == {"user_id": [CONTROL_MESSAGE]}
+
+
+def test_user_id_with_a_control_character_is_refused_when_deleting_a_key():
+    assert errors_of(DELETE_API_KEY, {"user_id": "alice\n", "api_key_id": 1}) == {"user_id": [CONTROL_MESSAGE]}
+
+
+def test_empty_user_id_is_still_accepted_when_deleting_a_key():
+    assert validate(DELETE_API_KEY, {"user_id": "", "api_key_id": 1}) == {"user_id": "", "api_key_id": 1}
+
+
+def test_vm_name_with_trailing_newline_is_refused():
+    errors = errors_of(VM_CREATION_DETAILS, {**VM_DETAILS, "name": "vm-1\n"})
+
+    assert list(errors) == ["name"]
+
+
+@pytest.mark.parametrize("field", ["environment_name", "image_name", "flavor_name", "key_name"])
+def test_vm_resource_name_with_a_control_character_is_refused(field):
+    errors = errors_of(VM_CREATION_DETAILS, {**VM_DETAILS, field: "default\n"})
+
+    assert errors == {field: [CONTROL_MESSAGE]}
+
+
+# Numeric strings: ASCII digits only
+
+
+@pytest.mark.parametrize("given", ["١٢", "１２", "1_000", "+5", "12\n", "\t12", "1 2", "5.0", "0x10"],
+                         ids=["arabic-indic", "fullwidth", "underscore", "plus", "trailing-newline", "tab",
+                              "inner-space", "decimal", "hex"])
+def test_numeric_string_of_anything_but_ascii_digits_is_not_a_valid_integer(given):
+    assert errors_of(INTEGER, {"n": given}) == {"n": ["Not a valid integer."]}
+
+
+def test_numeric_string_with_leading_zeros_is_an_integer():
+    assert validate(INTEGER, {"n": "007"}) == {"n": 7}
+
+
+def test_numeric_string_of_more_than_19_digits_is_not_a_valid_integer():
+    assert errors_of(INTEGER, {"n": "1" * 20}) == {"n": ["Not a valid integer."]}
+
+
+@pytest.mark.parametrize("given", ["abc", "", "١٢", 1.5, True, [], {}])
+def test_integer_field_of_a_request_schema_keeps_the_type_message(given):
+    assert errors_of(GENERATE_API_KEY, {"user_id": "alice", "allowed_rpm": given}) == {
+        "allowed_rpm": ["Not a valid integer."]
+    }
+
+
+@pytest.mark.parametrize("given", [0, "0", "1000001", " 0 "])
+def test_integer_field_of_a_request_schema_range_checks_numbers_and_numeric_strings_alike(given):
+    assert errors_of(GENERATE_API_KEY, {"user_id": "alice", "allowed_rpm": given}) == {
+        "allowed_rpm": ["Must be greater than or equal to 1 and less than or equal to 1000000."]
+    }
+
+
+def test_nullable_integer_field_of_a_request_schema_accepts_null_and_numeric_strings():
+    assert validate(UPDATE_REPLICA, {"rate_limit": None}) == {"rate_limit": None}
+    assert validate(UPDATE_REPLICA, {"rate_limit": "60"}) == {"rate_limit": 60}
+
+
+PUBLISHED_RANGES = [(1, MAX_ALLOWED_RPM), (0, 65535), (1, 65535), (1, MAX_ID), (1, 10), (0, 1), (3, 250), (7, 7)]
+
+
+def _numeric_strings(low, high):
+    numbers = {0, 1, 9, 10, 99, 100, low - 1, low, low + 1, high - 1, high, high + 1, 10 * high, 10**19}
+    numbers |= {random.Random(low ^ high).randint(0, 2 * high) for _ in range(200)}
+    spellings = ["{}", "-{}", "0{}", "00{}", " {} ", "-0{}", "{}\n", "+{}", "{}_0", "\t{}", "{}.0"]
+    return [spelling.format(number) for number in sorted(numbers) for spelling in spellings]
+
+
+@pytest.mark.parametrize(("low", "high"), PUBLISHED_RANGES)
+def test_published_numeric_string_pattern_matches_exactly_the_strings_accepted(low, high):
+    schema = integer(low, high)
+
+    disagreements = [given for given in _numeric_strings(low, high)
+                     if matches(schema["pattern"], given) != _accepts(obj({"n": schema}), {"n": given})]
+
+    assert disagreements == []
+
+
+# Booleans: their string and 0/1 forms, all published
+
+
+@pytest.mark.parametrize(("given", "expected"), [("TRUE", True), ("0", False), (1, True), (0, False), (1.0, True)])
+def test_boolean_field_of_a_request_schema_reads_the_published_forms(given, expected):
+    assert validate(CREATE_REPLICA, {"create_vm": given})["create_vm"] is expected
+
+
+@pytest.mark.parametrize("given", ["maybe", "yes", "2", 2, -1, 0.5, [], {}])
+def test_boolean_field_of_a_request_schema_refuses_other_values_as_not_a_valid_boolean(given):
+    assert errors_of(CREATE_REPLICA, {"create_vm": given}) == {"create_vm": ["Not a valid boolean."]}
+
+
+def test_published_boolean_forms_are_exactly_those_read_as_booleans():
+    schema = obj({"b": boolean(default=False)})
+
+    assert all(isinstance(validate(schema, {"b": form})["b"], bool) for form in schema["properties"]["b"]["enum"])
+
+
+# Patterns mean what ECMA-262 says, as the published document does
+
+
+def test_pattern_end_anchor_does_not_match_before_a_final_newline():
+    assert not matches("^a$", "a\n")
+
+
+def test_pattern_digit_class_is_ascii_only():
+    assert (matches(r"^\d$", "7"), matches(r"^\d$", "٧")) == (True, False)
+
+
+@pytest.mark.parametrize(("character", "is_space"), [("\ufeff", True), ("\u2028", True), ("\x1c", False),
+                                                     ("\x85", False)])
+def test_pattern_space_class_is_ecma_whitespace(character, is_space):
+    assert matches(r"^\s$", character) is is_space
+    assert matches(r"^[\s]$", character) is is_space
+
+
+@pytest.mark.parametrize("terminator", ["\n", "\r", "\u2028", "\u2029"])
+def test_pattern_dot_does_not_match_a_line_terminator(terminator):
+    assert not matches("^.$", terminator)
+
+
+def test_escaped_dollar_in_a_pattern_is_a_literal_dollar():
+    assert matches(r"^\$[$]$", "$$")
+
+
+def test_every_pattern_of_the_request_schemas_compiles():
+    for pattern in _patterns([GENERATE_API_KEY, DELETE_API_KEY, CREATE_MODEL, CREATE_REPLICA, UPDATE_REPLICA]):
+        matches(pattern, "")
+
+
+def _patterns(schema):
+    if isinstance(schema, dict):
+        yield from ([schema["pattern"]] if isinstance(schema.get("pattern"), str) else [])
+        for value in schema.values():
+            yield from _patterns(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _patterns(value)
+
+
+def _accepts(schema, data):
+    try:
+        validate(schema, data)
+    except ValidationFailed:
+        return False
+    return True
