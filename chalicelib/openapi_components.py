@@ -76,6 +76,12 @@ SCHEMAS: dict[str, Any] = {
         "id": _STRING, "object": {"type": "string", "const": "chat.completion"}, "created": {"type": "integer"},
         "model": _STRING, "choices": {"type": "array", "items": {"type": "object"}}, "usage": {"type": "object"},
     }, required=["id", "object", "created", "model", "choices"]),
+    # One server-sent event: OpenAPI 3.1 has no itemSchema, so tools (schemathesis) read a stream's
+    # `schema` as each event's, parsed into its fields.
+    "ChatCompletionEvent": _object({
+        "data": {**_STRING, "description": "A `chat.completion.chunk` as JSON; `[DONE]` last."},
+        "event": _STRING, "id": _STRING, "retry": {"type": "integer"},
+    }, required=["data"]),
 }
 
 SECURITY_SCHEMES: dict[str, Any] = {

@@ -12,6 +12,7 @@ from chalicelib.openapi_components import ref
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import LOGICAL_TABLES
 from chalicelib.table_browser import MAX_PAGE
+from chalicelib.validation import decimal_range
 
 ADMIN = [{"adminKey": []}]
 USER = [{"userKey": []}]
@@ -153,8 +154,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [
             {"name": "table_name", "in": "path", "required": True, "schema": {"type": "string",
                                                                              "enum": list(LOGICAL_TABLES)}},
+            # Empty (`?limit=`) is taken as absent, as a form with the field left blank sends it.
             {"name": "limit", "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": MAX_PAGE}},
+             "schema": {"type": ["integer", "string"], "minimum": 1, "maximum": MAX_PAGE, "default": MAX_PAGE,
+                        "pattern": f"^(?:{decimal_range(1, MAX_PAGE)})?$"}},
             {"name": "next_token", "in": "query", "required": False, "description": "From the previous page.",
              "schema": {"type": "string"}},
         ],
@@ -169,7 +172,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": {"description": "The completion, or its stream of `chat.completion.chunk` events.",
                     "content": {_JSON: {"schema": ref("ChatCompletion")},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
+                                "text/event-stream": {"schema": ref("ChatCompletionEvent")}}},
             "400": _openai_error("The body is not JSON or breaks its schema."),
             "401": _openai_error("The key is missing, wrong, disabled or expired."),
             "403": _openai_error("The key may not use this model."),

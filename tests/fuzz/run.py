@@ -17,7 +17,11 @@ from pathlib import Path
 from tests.conftest import TEST_ADMIN_KEY
 from tests.integration.conftest import STACK_ENV, LocalStack, start_local_stack
 
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join([
+    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
+    # A body the document forbids must be refused: the document and the validators say the same.
+    "negative_data_rejection",
+])
 SEED = 20261125
 SHORT_EXAMPLES = 100
 LONG_EXAMPLES = 200
@@ -30,8 +34,12 @@ REQUEST_TIMEOUT = 15  # above the stack's upstream timeout: a request past it co
 # limiting, so a 5xx there is a bug. The relay to real replicas is covered by test_chat.py.
 FUZZ_STACK_ENV = {**STACK_ENV, "MOCK_LLM": "1"}
 
+# A schema-breaking body that is also over the size limit is refused by the size check first (413).
 CONFIG = """
 headers = { Authorization = "Bearer ${FUZZ_ADMIN_KEY}" }
+
+[checks.negative_data_rejection]
+expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5XX"]
 
 [[operations]]
 include-operation-id = "createChatCompletion"

@@ -2,6 +2,7 @@
 
 import ast
 from pathlib import Path
+from urllib.parse import quote
 
 import jsonschema
 import pytest
@@ -9,10 +10,16 @@ from openapi_spec_validator import validate as validate_openapi
 
 from chalicelib import openapi
 from chalicelib.chat.schema import CHAT_COMPLETION
+from chalicelib.errors import ValidationFailed
 from chalicelib.schemas import CREATE_MODEL, CREATE_REPLICA, DELETE_API_KEY, GENERATE_API_KEY, UPDATE_REPLICA
+from chalicelib.validation import matches, validate
+from tests.unit.conftest import VM_DETAILS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = "http://127.0.0.1:8000"
+PUBLISHED = {"CreateModelRequest": CREATE_MODEL, "CreateReplicaRequest": CREATE_REPLICA,
+             "UpdateReplicaRequest": UPDATE_REPLICA, "GenerateApiKeyRequest": GENERATE_API_KEY,
+             "DeleteApiKeyRequest": DELETE_API_KEY}
 
 
 @pytest.fixture
@@ -155,3 +162,96 @@ def test_chat_path_never_imports_the_openapi_modules():
         imported |= {node.module or "" for node in ast.walk(ast.parse(source.read_text()))
                      if isinstance(node, ast.ImportFrom)}
         assert not any(name.startswith("chalicelib.openapi") for name in imported), source
+
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not matches(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# The document's patterns are ECMA-262's (jsonschema would read them as Python's).
+EcmaValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+KEY = {"user_id": "alice"}
+DELETE = {"user_id": "alice", "api_key_id": 1}
+ODD_BODIES = [
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "30"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": " 0030 "}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": 30.0}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "0"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "1000001"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "١٢"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "30\n"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": "1_000"}),
+    ("GenerateApiKeyRequest", {**KEY, "allowed_rpm": True}),
+    ("GenerateApiKeyRequest", {"user_id": "alice\n"}),
+    ("GenerateApiKeyRequest", {"user_id": "al\x00ice"}),
+    ("GenerateApiKeyRequest", {**KEY, "models": ["org/model\n"]}),
+    ("DeleteApiKeyRequest", {**DELETE, "api_key_id": "7"}),
+    ("DeleteApiKeyRequest", {**DELETE, "api_key_id": "9007199254740992"}),
+    ("DeleteApiKeyRequest", {**DELETE, "user_id": ""}),
+    ("CreateModelRequest", {"name": "org/model\n"}),
+    ("CreateModelRequest", {"name": "org/mo\x85del"}),
+    ("CreateModelRequest", {"name": "org/mo\ufeffdel"}),
+    ("CreateModelRequest", {"name": "org/模型"}),
+    ("CreateReplicaRequest", {"rate_limit": "60"}),
+    ("CreateReplicaRequest", {"rate_limit": None}),
+    ("CreateReplicaRequest", {"create_vm": "false"}),
+    ("CreateReplicaRequest", {"create_vm": 0}),
+    ("CreateReplicaRequest", {"create_vm": 0.0}),
+    ("CreateReplicaRequest", {"create_vm": "no"}),
+    ("CreateReplicaRequest", {"create_vm": 2}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "port": "8000"}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "name": "vm-1\n"}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "key_name": "key\x1b"}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "assign_floating_ip": "True"}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "security_rules": [
+        {"port_range_min": "-0", "port_range_max": "65535"}]}}),
+    ("UpdateReplicaRequest", {"rate_limit": "00"}),
+]
+
+
+@pytest.mark.parametrize(("component", "body"), ODD_BODIES)
+def test_document_allows_a_request_body_exactly_when_the_validator_accepts_it(document, component, body):
+    schema = {**document["components"]["schemas"][component], "components": document["components"]}
+
+    published = EcmaValidator(schema).is_valid(body)
+
+    assert published == _accepted(PUBLISHED[component], body)
+
+
+def _accepted(schema, body):
+    try:
+        validate(schema, body)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def test_empty_limit_is_documented_and_read_as_the_default(api, document):
+    parameters = document["paths"]["/v1/tables/{table_name}"]["get"]["parameters"]
+    limit = next(parameter for parameter in parameters if parameter["name"] == "limit")
+
+    reply = api.get("/v1/tables/llm_models?limit=")
+
+    assert EcmaValidator(limit["schema"]).is_valid("")
+    assert reply.status == 200
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "١", "5 "])
+def test_limit_the_document_forbids_is_refused(api, document, limit):
+    parameters = document["paths"]["/v1/tables/{table_name}"]["get"]["parameters"]
+    schema = next(parameter for parameter in parameters if parameter["name"] == "limit")["schema"]
+
+    reply = api.get(f"/v1/tables/llm_models?limit={quote(limit)}")
+
+    assert not EcmaValidator(schema).is_valid(limit)
+    assert reply.status == 400
+
+
+def test_streamed_answer_is_described_event_by_event(document):
+    stream = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    event = document["components"]["schemas"][stream["schema"]["$ref"].rsplit("/", 1)[-1]]
+
+    assert EcmaValidator(event).is_valid({"event": "message", "data": "[DONE]"})
+    assert not EcmaValidator(event).is_valid("data: [DONE]")
