@@ -86,6 +86,7 @@ class MockVllm(BackgroundService):
         self.verbose = verbose
         self._lock = threading.Lock()
         self._requests_seen = 0
+        self._replying = 0
         self._last_request: dict[str, Any] | None = None
 
     @property
@@ -110,6 +111,12 @@ class MockVllm(BackgroundService):
             return self._requests_seen
 
     @property
+    def replies_in_progress(self) -> int:
+        """Chat replies still being written (or held open): 0 once every client has gone or been served."""
+        with self._lock:
+            return self._replying
+
+    @property
     def last_request(self) -> dict[str, Any] | None:
         """The last chat completion body that parsed as a JSON object: what the proxy forwarded."""
         with self._lock:
@@ -120,6 +127,10 @@ class MockVllm(BackgroundService):
             self._requests_seen += 1
             if request is not None:
                 self._last_request = request
+
+    def _replying_change(self, by: int) -> None:
+        with self._lock:
+            self._replying += by
 
     def _make_server(self, address: tuple[str, int]) -> StoppableServer:
         return _Server(address, self)
@@ -156,10 +167,13 @@ class _Handler(PromptHandler):
         if self.path.split("?", 1)[0] != "/v1/chat/completions":
             self._send_json(404, _NOT_FOUND)
             return
+        self.server.owner._replying_change(1)
         try:
             self._chat(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-reply
+        finally:
+            self.server.owner._replying_change(-1)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.owner.verbose:
