@@ -337,8 +337,11 @@ def _framed(event: bytes, mode: str, number: int) -> list[bytes]:
     if mode == "split_cr":
         return [piece for piece in _AFTER_CR.split(event.replace(b"\n", b"\r\n")) if piece]
     if mode == "keepalive":
+        ping = b": ping - %d\r\n\r\n" % time.time()
+        if event == mock_replies.DONE_EVENT:
+            return [ping, event]
         two_lines = event.replace(b',"object"', b',\ndata: "object"', 1)
-        return [b": ping - %d\r\n\r\n" % time.time(), b"id: %d\nevent: completion.chunk\n%s" % (number, two_lines)]
+        return [ping, b"id: %d\nevent: completion.chunk\n%s" % (number, two_lines)]
     return [event]
 
 

@@ -1,5 +1,6 @@
 """The mock vLLM replica over real HTTP: what the proxy's tests and benchmark stand on."""
 
+import http.client
 import json
 import threading
 import time
@@ -215,3 +216,116 @@ def test_stop_ends_idle_keep_alive_connections_promptly():
 
     assert took < 2
     assert set(threading.enumerate()) - before == set()
+
+
+# --- SSE dialects and faults ---------------------------------------------------------------------
+
+
+def raw_chunks(server, body, timeout=10):
+    """The HTTP chunks of a streamed reply as they came off the wire, and whether the last chunk came."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    assert reply.getheader("Transfer-Encoding") == "chunked"
+    chunks = []
+    try:
+        while True:
+            size = int(reply.fp.readline().split(b";")[0], 16)
+            if size == 0:
+                return chunks, True
+            chunks.append(reply.fp.read(size))
+            reply.fp.readline()
+    except (ValueError, OSError):
+        return chunks, False
+    finally:
+        connection.close()
+
+
+def stream_in(mode, **fields):
+    with MockVllm(model=MODEL, mode=mode) as server:
+        return raw_chunks(server, chat(stream=True, **fields))
+
+
+def test_crlf_mode_ends_every_event_with_crlf_crlf():
+    chunks, complete = stream_in("crlf")
+
+    assert complete
+    assert all(chunk.endswith(b"\r\n\r\n") and chunk.count(b"\n") == 2 for chunk in chunks)
+    assert chunks[-1] == b"data: [DONE]\r\n\r\n"
+
+
+def test_split_cr_mode_ends_http_chunks_on_a_cr_and_starts_the_next_with_its_lf():
+    chunks, complete = stream_in("split_cr")
+
+    assert complete
+    assert b"".join(chunks).endswith(b"data: [DONE]\r\n\r\n")
+    assert all(b"\r" not in chunk[:-1] for chunk in chunks)  # a CR only ever ends a chunk
+    after_cr = [following for chunk, following in zip(chunks, chunks[1:], strict=False) if chunk.endswith(b"\r")]
+    assert len(after_cr) > 20 and all(following.startswith(b"\n") for following in after_cr)
+
+
+def test_keepalive_mode_sends_comments_fields_and_multi_line_data():
+    chunks, complete = stream_in("keepalive")
+    body = b"".join(chunks)
+
+    assert complete
+    assert chunks[0] == b"retry: 3000\n\n"
+    assert body.count(b": ping - ") == body.count(b"event: completion.chunk\n") + 1  # and one before [DONE]
+    assert b'",\ndata: "object":' in body and b"\nid: 1\n" in body
+
+
+def test_no_done_mode_ends_cleanly_without_done():
+    chunks, complete = stream_in("no_done")
+
+    assert complete
+    assert b"[DONE]" not in b"".join(chunks)
+    assert chunks[-1].startswith(b"data: {")
+
+
+def test_done_no_blank_mode_ends_with_done_and_no_line_end():
+    chunks, complete = stream_in("done_no_blank")
+
+    assert complete
+    assert chunks[-1] == b"data: [DONE]"
+
+
+def test_oversized_event_mode_sends_one_event_over_a_mebibyte_then_the_rest():
+    chunks, complete = stream_in("oversized_event")
+    events = b"".join(chunks).split(b"\n\n")
+
+    assert complete
+    assert max(len(event) for event in events) > 1024 * 1024
+    assert events[-2] == b"data: [DONE]"
+
+
+def test_trickle_mode_sends_a_byte_at_a_time():
+    with MockVllm(model=MODEL, mode="trickle") as server:
+        reply = post_chat(server, chat(stream=True), stream=True)
+        started = time.monotonic()
+        first = reply.raw.read(20)
+        took = time.monotonic() - started
+        reply.close()
+
+    assert first.startswith(b"data: {") and len(first) == 20
+    assert took >= 19 * 0.05 * 0.8  # twenty bytes, a tick apart
+
+
+def test_idle_mode_sends_one_event_then_nothing_until_the_client_leaves():
+    with MockVllm(model=MODEL, mode="idle") as server:
+        with pytest.raises(requests.exceptions.ConnectionError):  # urllib3's read timeout, mid-body
+            with post_chat(server, chat(stream=True), stream=True, timeout=(2, 0.5)) as reply:
+                lines = []
+                for line in data_lines(reply):
+                    lines.append(line)
+        deadline = time.monotonic() + 2
+        while server.replies_in_progress and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        assert len(lines) == 1
+        assert server.replies_in_progress == 0  # the replica noticed the client leave
+
+
+def test_idle_mode_holds_back_half_a_non_streamed_body():
+    with MockVllm(model=MODEL, mode="idle") as server:
+        with pytest.raises(requests.exceptions.ConnectionError):
+            post_chat(server, chat(), timeout=(2, 0.5))
