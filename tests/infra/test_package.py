@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,75 @@ PROVISION_ROLE = "ProvisionRole"
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
 STATE_MACHINE = "ProvisioningStateMachine"
+STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 STATE_MACHINE_ROLE = "ProvisioningStateMachineRole"
 STATE_MACHINE_NAME = "hyperstack-llm-proxy-${Stage}-provisioning"
 ASL_DEFINITION = "infra/provisioning.asl.json"
 FUNCTION_ARN_SUBSTITUTION = "ProvisionFunctionArn"
-# What the provision task code does: replica rows and their security rules, id blocks; models are only read.
+# What the provision task code does: replica rows, their security rules and endpoint guards; models are only read.
 PROVISION_WRITE_TABLES = {"replicas", "replica_security_rules", "bookkeeping"}
-PROVISION_READ_ACTIONS = {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"}
+PROVISION_READ_ACTIONS = {"dynamodb:GetItem", "dynamodb:Query"}
 PROVISION_EXECUTION_ACTIONS = {"states:DescribeExecution", "states:StopExecution"}
-# What the chat plane does to items: auth and rate limit (api_key), models and replicas, usage rows, id blocks.
-CHAT_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
-CHAT_TABLES = {"api_key", "metric", "llm_models", "replicas", "bookkeeping"}
+# The chat role's whole allow-list, (action, table or index): the per-minute counts of keys and replicas
+# (an update, and the consistent read that explains a refused one), the model and its serving replicas,
+# the usage row and the block of ids it takes its id from. Lambda's own log writes come on top.
+CHAT_GRANTS = {
+    ("dynamodb:UpdateItem", "api_key"),
+    ("dynamodb:GetItem", "api_key"),
+    ("dynamodb:GetItem", "llm_models"),
+    ("dynamodb:Query", "replicas/index/by_model"),
+    ("dynamodb:UpdateItem", "replicas"),
+    ("dynamodb:GetItem", "replicas"),
+    ("dynamodb:PutItem", "metric"),
+    ("dynamodb:UpdateItem", "bookkeeping"),
+}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# The attributes the chat role may name in an UpdateItem: the item's key, the per-minute count, and what
+# the count's condition reads (IAM's dynamodb:Attributes holds condition attributes as well as updated ones).
+CHAT_UPDATE_ATTRIBUTES = {
+    "api_key": {"key_hash", "rl_window", "rl_count", "enabled", "expires_at", "models", "allowed_rpm"},
+    "replicas": {"id", "rl_window", "rl_count", "rate_limit"},
+    "bookkeeping": {"pk", "value"},
+}
+UNUSED_ACTIONS = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
+# Each variable a function is given, and the code that acts on it there (chalicelib/settings.py loads
+# several at once into Settings; what counts is the code that uses the value).
+VARIABLE_READERS = {
+    "STAGE": "chalicelib/settings.py: the stage, which names the tables when TABLE_PREFIX is absent",
+    "TABLE_PREFIX": "chalicelib/store/tables.py: every table's name",
+    "LOG_LEVEL": "chalicelib/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
+    "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: require_admin, through settings.admin_api_key",
+    "PROVISION_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start, for create_vm and teardowns",
+    "MOCK_LLM": "chalicelib/chat/service.py: through settings.get_chat_settings",
+    "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
+    "HYPERSTACK_API_KEY_PARAMETER": "chalicelib/provisioning/tasks.py: _hyperstack, via settings.hyperstack_api_key",
+}
+READ_OUTSIDE_SETTINGS = {"LOG_LEVEL", "AWS_LAMBDA_EXEC_WRAPPER"}
+# The observability logger is imported by all three (provision's teardown through chalicelib/replicas.py).
+EVERY_FUNCTION_VARIABLES = {"STAGE", "TABLE_PREFIX", "LOG_LEVEL"}
+FUNCTION_VARIABLES = {
+    API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN"},
+    CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER"},
+    PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
+}
+# Only the packaged stack has a state machine to name; `chalice deploy` leaves create_vm unconfigured (503).
+PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN"}
+FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE}
+# Each function's name in .chalice/config.json's lambda_functions (the REST API's is Chalice's own).
+CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision"}
+# Whose calls each function makes under `chalice deploy`: there the REST API's POST /v1/chat/completions is
+# app.py's buffered route on the API handler, running the chat plane's code (chalicelib/chat/buffered.py);
+# only the packaged stack sends it to the Chat function instead.
+CHALICE_DEPLOY_CALLS = {API_HANDLER: (API_HANDLER, CHAT), CHAT: (CHAT,), PROVISION: (PROVISION,)}
+# What the recorder (tests/infra/recorded_calls.py) stands for: moto's account, its region, this stage.
+RECORDED_ACCOUNT = "123456789012"
+RECORDED_REGION = "us-east-1"
+PSEUDO_PARAMETERS = {
+    "AWS::Partition": "aws", "AWS::Region": RECORDED_REGION, "AWS::AccountId": RECORDED_ACCOUNT,
+    "AWS::StackName": f"hyperstack-llm-proxy-{STAGE}", STAGE_PARAMETER: STAGE,
+}
 # Kept out of the subprocesses: tests/conftest.py sets them for the unit tests.
-PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER")
+PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -154,6 +212,21 @@ def model_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
     }
 
 
+@pytest.fixture(scope="module")
+def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """Every AWS call each function's code makes, by function (see tests/infra/recorded_calls.py)."""
+    tmp = tmp_path_factory.mktemp("recorded-calls")
+    out = tmp / "calls.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.infra.recorded_calls", str(out)],
+        cwd=REPO_ROOT, env=_offline_aws_env(tmp), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"recording the functions' calls failed:\n{result.stderr[-6000:]}"
+    calls = json.loads(out.read_text())
+    assert set(calls) == set(FUNCTION_ROLES), set(calls)
+    return calls
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -239,6 +312,21 @@ def _grants_dynamodb(statement: dict[str, Any]) -> bool:
     return any(str(a).lower().startswith("dynamodb:") for a in _as_list(statement.get("Action", [])))
 
 
+def _chalice_environment(config: dict[str, Any], stage: str, function: str) -> dict[str, str]:
+    """A function's variables under `chalice deploy`: the app's, the stage's, then the function's own."""
+    settings = config["stages"][stage]
+    own = settings.get("lambda_functions", {}).get(CHALICE_FUNCTIONS[function], {})
+    return {**config.get("environment_variables", {}), **settings.get("environment_variables", {}),
+            **own.get("environment_variables", {})}
+
+
+def _chalice_policy_statements(config: dict[str, Any], stage: str, function: str) -> list[dict[str, Any]]:
+    settings = config["stages"][stage]
+    own = settings.get("lambda_functions", {}).get(CHALICE_FUNCTIONS[function], {})
+    path = REPO_ROOT / ".chalice" / own.get("iam_policy_file", settings["iam_policy_file"])
+    return list(_policy_statements(json.loads(path.read_text())))
+
+
 def _function_environments(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     functions = {
         **_resources_of_type(template, "AWS::Serverless::Function"),
@@ -318,11 +406,13 @@ def test_table_names_and_function_settings_line_up_with_the_chalice_stage(
         assert table_name == f"{stage_env['TABLE_PREFIX']}-{logical}"
         assert table_name == model_schemas[logical]["table_name"]
     for name, env in _function_environments(template).items():
-        for var in ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY_PARAMETER"):
+        configured = _chalice_environment(chalice_config, STAGE, name)
+        for var in set(env) & {"STAGE", "TABLE_PREFIX", "ADMIN_API_KEY_PARAMETER"}:
             # Each function takes these from the Stage parameter (via infra/template.json), so the
             # stack cannot point a function at another stage's tables or key.
             assert isinstance(env.get(var), dict), f"{name}: {var} is not overridden in {MERGE_TEMPLATE}"
-            assert _resolve(env[var], parameters) == stage_env[var], f"{name}: {var}"
+            assert _resolve(env[var], parameters) == configured[var], f"{name}: {var}"
+        assert {"STAGE", "TABLE_PREFIX"} <= set(env), name
 
 
 def test_no_policy_grants_dynamodb_wildcards_or_dynamodb_on_every_resource(template: dict[str, Any]) -> None:
@@ -335,34 +425,30 @@ def test_no_policy_grants_dynamodb_wildcards_or_dynamodb_on_every_resource(templ
         assert not [a for a in arns if "AmazonDynamoDB" in str(a)], arns
 
 
-def test_chalice_deploy_policy_files_name_exactly_the_stage_tables_and_key(
-    chalice_config: dict[str, Any], model_schemas: dict[str, dict[str, Any]]
-) -> None:
-    """`chalice deploy` uses .chalice/policy-<stage>.json as is: no wildcard, nothing missing."""
+def test_chalice_deploy_policy_files_name_only_the_stage_tables_and_key(chalice_config: dict[str, Any]) -> None:
+    """`chalice deploy` uses .chalice/policy-<stage>.json as is: no wildcard, no other stage's resources."""
     for stage, settings in chalice_config["stages"].items():
         env = settings["environment_variables"]
         path = REPO_ROOT / ".chalice" / settings.get("iam_policy_file", f"policy-{stage}.json")
         statements = list(_policy_statements(json.loads(path.read_text())))
         for statement in statements:
             _assert_no_broad_dynamodb_grant(statement, path.name)
-        expected = set()
-        for logical, model in model_schemas.items():
-            table_arn = f"arn:aws:dynamodb:*:*:table/{env['TABLE_PREFIX']}-{logical}"
-            expected.add(table_arn)
-            if model["global_indexes"] or model["local_indexes"]:
-                expected.add(f"{table_arn}/index/*")
         granted = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
-        assert granted == expected, path.name
+        prefix = f"arn:aws:dynamodb:*:*:table/{env['TABLE_PREFIX']}-"
+        assert granted and all(r.startswith(prefix) and not r.endswith("*") for r in granted), path.name
         reads_key = [s for s in statements if "ssm:GetParameter" in _as_list(s["Action"])]
         ssm = {r for s in reads_key for r in _as_list(s["Resource"])}
-        assert ssm == {f"arn:aws:ssm:*:*:parameter{env['ADMIN_API_KEY_PARAMETER']}"}, path.name
+        admin_key = _chalice_environment(chalice_config, stage, API_HANDLER)["ADMIN_API_KEY_PARAMETER"]
+        assert ssm == {f"arn:aws:ssm:*:*:parameter{admin_key}"}, path.name
 
 
-def test_every_role_scopes_dynamodb_to_the_tables_of_this_stack(template: dict[str, Any]) -> None:
-    """Chalice's role policy (from .chalice/policy-<stage>.json) is replaced by the merge template's."""
-    table_ids = set(_resources_of_type(template, "AWS::DynamoDB::Table"))
-    allowed = [{"Fn::GetAtt": [t, "Arn"]} for t in table_ids]
-    allowed += [{"Fn::Sub": f"${{{t}.Arn}}/index/*"} for t in table_ids]
+def test_every_role_scopes_dynamodb_to_the_tables_and_indexes_of_this_stack(template: dict[str, Any]) -> None:
+    """Chalice's role policy (from .chalice/policy-<stage>.json) is replaced by the merge template's,
+    which names each index it queries (never `index/*`)."""
+    tables = _resources_of_type(template, "AWS::DynamoDB::Table")
+    allowed = [{"Fn::GetAtt": [t, "Arn"]} for t in tables]
+    allowed += [{"Fn::Sub": f"${{{t}.Arn}}/index/{index['IndexName']}"}
+                for t, table in tables.items() for index in table["Properties"].get("GlobalSecondaryIndexes", [])]
     for role_name, role in _resources_of_type(template, "AWS::IAM::Role").items():
         for statement in _policy_statements(role["Properties"].get("Policies", [])):
             if not _grants_dynamodb(statement):
@@ -381,17 +467,256 @@ def test_lambda_functions_run_on_arm64(template: dict[str, Any]) -> None:
         assert fn["Properties"]["Architectures"] == ["arm64"], name
 
 
-def test_admin_key_reaches_functions_only_as_an_ssm_parameter_name(
+def test_admin_key_reaches_only_the_admin_api_and_only_as_an_ssm_parameter_name(
     template: dict[str, Any], chalice_config: dict[str, Any]
 ) -> None:
     for name, env in _function_environments(template).items():
         assert "ADMIN_API_KEY" not in env, f"{name} carries the admin key in plain text"
-        assert "ADMIN_API_KEY_PARAMETER" in env, name
+        assert ("ADMIN_API_KEY_PARAMETER" in env) == (name == API_HANDLER), name
     stages = [chalice_config, *chalice_config.get("stages", {}).values()]
     for scope in stages:
         assert "ADMIN_API_KEY" not in scope.get("environment_variables", {})
         for fn in scope.get("lambda_functions", {}).values():
             assert "ADMIN_API_KEY" not in fn.get("environment_variables", {})
+
+
+# --- least privilege: each role against the calls its function's code makes -----------------------
+#
+# A small IAM evaluator: Allow statements only (no role has a Deny), actions and resources matched with
+# IAM's wildcards, and the two condition operators the roles use. A statement with any other operator
+# fails the test rather than being read wrongly.
+
+
+def _resource_arn(logical_id: str, template: dict[str, Any]) -> str:
+    """The ARN of a table or state machine of the stack the recorder stands for (Stage=dev, moto's account)."""
+    resource = template["Resources"][logical_id]
+    properties = resource["Properties"]
+    parameters = {STAGE_PARAMETER: STAGE}
+    if resource["Type"] == "AWS::DynamoDB::Table":
+        table_name = _resolve(properties["TableName"], parameters)
+        return f"arn:aws:dynamodb:{RECORDED_REGION}:{RECORDED_ACCOUNT}:table/{table_name}"
+    if resource["Type"] == STATE_MACHINE_TYPE:
+        name = _resolve(properties["StateMachineName"], parameters)
+        return f"arn:aws:states:{RECORDED_REGION}:{RECORDED_ACCOUNT}:stateMachine:{name}"
+    raise AssertionError(f"{logical_id}: a role names a {resource['Type']}, which this test cannot resolve")
+
+
+def _template_arn(value: Any, template: dict[str, Any]) -> str:
+    """A role statement's resource as the ARN (or ARN pattern) it stands for in the recorded stack."""
+    if isinstance(value, str):
+        return value
+    if set(value) == {"Fn::GetAtt"}:
+        logical_id, attribute = value["Fn::GetAtt"]
+        assert attribute == "Arn", value
+        return _resource_arn(logical_id, template)
+    if set(value) == {"Ref"}:
+        return _resource_arn(value["Ref"], template)
+    assert set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str), value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        logical_id, _, attribute = name.partition(".")
+        assert attribute == "Arn", value
+        return _resource_arn(logical_id, template)
+
+    return re.sub(r"\$\{([^}]+)\}", substitute, value["Fn::Sub"])
+
+
+def _condition_holds(operator: str, allowed: list[str], values: list[str] | None) -> bool:
+    # ForAllValues: every value of the request's key must match; a request without the key passes.
+    if values is None:
+        return True
+    if operator == "ForAllValues:StringEquals":
+        return set(values) <= set(allowed)
+    if operator == "ForAllValues:StringLike":
+        return all(any(fnmatchcase(value, pattern) for pattern in allowed) for value in values)
+    raise AssertionError(f"condition operator {operator}: unknown to this test's evaluator")
+
+
+def _conditions(statement: dict[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
+    for operator, keys in statement.get("Condition", {}).items():
+        for key, allowed in keys.items():
+            yield operator, key, _as_list(allowed)
+
+
+def _statement_allows(statement: dict[str, Any], call: dict[str, Any], arn: Callable[[Any], str]) -> bool:
+    assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement), statement
+    return (
+        any(fnmatchcase(call["action"].lower(), action.lower()) for action in _actions(statement))
+        and any(fnmatchcase(call["resource"], arn(resource)) for resource in _as_list(statement["Resource"]))
+        and all(_condition_holds(operator, allowed, call["context"].get(key))
+                for operator, key, allowed in _conditions(statement))
+    )
+
+
+def _denied_calls(statements: list[dict[str, Any]], calls: list[dict[str, Any]],
+                  arn: Callable[[Any], str]) -> list[dict[str, Any]]:
+    return [call for call in calls if not any(_statement_allows(s, call, arn) for s in statements)]
+
+
+def _unused_grants(statements: list[dict[str, Any]], calls: list[dict[str, Any]],
+                   arn: Callable[[Any], str]) -> list[tuple[str, str, str]]:
+    """Each action on each resource, and each value a condition allows, that no call of the code needs.
+    Log writes are Lambda's own, not the code's."""
+    unused = []
+    for statement in statements:
+        sid = statement.get("Sid", "?")
+        for action in _actions(statement) - {"logs:CreateLogGroup"} - LOG_ACTIONS:
+            for resource in _as_list(statement["Resource"]):
+                narrowed = {**statement, "Action": action, "Resource": resource}
+                if not any(_statement_allows(narrowed, call, arn) for call in calls):
+                    unused.append((sid, action, arn(resource)))
+        allowed_calls = [call for call in calls if _statement_allows(statement, call, arn)]
+        for operator, key, allowed in _conditions(statement):
+            seen = [value for call in allowed_calls for value in call["context"].get(key, [])]
+            unused += [(sid, f"{operator} {key}", value) for value in allowed
+                       if not any(_condition_holds(operator, [value], [each]) for each in seen)]
+    return unused
+
+
+def _calls_of_stage(calls: list[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+    """The recorded (dev) calls as the same code would make them in another stage."""
+    def rename(resource: str) -> str:
+        return resource.replace(f"hyperstack-llm-proxy-{STAGE}", f"hyperstack-llm-proxy-{stage}").replace(
+            f"hyperstack-llm-proxy/{STAGE}/", f"hyperstack-llm-proxy/{stage}/")
+
+    return [{**call, "resource": rename(call["resource"])} for call in calls]
+
+
+def _chat_call(action: str, table: str, *attributes: str, leading_key: str = "k") -> dict[str, Any]:
+    context = {"dynamodb:Attributes": list(attributes), "dynamodb:LeadingKeys": [leading_key]} if attributes else {}
+    table_arn = f"arn:aws:dynamodb:{RECORDED_REGION}:{RECORDED_ACCOUNT}:table/hyperstack-llm-proxy-{STAGE}-{table}"
+    return {"action": action, "resource": table_arn, "context": context}
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTION_ROLES))
+def test_each_role_allows_every_call_its_function_makes(
+    template: dict[str, Any], recorded_calls: dict[str, list[dict[str, Any]]], function: str
+) -> None:
+    statements = _role_statements(template, FUNCTION_ROLES[function])
+    denied = _denied_calls(statements, recorded_calls[function], lambda r: _template_arn(r, template))
+    assert not denied, f"{FUNCTION_ROLES[function]} would refuse what {function} does: {denied}"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTION_ROLES))
+def test_each_role_allows_nothing_its_function_does_not_call(
+    template: dict[str, Any], recorded_calls: dict[str, list[dict[str, Any]]], function: str
+) -> None:
+    statements = _role_statements(template, FUNCTION_ROLES[function])
+    unused = _unused_grants(statements, recorded_calls[function], lambda r: _template_arn(r, template))
+    assert not unused, f"{FUNCTION_ROLES[function]} allows what {function} never does: {unused}"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTION_ROLES))
+def test_chalice_deploy_policies_allow_exactly_the_calls_of_their_function_in_every_stage(
+    chalice_config: dict[str, Any], recorded_calls: dict[str, list[dict[str, Any]]], function: str
+) -> None:
+    if CHAT in CHALICE_DEPLOY_CALLS[function] and function != CHAT:
+        assert f'@app.route("{CHAT_PATH}"' in (REPO_ROOT / "app.py").read_text(), "no buffered chat route any more"
+    for stage in chalice_config["stages"]:
+        statements = _chalice_policy_statements(chalice_config, stage, function)
+        calls = _calls_of_stage([c for caller in CHALICE_DEPLOY_CALLS[function] for c in recorded_calls[caller]], stage)
+        denied, unused = _denied_calls(statements, calls, str), _unused_grants(statements, calls, str)
+        assert not denied, f"{stage}: the policy file of {function} would refuse {denied}"
+        assert not unused, f"{stage}: the policy file of {function} allows what it never does: {unused}"
+
+
+def test_no_role_or_policy_file_allows_scans_batch_writes_table_descriptions_or_every_resource(
+    template: dict[str, Any],
+) -> None:
+    documents = {name: role["Properties"].get("Policies", [])
+                 for name, role in _resources_of_type(template, "AWS::IAM::Role").items()}
+    documents |= {path.name: json.loads(path.read_text()) for path in (REPO_ROOT / ".chalice").glob("policy-*.json")}
+    for where, document in documents.items():
+        for statement in _policy_statements(document):
+            actions = {a.lower() for a in _actions(statement)}
+            assert not actions & {a.lower() for a in UNUSED_ACTIONS}, f"{where}: {statement.get('Sid')}"
+            assert not [a for a in actions if "*" in a], f"{where}: {statement.get('Sid')} has a wildcard action"
+            assert "*" not in _as_list(statement["Resource"]), f"{where}: {statement.get('Sid')} on every resource"
+
+
+def test_chat_role_allows_exactly_the_item_calls_of_the_chat_plane_and_its_logs(template: dict[str, Any]) -> None:
+    assert _chat_function(template)["Properties"]["Role"] == {"Fn::GetAtt": [CHAT_ROLE, "Arn"]}
+    statements = _role_statements(template, CHAT_ROLE)
+    granted = {(action, _table_or_index(resource, template)) for s in statements if _grants_dynamodb(s)
+               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    assert granted == CHAT_GRANTS
+    others = {action for s in statements if not _grants_dynamodb(s) for action in _actions(s)}
+    assert others == LOG_ACTIONS, "no SSM parameter, no state machine, no other service"
+
+
+def test_chat_role_updates_keys_and_replicas_only_through_their_rate_limit_attributes(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, CHAT_ROLE)
+    updates = {_table_or_index(s["Resource"], template): s for s in statements if "dynamodb:UpdateItem" in _actions(s)}
+    assert {table: set(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+            for table, s in updates.items()} == CHAT_UPDATE_ATTRIBUTES
+
+    def allowed(call: dict[str, Any]) -> bool:
+        return not _denied_calls(statements, [call], lambda r: _template_arn(r, template))
+
+    assert allowed(_chat_call("dynamodb:UpdateItem", "api_key", "key_hash", "rl_window", "rl_count"))
+    for forged in ("id", "user_id", "listing"):  # what would turn an update into a usable key
+        assert not allowed(_chat_call("dynamodb:UpdateItem", "api_key", "key_hash", "enabled", forged)), forged
+    assert allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", "rl_window", "rl_count"))
+    for redirect in ("endpoint", "vm_status", "model_id"):
+        assert not allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", redirect)), redirect
+
+
+def test_chat_role_may_only_advance_the_metric_id_counter(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, CHAT_ROLE)
+
+    def allowed(call: dict[str, Any]) -> bool:
+        return not _denied_calls(statements, [call], lambda r: _template_arn(r, template))
+
+    assert allowed(_chat_call("dynamodb:UpdateItem", "bookkeeping", "pk", "value", leading_key="seq#metric"))
+    for other in ("seq#api_key", "seq#replicas", "endpoint#1#http://10.0.0.1:8000/v1"):
+        assert not allowed(_chat_call("dynamodb:UpdateItem", "bookkeeping", "pk", "value", leading_key=other)), other
+
+
+def test_chat_role_cannot_mint_keys_delete_rows_scan_or_read_a_secret(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, CHAT_ROLE)
+    admin_key = f"arn:aws:ssm:{RECORDED_REGION}:{RECORDED_ACCOUNT}:parameter/hyperstack-llm-proxy/{STAGE}/admin-api-key"
+    forbidden = [
+        _chat_call("dynamodb:PutItem", "api_key", "key_hash", "id", "user_id", "allowed_rpm", "enabled"),
+        _chat_call("dynamodb:PutItem", "replicas", "id", "model_id", "endpoint", "vm_status"),
+        _chat_call("dynamodb:PutItem", "llm_models", "name", "id"),
+        *[_chat_call(action, table) for table in ("api_key", "metric", "llm_models", "replicas", "bookkeeping")
+          for action in ("dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:BatchWriteItem")],
+        _chat_call("dynamodb:Query", "api_key/index/listing"),
+        _chat_call("dynamodb:GetItem", "replica_security_rules"),
+        {"action": "ssm:GetParameter", "resource": admin_key, "context": {}},
+        {"action": "states:StartExecution", "resource": _resource_arn(STATE_MACHINE, template), "context": {}},
+    ]
+    denied = _denied_calls(statements, forbidden, lambda r: _template_arn(r, template))
+    assert [call for call in forbidden if call not in denied] == []
+
+
+def test_each_function_is_given_only_the_variables_its_code_reads(
+    template: dict[str, Any], chalice_config: dict[str, Any]
+) -> None:
+    environments = _function_environments(template)
+    assert set(environments) == set(FUNCTION_VARIABLES), "a new function must say which variables it reads"
+    for name, env in environments.items():
+        assert set(env) == FUNCTION_VARIABLES[name], name
+    for stage in chalice_config["stages"]:
+        for name, variables in FUNCTION_VARIABLES.items():
+            assert set(_chalice_environment(chalice_config, stage, name)) == variables - PACKAGE_ONLY_VARIABLES, (
+                f"{stage} {name}: a stage-wide variable reaches every function; set it on the function that reads it"
+            )
+
+
+def test_every_variable_given_to_a_function_is_read_where_the_test_says() -> None:
+    from aws_lambda_powertools.shared import constants
+
+    assert set().union(*FUNCTION_VARIABLES.values()) == set(VARIABLE_READERS)
+    settings = (REPO_ROOT / "chalicelib" / "settings.py").read_text()
+    for variable, reader in VARIABLE_READERS.items():
+        assert (REPO_ROOT / reader.split(":")[0]).exists(), reader
+        if variable not in READ_OUTSIDE_SETTINGS:
+            assert f'"{variable}"' in settings, f"chalicelib/settings.py no longer reads {variable}"
+    assert constants.POWERTOOLS_LOG_LEVEL_LEGACY_ENV == "LOG_LEVEL"
 
 
 # --- the streaming chat function ------------------------------------------------------------------
@@ -415,6 +740,14 @@ def _logical_table(table_ref: Any, template: dict[str, Any]) -> str:
     else:
         resource = table_ref["Fn::Sub"].split("}")[0].removeprefix("${").removesuffix(".Arn")
     return template["Resources"][resource]["Properties"]["TableName"]["Fn::Sub"].rsplit("-", 1)[1]
+
+
+def _table_or_index(table_ref: Any, template: dict[str, Any]) -> str:
+    """`api_key`, or `replicas/index/by_model`: the table or index a statement's resource names."""
+    if isinstance(table_ref, dict) and "Fn::Sub" in table_ref:
+        index = table_ref["Fn::Sub"].partition("}")[2]
+        return _logical_table(table_ref, template) + index
+    return _logical_table(table_ref, template)
 
 
 def test_chat_function_runs_the_streaming_runtime_through_the_exec_wrapper(
@@ -470,35 +803,11 @@ def test_rest_api_sends_chat_completions_to_the_chat_function_in_streaming_mode(
     assert "${RestAPI}/*/POST/v1/chat/completions" in apigateway_grants[0]["SourceArn"]["Fn::Sub"]
 
 
-def test_chat_role_may_only_read_and_write_items_of_the_chat_tables(template: dict[str, Any]) -> None:
-    role = template["Resources"][CHAT_ROLE]
-    assert _chat_function(template)["Properties"]["Role"] == {"Fn::GetAtt": [CHAT_ROLE, "Arn"]}
-    assert not role["Properties"].get("ManagedPolicyArns"), "the chat role needs no managed policy"
-    statements = list(_policy_statements(role["Properties"]["Policies"]))
-    actions = {a for s in statements for a in _as_list(s["Action"])}
-    assert not [a for a in actions if not a.startswith("logs:") and a not in CHAT_ACTIONS], actions
-    assert CHAT_ACTIONS <= actions
-    tables = {_logical_table(r, template) for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
-    assert tables == CHAT_TABLES, "replica_security_rules and the admin key are the admin API's business"
-
-
-def test_chalice_deploy_gives_the_chat_function_its_own_least_privilege_policy(
-    chalice_config: dict[str, Any],
-) -> None:
+def test_chalice_deploy_gives_the_chat_function_its_own_policy_and_runtime(chalice_config: dict[str, Any]) -> None:
     for settings in chalice_config["stages"].values():
         chat = settings["lambda_functions"]["chat"]
         assert chat["environment_variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == EXEC_WRAPPER
-        path = REPO_ROOT / ".chalice" / chat["iam_policy_file"]
-        assert path.name != settings["iam_policy_file"]
-        statements = list(_policy_statements(json.loads(path.read_text())))
-        for statement in statements:
-            _assert_no_broad_dynamodb_grant(statement, path.name)
-        actions = {a for s in statements for a in _as_list(s["Action"])}
-        assert not [a for a in actions if not a.startswith("logs:") and a not in CHAT_ACTIONS], path.name
-        prefix = f"arn:aws:dynamodb:*:*:table/{settings['environment_variables']['TABLE_PREFIX']}-"
-        granted = {r for s in statements if _grants_dynamodb(s) for r in _as_list(s["Resource"])}
-        assert all(r.startswith(prefix) for r in granted), path.name
-        assert {r.removeprefix(prefix).split("/")[0] for r in granted} == CHAT_TABLES, path.name
+        assert chat["iam_policy_file"] != settings["iam_policy_file"]
 
 
 # --- the provisioning workflow --------------------------------------------------------------------

@@ -1,0 +1,292 @@
+"""What each Lambda function asks of AWS, as IAM sees it: the functions' own code paths run against
+moto, and every botocore call they make is written down as an action, a resource ARN and the DynamoDB
+condition keys of the request.
+
+    python -m tests.infra.recorded_calls OUT.json
+
+writes {function: [{"action", "resource", "context"}]} as JSON to OUT.json (the functions log to
+stdout). tests/infra runs it in a subprocess (importing the project reads and caches settings from the
+environment) and checks the calls against the packaged roles. Each scenario walks every path of its
+function that reaches AWS, so that a grant no path uses shows up as unused; a path that fails stops the
+script rather than go unrecorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's
+STAGE = "dev"
+TABLE_PREFIX = f"hyperstack-llm-proxy-{STAGE}"
+ADMIN_KEY_PARAMETER = f"/hyperstack-llm-proxy/{STAGE}/admin-api-key"
+HYPERSTACK_KEY_PARAMETER = f"/hyperstack-llm-proxy/{STAGE}/hyperstack-api-key"
+STATE_MACHINE_NAME = f"hyperstack-llm-proxy-{STAGE}-provisioning"
+STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE_NAME}"
+ADMIN_KEY = "recorded-admin-key"
+USER_KEY = "hsk_recorded-user-key"
+
+# Operations inside TransactWriteItems are authorised as the single-item actions they stand for.
+_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                     "ConditionCheck": "ConditionCheckItem"}
+
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
+    STAGE=STAGE, TABLE_PREFIX=TABLE_PREFIX, ADMIN_API_KEY_PARAMETER=ADMIN_KEY_PARAMETER,
+    HYPERSTACK_API_KEY_PARAMETER=HYPERSTACK_KEY_PARAMETER, PROVISION_STATE_MACHINE_ARN=STATE_MACHINE_ARN,
+)
+for variable in ("ADMIN_API_KEY", "HYPERSTACK_API_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "MOCK_LLM"):
+    os.environ.pop(variable, None)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.function: str | None = None
+        self.calls: dict[str, list[dict[str, Any]]] = {}
+        self._hash_keys: dict[str, str] = {}
+
+    @contextmanager
+    def recording(self, function: str) -> Iterator[None]:
+        self.function = function
+        self.calls.setdefault(function, [])
+        try:
+            yield
+        finally:
+            self.function = None
+
+    def observe(self, signing_name: str, operation: str, params: dict[str, Any]) -> None:
+        if self.function is None:
+            return  # arranging a scenario, not the function's own call
+        record = self.calls[self.function].append
+        if signing_name == "dynamodb" and operation == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                for kind, inner in item.items():
+                    record(self._dynamodb_call(_TRANSACT_ACTIONS[kind], inner))
+        elif signing_name == "dynamodb":
+            record(self._dynamodb_call(operation, params))
+        elif signing_name == "ssm":
+            record({"action": f"ssm:{operation}", "resource": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
+                    f"{params['Name']}", "context": {}})
+        elif signing_name == "states":
+            arn = params.get("stateMachineArn") or params["executionArn"]
+            record({"action": f"states:{operation}", "resource": arn, "context": {}})
+        else:
+            raise AssertionError(f"{self.function} calls {signing_name}:{operation}, which no scenario expects")
+
+    def _dynamodb_call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        table = params["TableName"]
+        resource = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}"
+        if params.get("IndexName"):
+            resource += f"/index/{params['IndexName']}"
+        context: dict[str, list[str]] = {}
+        item = params.get("Key") or params.get("Item")
+        if item is not None:
+            # The request's attribute names: its key or item, and every name its expressions use
+            # (PynamoDB always names attributes through ExpressionAttributeNames placeholders).
+            names = set(item) | set(params.get("ExpressionAttributeNames", {}).values())
+            context["dynamodb:Attributes"] = sorted(names)
+            context["dynamodb:LeadingKeys"] = [_scalar(item[self._hash_key(table)])]
+        return {"action": f"dynamodb:{operation}", "resource": resource, "context": context}
+
+    def _hash_key(self, table: str) -> str:
+        if not self._hash_keys:
+            from chalicelib.store.tables import ALL_TABLES
+
+            self._hash_keys = {model.Meta.table_name: model._hash_keyname for model in ALL_TABLES}
+        return self._hash_keys[table]
+
+
+def _scalar(value: dict[str, Any]) -> str:
+    (_, raw), = value.items()
+    return str(raw)
+
+
+RECORDER = Recorder()
+
+
+def _install_hook() -> None:
+    from botocore.client import BaseClient
+
+    original: Callable[..., Any] = BaseClient._make_api_call
+
+    def recorded(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        RECORDER.observe(client.meta.service_model.signing_name, operation, params)
+        return original(client, operation, params)
+
+    BaseClient._make_api_call = recorded
+
+
+def _arrange_aws() -> None:
+    import boto3
+
+    from chalicelib.store.bootstrap import ensure_tables
+
+    ensure_tables()
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name=ADMIN_KEY_PARAMETER, Type="SecureString", Value=ADMIN_KEY)
+    ssm.put_parameter(Name=HYPERSTACK_KEY_PARAMETER, Type="SecureString", Value="recorded-hyperstack-key")
+    boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name=STATE_MACHINE_NAME, definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/{STATE_MACHINE_NAME}")
+
+
+# --- the admin API (APIHandler) ----------------------------------------------------------------------
+
+VM_DETAILS = {
+    "name": "recorded-replica", "environment_name": "default-CANADA-1", "image_name": "Ubuntu",
+    "flavor_name": "n3-RTX-A6000x1", "key_name": "ops-key", "port": 8000, "run_command": "vllm serve m/one",
+}
+
+
+def admin_api() -> None:
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib.store.tables import Metric
+
+    with Client(app) as client:
+        def call(method: str, path: str, body: Any = None, status: int | None = None) -> Any:
+            response = getattr(client.http, method)(
+                path, body=json.dumps(body) if body is not None else None,
+                headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"})
+            expected = response.status_code == status if status else response.status_code < 400
+            assert expected, (method, path, response.status_code, response.body)
+            return json.loads(response.body) if response.body else None
+
+        with RECORDER.recording("APIHandler"):
+            model_id = call("post", "/v1/models", {"name": "m/one"})["id"]
+            by_url = call("post", f"/v1/models/{model_id}/replicas",
+                          {"endpoint": "http://10.0.0.1:8000/v1", "rate_limit": 5})["replica_id"]
+            by_vm = call("post", f"/v1/models/{model_id}/replicas",
+                         {"create_vm": True, "vm_creation_details": VM_DETAILS})["replica_id"]
+            with mock.patch("chalicelib.provisioning.workflow.start", side_effect=RuntimeError("refused")):
+                # a workflow that does not start: the replica's rows and security rules are taken back
+                call("post", f"/v1/models/{model_id}/replicas",
+                     {"create_vm": True, "vm_creation_details": VM_DETAILS}, status=503)
+            call("put", f"/v1/models/replicas/{by_url}", {"rate_limit": 10})
+            call("get", "/v1/models?active=true")
+            call("get", "/v1/models/m%2Fone")
+            call("get", f"/v1/models/{model_id}/replicas")
+            used = call("post", "/v1/generate_api_key", {"user_id": "alice", "allowed_rpm": 5})
+            unused = call("post", "/v1/generate_api_key", {"user_id": "bob", "allowed_rpm": 5})
+            for table in call("get", "/v1/tables")["tables"]:
+                call("get", f"/v1/tables/{table}?limit=1")
+        Metric(1, api_key_id=used["id"], created=0, model="m/one").save()
+        with RECORDER.recording("APIHandler"):
+            call("post", "/v1/delete_api_key", {"user_id": "alice", "api_key_id": used["id"]})  # disabled
+            call("post", "/v1/delete_api_key", {"user_id": "bob", "api_key_id": unused["id"]})  # deleted
+            call("delete", f"/v1/replicas/{by_url}")
+            call("delete", f"/v1/replicas/{by_vm}")  # its teardown starts
+            call("delete", f"/v1/models/{model_id}")
+
+
+# --- the chat plane (Chat) ---------------------------------------------------------------------------
+
+def chat() -> None:
+    from chalicelib.api_keys import hash_key
+    from chalicelib.chat import access, routing
+    from chalicelib.chat.metering import Meter
+    from chalicelib.chat.request import parse_chat_request
+    from chalicelib.errors import ApiError
+    from chalicelib.replicas import SUCCESS
+    from chalicelib.store.tables import ApiKey, LlmModel, Metric, Replica
+
+    ApiKey(hash_key(USER_KEY), id=1, user_id="alice", key_prefix="hsk_", last4="9999", allowed_rpm=2,
+           created_at=0).save()
+    LlmModel("m/one", id=1, created_at=0).save()
+    Replica(1, model_id=1, endpoint="http://127.0.0.1:9/v1", rate_limit=1, vm_status=SUCCESS, created_at=0).save()
+    now = 120.0
+    with RECORDER.recording("Chat"):
+        caller = access.admit(USER_KEY, "m/one", now)  # opens the key's window
+        access.admit(USER_KEY, "m/one", now)  # counts in it
+        for refused_key in (USER_KEY, "hsk_unknown"):  # over its limit; no such key
+            try:
+                access.admit(refused_key, "m/one", now)
+            except ApiError:
+                pass
+            else:
+                raise AssertionError(f"{refused_key} was admitted")
+        assert not routing.model_exists("m/none")
+        target, = routing.targets_for("m/one")
+        assert routing.reserve(target, now) and not routing.reserve(target, now)  # the replica's limit is 1
+        request = parse_chat_request(json.dumps({"model": "m/one", "messages": [{"role": "user", "content": "Hi"}]})
+                                     .encode(), 1 << 20)
+        meter = Meter(caller, request, now)
+        meter.replica_id = target.replica_id
+        meter.write()
+    assert Metric.count() == 1, "the usage row was not written"
+
+
+# --- the provisioning workflow's tasks (Provision) ---------------------------------------------------
+
+class FakeHyperstack:
+    """Stands in for chalicelib.hyperstack.client.HyperstackClient: one VM, always ready."""
+
+    def __init__(self, api_key: str, **_: Any) -> None:
+        assert api_key == "recorded-hyperstack-key", "the Hyperstack key did not come from SSM"
+
+    def _vm(self) -> Any:
+        from chalicelib.hyperstack.client import Vm
+
+        return Vm(id=7, name="llm-proxy-replica-1", status="ACTIVE", floating_ip="127.0.0.1", fixed_ip=None)
+
+    def find_vm_by_name(self, name: str) -> Any:
+        return None
+
+    def find_vms_by_name(self, name: str) -> list[Any]:
+        return [self._vm()]
+
+    def create_vm(self, spec: Any) -> Any:
+        return self._vm()
+
+    def get_vm(self, vm_id: int) -> Any:
+        return self._vm()
+
+    def delete_vm(self, vm_id: int) -> None:
+        return None
+
+
+def provision() -> None:
+    import boto3
+
+    from chalicelib.provisioning import statuses, tasks
+    from chalicelib.store.tables import LlmModel, Replica, ReplicaSecurityRule
+
+    LlmModel("m/one", id=1, created_at=0).save()
+    fields = {**VM_DETAILS, "assign_floating_ip": True}
+    Replica(1, model_id=1, vm_status=statuses.PENDING, created_at=0, **fields).save()
+    ReplicaSecurityRule(1, 1, direction="ingress", protocol="tcp", ethertype="IPv4", remote_ip_prefix="127.0.0.1/32",
+                        port_range_min=8000, port_range_max=8000).save()
+    started = boto3.client("stepfunctions", region_name=REGION).start_execution(
+        stateMachineArn=STATE_MACHINE_ARN, name="replica-1-create")
+    Replica(1).update(actions=[Replica.execution_arn.set(started["executionArn"])])
+    vm = {"replica_id": 1, "vm_id": 7, "floating_ip": "127.0.0.1"}
+    with mock.patch("chalicelib.hyperstack.client.HyperstackClient", FakeHyperstack), \
+            mock.patch.object(tasks, "_answers", return_value=True), RECORDER.recording("Provision"):
+        for step in ("start_create", "create_vm", "check_vm", "check_model", "mark_ready", "mark_failed",
+                     "delete_vm", "mark_delete_failed", "teardown"):
+            tasks.handle({"step": step, **vm})
+    assert Replica.count() == 0, "the teardown left the replica's row"
+
+
+def main(out: str) -> int:
+    from moto import mock_aws
+
+    _install_hook()
+    for scenario in (admin_api, chat, provision):
+        with mock_aws():
+            _arrange_aws()
+            scenario()
+    with open(out, "w") as file:
+        json.dump(RECORDER.calls, file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
