@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -69,6 +70,9 @@ class FakeRuntimeApi:
         self.errors: queue.Queue[Posted] = queue.Queue()
         self.on_chunk: Callable[[str, bytes], None] = lambda request_id, data: None
         self.hang_up_on: set[str] = set()  # request ids whose /response connection is reset after the prelude
+        self.answer_early_on: set[str] = set()  # request ids whose /response is answered 413 after the prelude
+        self.answered_early = threading.Event()
+        self.deadline_ms = lambda: int(time.time() * 1000) + 900_000
         self.stopping = threading.Event()
         self._ids = itertools.count(1)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiHandler)
@@ -118,7 +122,7 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
         request_id, payload, trace_id = item
         self.send_response(200)
         self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 900_000))
+        self.send_header("Lambda-Runtime-Deadline-Ms", str(self.api.deadline_ms()))
         self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:chat")
         if trace_id:
             self.send_header("Lambda-Runtime-Trace-Id", trace_id)
@@ -158,6 +162,12 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
                 # An abortive close (RST): the runtime's next write fails, as when Lambda drops the stream.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True
+                return False
+            if request_id in self.api.answer_early_on:
+                # As Lambda does when it gives up on a response (one over the size limit): an answer, then close.
+                self._reply(413, b'{"errorMessage": "too large", "errorType": "Function.ResponseSizeTooLarge"}')
+                self.close_connection = True
+                self.api.answered_early.set()
                 return False
         while (line := self.rfile.readline()) not in (b"\r\n", b""):
             posted.raw += line
@@ -363,6 +373,81 @@ def test_response_is_closed_when_lambda_drops_the_stream_and_the_next_invocation
     assert tracked.close_calls == 1
     assert tracked.generator_exited  # the service saw the early close: it stops the upstream request
     assert runtime_api.response().payload() == b"next one"
+
+
+class Counted:
+    """An endless body that counts the pieces pulled from it and notes whether it was closed."""
+
+    def __init__(self, first_after: threading.Event | None = None) -> None:
+        self.pulled = 0
+        self.closed = False
+        self.first_after = first_after
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for number in range(2000):  # bounded: the test fails, rather than hangs, if the runtime never notices
+                if number == 0 and self.first_after:
+                    self.first_after.wait(timeout=5)
+                    time.sleep(0.05)  # the answer crosses loopback
+                time.sleep(0.002)
+                self.pulled += 1
+                yield b"data: tick\n\n"
+        finally:
+            self.closed = True
+
+
+def test_runtime_api_answering_before_the_end_stops_the_body_at_once(runtime_api):
+    body = Counted(first_after=runtime_api.answered_early)
+    dropped = runtime_api.invoke(chat_event())
+    runtime_api.answer_early_on.add(dropped)
+    runtime_api.invoke(chat_event())
+    handlers = iter([lambda _h, _b: ChatResponse(200, SSE, iter(body), streamed=True), serving(b"next one")])
+
+    serve(runtime_api, lambda headers, b: next(handlers)(headers, b), invocations=2)
+
+    assert body.closed
+    assert body.pulled == 1  # the piece in hand when the answer came is not sent, and nothing more is pulled
+    assert runtime_api.response().payload() == b"next one"
+
+
+def test_client_gone_is_metered_499_and_ends_the_upstream_request(runtime_api):
+    from chalicelib.chat.service import _Metered
+
+    meter, body = SimpleNamespace(status=200), Counted()
+    runtime_api.hang_up_on.add(runtime_api.invoke(chat_event()))
+
+    serve(runtime_api, lambda _h, _b: ChatResponse(200, SSE, _Metered(iter(body), meter), streamed=True))
+
+    assert meter.status == 499
+    assert body.closed  # its finally ran: the upstream request is closed
+
+
+def test_a_body_closed_before_its_first_piece_is_metered_499():
+    """A transport may fail before the first piece (the prelude goes first): the client is gone all the same."""
+    from chalicelib.chat.service import _Metered
+
+    meter = SimpleNamespace(status=200)
+    response = ChatResponse(200, SSE, _Metered(iter(Counted()), meter), streamed=True)
+
+    response.close()
+
+    assert meter.status == 499
+
+
+def test_handler_taking_a_deadline_gets_lambdas_less_the_margin(runtime_api):
+    deadline_ms = int(time.time() * 1000) + 42_000
+    runtime_api.deadline_ms = lambda: deadline_ms
+    seen = []
+
+    def handler(_headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
+        seen.append(deadline)
+        return ChatResponse(200, SSE, iter([b"ok"]))
+
+    runtime_api.invoke(chat_event())
+    serve(runtime_api, handler)
+
+    assert seen == [deadline_ms / 1000 - lambda_runtime.DEADLINE_MARGIN_SECONDS]
+    assert runtime_api.response().payload() == b"ok"
 
 
 # --- failures before the first byte ---------------------------------------------------------------
