@@ -23,10 +23,19 @@ class ChatRequest:
 
     def upstream_body(self) -> bytes:
         """The body for the replica: streams always ask for usage, which the proxy meters."""
-        if not self.stream:
-            return json.dumps(self.body).encode()
-        options = {**(self.body.get("stream_options") or {}), "include_usage": True}
-        return json.dumps({**self.body, "stream_options": options}).encode()
+        body = self.body
+        if self.stream:
+            body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        return _utf8_json(body)
+
+
+def _utf8_json(value: Any) -> bytes:
+    """JSON as UTF-8. Not escaped to ASCII: a 4-byte character would take 12 bytes, twice (str and bytes),
+    and a body may hold 4 MiB of them. Only a lone surrogate (legal as a JSON escape, not in UTF-8) needs escaping."""
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value).encode()
 
 
 def parse_chat_request(raw: bytes, max_bytes: int) -> ChatRequest:

@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from chalicelib.local.emulator import start_emulator  # noqa: E402
 from chalicelib.local.mock_vllm import MockVllm  # noqa: E402
+from tests.bench.body_probe import bodies, event_bytes  # noqa: E402
 from tests.bench.real_model import real_model_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402
 
@@ -89,6 +91,7 @@ def main() -> None:
             latency, added_p50 = latency_rows(fast, stack, key, emulator.app.operations)
             rows += latency + streaming_rows(fast, paced, stack, key)
             rows += handler_rows(emulator_url, key, added_p50)
+            rows += body_rows(emulator_url, key)
             rows += real_model_rows(stack, key, Client)
     finally:
         stack.stop()
@@ -184,6 +187,31 @@ def handler_rows(emulator_url: str, key: str, added_p50: float) -> list[tuple[st
         ("peak memory, streamed request", f"{baseline / 1024:.1f} MB (bare python)", f"{peak / 1024:.1f} MB",
          f"{peak / baseline:.2f}x bare python; Lambda size 128 MB"),
     ]
+
+
+def body_rows(emulator_url: str, key: str) -> list[tuple[str, str, str, str]]:
+    """Peak memory of the chat function for the worst bodies within the cap, with a key and without."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TABLE_")}
+    env.update(AWS_ENDPOINT_URL=emulator_url)
+    probe = str(ROOT / "tests" / "bench" / "body_probe.py")
+    measured: dict[tuple[str, str], tuple[int, int]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, body in bodies(MODEL).items():
+            for key_mode, api_key in (("key", key), ("no key", "hsk_made_up")):
+                event = Path(scratch) / "event.json"
+                event.write_bytes(event_bytes(body, api_key))
+                run = subprocess.run([sys.executable, probe, str(event)], cwd=ROOT, env=env,
+                                     capture_output=True, text=True)
+                if run.returncode != 0:
+                    return [(f"peak memory, {name}", "-", "probe failed", run.stderr.strip()[-200:])]
+                result = json.loads(run.stdout.splitlines()[-1])
+                measured[(name, key_mode)] = (result["status"], result["peak_kib"])
+    baseline = measured[("ordinary", "key")][1]
+    rows = []
+    for (name, key_mode), (status, peak) in measured.items():
+        rows.append((f"peak memory, {name} ({key_mode})", f"{baseline / 1024:.1f} MB (ordinary request)",
+                     f"{peak / 1024:.1f} MB ({status})", f"{peak / baseline:.2f}x; target <= 100 MB of 128 MB"))
+    return rows
 
 
 def print_table(rows: list[tuple[str, str, str, str]]) -> None:

@@ -347,3 +347,11 @@ def test_security_rule_rows_name_their_replica(api):
     assert [(row["replica_id"], row["port_range_min"], row["port_range_max"]) for row in rows] == [
         (replica_id, 22, 22)
     ]
+
+
+def test_every_table_shares_one_dynamodb_client(api):
+    from chalicelib.store.tables import ALL_TABLES
+
+    clients = {id(table._get_connection().connection.client) for table in ALL_TABLES}
+
+    assert len(clients) == 1
