@@ -17,7 +17,7 @@ _CONTROL = r"\x00-\x1f\x7f-\x9f"
 # Controls and every space of ECMA-262's and Python's \s, spelled out so both engines read it alike.
 _SPACE_OR_CONTROL = _CONTROL + r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 MODEL_NAME_PATTERN = rf"^[^{_SPACE_OR_CONTROL}%?#/][^{_SPACE_OR_CONTROL}%?#]*(?<!/)$"
-NAME_PATTERN = rf"^[^{_CONTROL}]*$"
+NO_CONTROL_PATTERN = rf"^[^{_CONTROL}]*$"
 
 
 def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
 
 
 def _name(max_length: int, min_length: int = 1) -> dict[str, Any]:
-    return {**_string(max_length, min_length), "pattern": NAME_PATTERN,
+    return {**_string(max_length, min_length), "pattern": NO_CONTROL_PATTERN,
             "x-pattern-message": "Must not contain control characters."}
 
 
@@ -44,7 +44,9 @@ GENERATE_API_KEY: dict[str, Any] = {
         "allowed_rpm": {**integer(1, MAX_ALLOWED_RPM), "default": DEFAULT_ALLOWED_RPM},
         "models": {"type": ["array", "null"], "items": MODEL_NAME, "maxItems": 100},
         # ISO 8601 (a bare date-time is taken as UTC) or Unix seconds; see chalicelib.api_keys.
-        "expires_at": {"type": ["string", "integer", "null"]},
+        # No controls: datetime.fromisoformat reads '...T00:00:00\x00' as if the NUL were not there.
+        "expires_at": {"type": ["string", "integer", "null"], "pattern": NO_CONTROL_PATTERN,
+                       "x-pattern-message": "Not a valid datetime."},
     },
 }
 

@@ -513,3 +513,10 @@ def _accepts(schema, data):
     except ValidationFailed:
         return False
     return True
+
+
+@pytest.mark.parametrize("expires_at", ["2030-01-01T00:00:00\x00", "2030-01-01\n"], ids=["nul", "trailing-newline"])
+def test_expiry_with_a_control_character_is_not_a_valid_datetime(expires_at):
+    assert errors_of(GENERATE_API_KEY, {"user_id": "alice", "expires_at": expires_at}) == {
+        "expires_at": ["Not a valid datetime."]
+    }
