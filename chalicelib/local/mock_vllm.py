@@ -29,9 +29,9 @@ non-streamed reply is the "ok" one unless said otherwise:
   event with `id:` and `event:` fields and its JSON over two `data:` lines.
 - "no_done": the stream ends cleanly (terminating chunk) without `data: [DONE]`.
 - "done_no_blank": the stream ends with `data: [DONE]` and no line end after it.
-- "oversized_event": the first token event carries over 1 MiB of content (OVERSIZED_EVENT_BYTES), sent
-  in 64 KiB HTTP chunks; then the rest as usual.
-- "trickle": every byte is an HTTP chunk of its own, TRICKLE_SECONDS apart (a non-streamed body too):
+- "oversized_event": the first token event carries over 1 MiB of content (sse_faults.OVERSIZED_EVENT_BYTES),
+  sent in 64 KiB HTTP chunks; then the rest as usual.
+- "trickle": every byte is an HTTP chunk of its own, sse_faults.TRICKLE_SECONDS apart (a non-streamed body too):
   never silent for long, never done in time.
 - "idle": a stream sends its first event, then nothing; a non-streamed reply its headers and half its
   body, then nothing. The connection stays open until the client closes it (or `stop()`).
@@ -43,22 +43,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import select
-import socket
 import threading
-import time
 from typing import Any
 
 from chalicelib.chat import mock_replies
+from chalicelib.local import sse_faults
 from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream", "crlf", "split_cr", "keepalive", "no_done",
          "done_no_blank", "oversized_event", "trickle", "idle")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
-OVERSIZED_EVENT_BYTES = 1024 * 1024 + 4096
-TRICKLE_SECONDS = 0.05
-_AFTER_CR = re.compile(rb"(?<=\r)")
 _ERRORS = {
     "error400": (400, mock_replies.error_body("Mock replica in mode error400.", "BadRequestError", 400)),
     "error500": (500, mock_replies.error_body("Mock replica in mode error500.", "InternalServerError", 500)),
@@ -210,7 +204,7 @@ class _Handler(PromptHandler):
             return self._send(200, data, "application/json")
         self._send_headers(200, "application/json", length=len(data))
         if mode == "trickle":
-            return None if self._trickle(data) else self._hang_up()
+            return None if sse_faults.trickle(data, self.wfile.write, self.server.stopping) else self._hang_up()
         self.wfile.write(data[: len(data) // 2])
         if mode == "idle":
             return self._wait_for_the_client_to_leave()
@@ -226,7 +220,8 @@ class _Handler(PromptHandler):
             if mode == "idle" and sent == 1:
                 return self._wait_for_the_client_to_leave()
             if mode == "oversized_event" and sent == 1:
-                self._send_oversized(chunk)
+                for piece in sse_faults.oversized(chunk):
+                    self._write_chunk(piece)
             paced = mock_replies.is_token_chunk(chunk)
             if (paced and self._stopped_during(self.server.owner.pace_seconds)) or not self._send_event(
                     mock_replies.encode_event(chunk), mode, sent):
@@ -240,36 +235,13 @@ class _Handler(PromptHandler):
     def _send_event(self, event: bytes, mode: str, number: int) -> bool:
         """One event framed as the mode says; False if stop() came first (trickle)."""
         if mode == "trickle":
-            return self._trickle(event, chunked=True)
-        for piece in _framed(event, mode, number):
+            return sse_faults.trickle(event, self._write_chunk, self.server.stopping)
+        for piece in sse_faults.framed(event, mode, number):
             self._write_chunk(piece)
         return True
 
-    def _send_oversized(self, chunk: dict[str, Any]) -> None:
-        delta = {"content": "x" * OVERSIZED_EVENT_BYTES}
-        event = mock_replies.encode_event({**chunk, "choices": [{**chunk["choices"][0], "delta": delta}]})
-        for start in range(0, len(event), 64 * 1024):
-            self._write_chunk(event[start:start + 64 * 1024])
-
-    def _trickle(self, data: bytes, *, chunked: bool = False) -> bool:
-        for index in range(len(data)):
-            if self._stopped_during(TRICKLE_SECONDS):
-                return False
-            if chunked:
-                self._write_chunk(data[index:index + 1])
-            else:
-                self.wfile.write(data[index:index + 1])
-        return True
-
     def _wait_for_the_client_to_leave(self) -> None:
-        # Short waits: stop() must find this thread ready to leave; EOF (or a reset) is the client gone.
-        while not self.server.stopping.wait(0.05):
-            if select.select([self.connection], [], [], 0)[0]:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        break
-                except OSError:
-                    break
+        sse_faults.wait_for_the_client_to_leave(self.connection, self.server.stopping)
         self.close_connection = True
 
     def _read_body(self) -> bytes:
@@ -326,23 +298,6 @@ def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(request, dict):
         return None, "The request body must be a JSON object."
     return request, mock_replies.request_problem(request)
-
-
-def _framed(event: bytes, mode: str, number: int) -> list[bytes]:
-    """The HTTP chunks that carry one `data: ...\\n\\n` event in the mode's dialect."""
-    if mode == "done_no_blank" and event == mock_replies.DONE_EVENT:
-        return [b"data: [DONE]"]
-    if mode == "crlf":
-        return [event.replace(b"\n", b"\r\n")]  # compact JSON has no raw line ends: only the blank line
-    if mode == "split_cr":
-        return [piece for piece in _AFTER_CR.split(event.replace(b"\n", b"\r\n")) if piece]
-    if mode == "keepalive":
-        ping = b": ping - %d\r\n\r\n" % time.time()
-        if event == mock_replies.DONE_EVENT:
-            return [ping, event]
-        two_lines = event.replace(b',"object"', b',\ndata: "object"', 1)
-        return [ping, b"id: %d\nevent: completion.chunk\n%s" % (number, two_lines)]
-    return [event]
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:

@@ -1,0 +1,66 @@
+"""How the mock replica's fault modes frame, pace and hold back a reply (see chalicelib.local.mock_vllm).
+
+Plain functions over bytes, a chunk writer and the server's stop event, so that the replica's handler
+stays a table of modes.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.chat import mock_replies
+
+OVERSIZED_EVENT_BYTES = 1024 * 1024 + 4096
+TRICKLE_SECONDS = 0.05
+_AFTER_CR = re.compile(rb"(?<=\r)")
+_PIECE = 64 * 1024
+
+
+def framed(event: bytes, mode: str, number: int) -> list[bytes]:
+    """The HTTP chunks that carry one `data: ...` event (LF, blank line) in the mode's dialect."""
+    if mode == "done_no_blank" and event == mock_replies.DONE_EVENT:
+        return [b"data: [DONE]"]
+    if mode == "crlf":
+        return [event.replace(b"\n", b"\r\n")]  # compact JSON has no raw line ends: only the blank line
+    if mode == "split_cr":
+        return [piece for piece in _AFTER_CR.split(event.replace(b"\n", b"\r\n")) if piece]
+    if mode == "keepalive":
+        ping = b": ping - %d\r\n\r\n" % time.time()
+        if event == mock_replies.DONE_EVENT:
+            return [ping, event]
+        two_lines = event.replace(b',"object"', b',\ndata: "object"', 1)
+        return [ping, b"id: %d\nevent: completion.chunk\n%s" % (number, two_lines)]
+    return [event]
+
+
+def oversized(chunk: dict[str, Any]) -> list[bytes]:
+    """The chunk with over 1 MiB of content, as one event cut into 64 KiB HTTP chunks."""
+    delta = {"content": "x" * OVERSIZED_EVENT_BYTES}
+    event = mock_replies.encode_event({**chunk, "choices": [{**chunk["choices"][0], "delta": delta}]})
+    return [event[start:start + _PIECE] for start in range(0, len(event), _PIECE)]
+
+
+def trickle(data: bytes, write: Callable[[bytes], object], stopping: threading.Event) -> bool:
+    """Write one byte per TRICKLE_SECONDS; False if the server is stopping."""
+    for index in range(len(data)):
+        if stopping.wait(TRICKLE_SECONDS):
+            return False
+        write(data[index:index + 1])
+    return True
+
+
+def wait_for_the_client_to_leave(connection: socket.socket, stopping: threading.Event) -> None:
+    # Short waits: stop() must find the thread ready to leave; EOF (or a reset) is the client gone.
+    while not stopping.wait(0.05):
+        if select.select([connection], [], [], 0)[0]:
+            try:
+                if not connection.recv(1, socket.MSG_PEEK):
+                    return
+            except OSError:
+                return
