@@ -33,6 +33,17 @@ def path_id(segment: str, what: str) -> int:
     raise NotFound(f"{what} not found")
 
 
+def admin_only(public_routes: frozenset[str]) -> Callable[[Request, Callable[[Request], Response]], Response]:
+    """Chalice middleware: the admin key is required on every route but `public_routes` (route paths)."""
+
+    def middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
+        if request.context.get("resourcePath") not in public_routes:
+            require_admin(request)
+        return get_response(request)
+
+    return middleware
+
+
 def require_admin(request: Request) -> None:
     expected = admin_api_key()
     presented = bearer_token(request)

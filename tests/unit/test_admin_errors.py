@@ -1,6 +1,7 @@
 """What every admin route does with a request it cannot serve: a JSON 4xx, and no change."""
 
 import json
+import re
 
 import pytest
 
@@ -65,6 +66,28 @@ def assert_json_error(reply):
 
 
 # Authentication
+
+
+def every_admin_route() -> list[tuple[str, str]]:
+    """Every (method, path) the app serves but its public ones, read from the route table itself."""
+    from app import PUBLIC_ROUTES, app
+
+    return [(method, re.sub(r"\{[^}]+\}", "1", path)) for path, methods in sorted(app.routes.items())
+            if path not in PUBLIC_ROUTES for method in sorted(methods)]
+
+
+@pytest.mark.parametrize(("method", "path"), every_admin_route())
+def test_every_route_but_the_public_ones_needs_the_admin_key(api, method, path):
+    reply = api.call(method, path, {}, key=None)
+
+    assert reply.status == 401
+    assert reply.json == {"error": "Invalid Admin API key."}
+
+
+def test_public_routes_answer_without_the_admin_key(api):
+    assert api.get("/v1/openapi.json", key=None).status == 200
+    assert api.post("/v1/chat/completions", {}, key=None).status == 401  # a user's key, not the admin's
+    assert "Admin" not in api.post("/v1/chat/completions", {}, key=None).body.decode()
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=ROUTE_IDS)
