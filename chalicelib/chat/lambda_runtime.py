@@ -20,9 +20,9 @@ prelude. Sources: the Lambda developer guide, "Implementing response streaming i
 (headers, trailers, closing the connection) and API Gateway's "Lambda proxy integration with payload
 response streaming" (prelude and delimiter).
 
-Deadline: the handler gets the invocation's deadline (Lambda-Runtime-Deadline-Ms) less
-DEADLINE_MARGIN_SECONDS, so that it ends the answer and writes the usage row before Lambda stops the
-function (Lambda kills it at its deadline: nothing after that runs, no row is written).
+Deadline: the handler gets the invocation's deadline (Lambda-Runtime-Deadline-Ms, as a time.time()), so
+that it ends the answer and writes the usage row before Lambda stops the function: Lambda kills it at its
+deadline, nothing after that runs, no row is written.
 
 Client disconnects: Lambda does not tell the function. Its developer guide ("Response streaming for
 Lambda functions") says a streamed response goes on when the invoking client's connection is
@@ -70,9 +70,6 @@ STREAMING_HEADERS = {
     "Content-Type": "application/vnd.awslambda.http-integration-response",
     "Trailer": f"{ERROR_TYPE}, {ERROR_BODY}",
 }
-# Time kept back from Lambda's deadline: to send the error event, close the upstream and write the usage
-# row (a DynamoDB write takes ~10 ms, so this leaves room for retries of a throttled one).
-DEADLINE_MARGIN_SECONDS = 3.0
 INTERNAL_ERROR = {"error": {"message": "Internal server error", "type": "server_error", "param": None, "code": None}}
 # Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
 _TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -87,9 +84,9 @@ class Invocation(NamedTuple):
     event: bytes
 
     @property
-    def handler_deadline(self) -> float | None:
-        """The absolute time.time() by which the handler must be done, or None if Lambda gave none."""
-        return self.deadline_ms / 1000 - DEADLINE_MARGIN_SECONDS if self.deadline_ms else None
+    def deadline(self) -> float | None:
+        """When Lambda ends the invocation, as a time.time(); None if it said nothing."""
+        return self.deadline_ms / 1000 if self.deadline_ms else None
 
 
 class ClientGone(ConnectionError):
@@ -151,7 +148,7 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
         if method != "POST":
             return _invalid_request(405, f"Method {method} is not allowed on {CHAT_PATH}.", "method_not_allowed")
         if _takes_deadline(handler):
-            return handler(headers, body, deadline=invocation.handler_deadline)
+            return handler(headers, body, deadline=invocation.deadline)
         return handler(headers, body)
     except Exception as error:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
         _log_exception("chat handler failed before the first byte", invocation.request_id, error)

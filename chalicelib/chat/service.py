@@ -4,8 +4,10 @@ Transport-neutral: the local server and the Lambda streaming loop both call `han
 the ChatResponse it returns. One DynamoDB round trip happens before the replica is contacted
 (the key's conditional update), plus the replica list when the function's cache is cold.
 
-Every request has a deadline: the Lambda runtime passes the invocation's, less the time needed to
-end the answer and write the usage row; elsewhere it is CHAT_DEADLINE_SECONDS from now.
+Every request has a deadline. Lambda kills the function at the invocation's deadline and nothing runs
+after it, so the answer must end ROW_MARGIN_SECONDS before: time to send the error event, close the
+upstream request and write the usage row (with its retries). Without a Lambda deadline (locally) the
+answer has CHAT_DEADLINE_SECONDS.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from chalicelib.settings import get_chat_settings
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
 JSON_HEADERS = {"content-type": "application/json"}
+ROW_MARGIN_SECONDS = 3.0  # the usage row's retries wait 2.1 s at most (metering.RETRY_DELAYS)
+_LAST_SAVE_SECONDS = 0.5  # no retry of the row starts later than this before the invocation's end
 
 
 def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
-    """The answer to one chat request; `deadline` is an absolute time.time() by which it must end."""
+    """The answer to one chat request. `deadline`: when the invocation ends (a time.time(); Lambda's)."""
     started_at = time.time()
     if deadline is None:
-        deadline = started_at + get_chat_settings().deadline_seconds
+        deadline = started_at + get_chat_settings().deadline_seconds + ROW_MARGIN_SECONDS
+    answer_by = deadline - ROW_MARGIN_SECONDS
     try:
         token = _bearer_token(headers)
         request = parse_chat_request(body, get_chat_settings().max_body_bytes)
@@ -41,10 +46,9 @@ def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = Non
     except ApiError as error:
         return error_response(error)
     meter = Meter(caller, request, started_at)
-    # Read when the row is written: its retries must fit in the time that is left.
-    meter.deadline = deadline  # type: ignore[attr-defined]
+    meter.deadline = deadline - _LAST_SAVE_SECONDS
     try:
-        response = _answer(request, caller, meter, started_at, deadline)
+        response = _answer(request, caller, meter, started_at, answer_by)
     except ApiError as error:
         meter.status = error.status
         response = error_response(error, caller.rate_limit_headers())
