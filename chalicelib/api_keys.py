@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -13,6 +12,7 @@ from pynamodb.exceptions import DeleteError, UpdateError
 
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound
+from chalicelib.key_hashing import hash_key
 from chalicelib.schemas import DELETE_API_KEY, GENERATE_API_KEY
 from chalicelib.store.lookups import api_key_by_id
 from chalicelib.store.sequences import next_id
@@ -20,10 +20,6 @@ from chalicelib.store.tables import ApiKey, Metric
 from chalicelib.validation import field_error, validate
 
 KEY_PREFIX = "hsk_"  # recognisable in logs and by secret scanners
-
-
-def hash_key(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
 def masked(key: ApiKey) -> str:

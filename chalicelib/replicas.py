@@ -12,16 +12,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
 
+from chalicelib import replica_statuses as statuses
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.observability import logger
-from chalicelib.provisioning import statuses, workflow
+from chalicelib.provisioning import workflow
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
 from chalicelib.store.lookups import model_by_id
+from chalicelib.store.replica_rows import delete_rows, endpoint_guard
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
-from chalicelib.store.transactions import MAX_ITEMS, failed_conditions, transaction
+from chalicelib.store.transactions import failed_conditions, transaction
 from chalicelib.validation import field_error, validate
 
 SUCCESS = statuses.SUCCESS
@@ -166,7 +168,7 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule])
         with transaction() as tx:
             tx.condition_check(LlmModel, model.name, condition=LlmModel.id == model.id)
             if replica.endpoint:
-                tx.save(Bookkeeping(_endpoint_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
+                tx.save(Bookkeeping(endpoint_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
             tx.save(replica, condition=Replica.id.does_not_exist())
             for rule in rules:
                 tx.save(rule)
@@ -177,22 +179,6 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule])
         if replica.endpoint and 1 in failed:
             raise Conflict("Endpoint already exists") from None
         raise
-
-
-def delete_rows(replicas: list[Replica], model: LlmModel | None = None) -> None:
-    """Replicas, their rules and endpoint guards (and the model, if given) in as few transactions as fit."""
-    items: list[Any] = []
-    for replica in replicas:
-        items.append(replica)
-        items.extend(ReplicaSecurityRule.query(replica.id))
-        if replica.endpoint:
-            items.append(Bookkeeping(_endpoint_guard(replica)))
-    if model is not None:
-        items.append(model)  # last, so a cascade cut short leaves the model to retry on
-    for start in range(0, len(items), MAX_ITEMS):
-        with transaction() as tx:
-            for item in items[start : start + MAX_ITEMS]:
-                tx.delete(item)
 
 
 def _start_provisioning(replica: Replica) -> None:
@@ -215,10 +201,6 @@ def _start_teardown(replica: Replica) -> None:
         replica.update(actions=[Replica.vm_status.set(statuses.DELETE_FAILED),
                                 Replica.error_message.set(f"The teardown workflow could not start: {error}")])
         raise ServiceUnavailable("The teardown could not start; the replica is marked DELETE_FAILED.") from None
-
-
-def _endpoint_guard(replica: Replica) -> str:
-    return f"endpoint#{replica.model_id}#{replica.endpoint}"
 
 
 def _model_or_404(model_id: int) -> LlmModel:

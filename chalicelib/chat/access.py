@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib.api_keys import hash_key
 from chalicelib.errors import Forbidden, RateLimited, Unauthorized
+from chalicelib.key_hashing import hash_key
 from chalicelib.store.minute_counter import count_request, reset_seconds
 from chalicelib.store.tables import ApiKey
 

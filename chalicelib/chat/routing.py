@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from chalicelib.errors import NotFound, ServiceUnavailable
-from chalicelib.replicas import SUCCESS
+from chalicelib.replica_statuses import SUCCESS
 from chalicelib.settings import get_chat_settings
 from chalicelib.store.minute_counter import count_request
 from chalicelib.store.tables import LlmModel, Replica

@@ -7,6 +7,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.provisioning.errors import ReplicaGone
+from chalicelib.store import replica_rows
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.tables import Replica, ReplicaSecurityRule
 
@@ -46,6 +47,4 @@ def security_rules_of(replica: Replica) -> list[dict[str, Any]]:
 
 
 def delete_rows(replica: Replica) -> None:
-    from chalicelib import replicas
-
-    replicas.delete_rows([replica])
+    replica_rows.delete_rows([replica])

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from chalicelib.provisioning import statuses
+from chalicelib import replica_statuses as statuses
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import (

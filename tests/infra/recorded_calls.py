@@ -255,7 +255,8 @@ class FakeHyperstack:
 def provision() -> None:
     import boto3
 
-    from chalicelib.provisioning import statuses, tasks
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.provisioning import tasks
     from chalicelib.store.tables import LlmModel, Replica, ReplicaSecurityRule
 
     LlmModel("m/one", id=1, created_at=0).save()

@@ -1,0 +1,33 @@
+"""A replica's rows: the replica, its security rules and the guard that keeps its endpoint unique.
+
+An endpoint is unique per model, but it is not a key of the replicas table, so a guard item
+(`endpoint#<model id>#<endpoint>` in the bookkeeping table) is written in the same transaction as
+the replica, with the condition that it does not exist yet, and deleted with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
+from chalicelib.store.transactions import MAX_ITEMS, transaction
+
+
+def endpoint_guard(replica: Replica) -> str:
+    return f"endpoint#{replica.model_id}#{replica.endpoint}"
+
+
+def delete_rows(replicas: list[Replica], model: LlmModel | None = None) -> None:
+    """Replicas, their rules and endpoint guards (and the model, if given) in as few transactions as fit."""
+    items: list[Any] = []
+    for replica in replicas:
+        items.append(replica)
+        items.extend(ReplicaSecurityRule.query(replica.id))
+        if replica.endpoint:
+            items.append(Bookkeeping(endpoint_guard(replica)))
+    if model is not None:
+        items.append(model)  # last, so a cascade cut short leaves the model to retry on
+    for start in range(0, len(items), MAX_ITEMS):
+        with transaction() as tx:
+            for item in items[start : start + MAX_ITEMS]:
+                tx.delete(item)
