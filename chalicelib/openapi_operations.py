@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.openapi_components import ref
+from chalicelib.patterns import decimal_range
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import LOGICAL_TABLES
 from chalicelib.table_browser import MAX_PAGE
-from chalicelib.validation import decimal_range
 
 ADMIN = [{"adminKey": []}]
 USER = [{"userKey": []}]

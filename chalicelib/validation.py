@@ -11,17 +11,17 @@ the schemas of such fields, so that the published document says so too. The chat
 strict, as OpenAI and vLLM are, because its body is forwarded to the replica as it came.
 
 Patterns are published in the OpenAPI document, where they mean what ECMA-262 says; they are
-matched here with that meaning (see `matches`), not Python's.
+matched here with that meaning (`chalicelib.patterns`), not Python's.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import ValidationFailed
+from chalicelib.patterns import decimal_range, matches
 
 MISSING = "Missing data for required field."
 NOT_NULL = "Field may not be null."
@@ -54,11 +54,6 @@ def boolean(default: bool) -> dict[str, Any]:
     """The schema of a lenient boolean field: true, false, or one of their string and 0/1 forms."""
     return {"type": ["boolean", "string", "integer"], "enum": [True, False, *_TRUTHY, *_FALSY],
             "x-enum-message": _TYPE_MESSAGES["boolean"], "default": default}
-
-
-def matches(pattern: str, value: str) -> bool:
-    """Whether `value` matches a JSON Schema `pattern` as ECMA-262 reads it."""
-    return _ecma_pattern(pattern).search(value) is not None
 
 
 class _InvalidError(Exception):
@@ -245,90 +240,6 @@ def _length_message(shortest: int | None, longest: int | None) -> str:
     return f"Longer than maximum length {longest}."
 
 
-# ECMA-262's \s; Python's differs (it has U+001C-U+001F and U+0085, lacks U+FEFF).
-_ECMA_SPACE = r"\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_ECMA_OUTSIDE_CLASS = {
-    "$": r"\Z",  # Python's $ also matches before a final newline
-    ".": r"[^\n\r\u2028\u2029]",
-    r"\s": f"[{_ECMA_SPACE}]",
-    r"\S": f"[^{_ECMA_SPACE}]",
-}
-
-
-@functools.lru_cache(maxsize=64)
-def _ecma_pattern(pattern: str) -> re.Pattern[str]:
-    r"""Compile an ECMA-262 pattern to a Python one that matches the same strings.
-
-    re.ASCII gives \d, \w and \b their ECMA-262 (ASCII) meaning; $, . and \s are rewritten.
-    """
-    python: list[str] = []
-    in_class = False
-    tokens = re.findall(r"\\.|.", pattern, re.DOTALL)
-    for token in tokens:
-        if in_class:
-            if token == r"\S":
-                raise ValueError(f"\\S inside a character class has no Python spelling: {pattern!r}")
-            in_class = token != "]"
-            python.append(_ECMA_SPACE if token == r"\s" else token)
-        else:
-            in_class = token == "["
-            python.append(_ECMA_OUTSIDE_CLASS.get(token, token))
-    return re.compile("".join(python), re.ASCII)
-
-
 def _integer_string_pattern(minimum: int, maximum: int) -> str:
     """The strings `_lenient_integer` reads as an integer in [minimum, maximum], as a pattern."""
     return f"^ *(?:{decimal_range(minimum, maximum)}) *$"
-
-
-def decimal_range(minimum: int, maximum: int) -> str:
-    """A regex of the decimals (leading zeros allowed; '-0' where 0 is in range) from minimum to maximum."""
-    if not 0 <= minimum <= maximum < 10**19:
-        raise ValueError(f"decimals are described for 0 <= minimum <= maximum < 10**19: {minimum}, {maximum}")
-    positive = "|".join(_decimals_between(max(minimum, 1), maximum)) if maximum else None
-    return "|".join(filter(None, ["-?0+" if minimum == 0 else None, positive and f"0*(?:{positive})"]))
-
-
-def _decimals_between(low: int, high: int) -> list[str]:
-    """Alternatives matching the decimals from `low` to `high` (1 <= low), without leading zeros."""
-    partial, whole = [], []
-    for length in range(len(str(low)), len(str(high)) + 1):
-        first, last = max(low, 10 ** (length - 1)), min(high, 10**length - 1)
-        if (first, last) == (10 ** (length - 1), 10**length - 1):
-            whole.append(length - 1)
-        else:
-            partial += _same_length_between(str(first), str(last))
-    if not whole:
-        return partial
-    return ["[1-9]" + _any_digits(min(whole), max(whole)), *partial]
-
-
-def _same_length_between(low: str, high: str) -> list[str]:
-    if low == high:
-        return [low]
-    if len(low) == 1:
-        return [f"[{low}-{high}]"]
-    if low[0] == high[0]:
-        return [low[0] + rest for rest in _same_length_between(low[1:], high[1:])]
-    width = len(low) - 1
-    head, tail = int(low[0]), int(high[0])
-    alternatives = []
-    if low[1:].strip("0"):
-        alternatives += [low[0] + rest for rest in _same_length_between(low[1:], "9" * width)]
-        head += 1
-    closing = []
-    if high[1:].strip("9"):
-        closing = [high[0] + rest for rest in _same_length_between("0" * width, high[1:])]
-        tail -= 1
-    if head <= tail:
-        digits = str(head) if head == tail else f"[{head}-{tail}]"
-        alternatives.append(digits + _any_digits(width, width))
-    return alternatives + closing
-
-
-def _any_digits(fewest: int, most: int) -> str:
-    if most == 0:
-        return ""
-    if fewest == most:
-        return "[0-9]" if most == 1 else f"[0-9]{{{most}}}"
-    return f"[0-9]{{{fewest},{most}}}"

@@ -11,8 +11,9 @@ from openapi_spec_validator import validate as validate_openapi
 from chalicelib import openapi
 from chalicelib.chat.schema import CHAT_COMPLETION
 from chalicelib.errors import ValidationFailed
+from chalicelib.patterns import matches
 from chalicelib.schemas import CREATE_MODEL, CREATE_REPLICA, DELETE_API_KEY, GENERATE_API_KEY, UPDATE_REPLICA
-from chalicelib.validation import matches, validate
+from chalicelib.validation import validate
 from tests.unit.conftest import VM_DETAILS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from chalicelib.errors import ValidationFailed
+from chalicelib.patterns import matches
 from chalicelib.schemas import (
     CREATE_MODEL,
     CREATE_REPLICA,
@@ -16,7 +17,7 @@ from chalicelib.schemas import (
     UPDATE_REPLICA,
     VM_CREATION_DETAILS,
 )
-from chalicelib.validation import boolean, field_error, integer, matches, validate
+from chalicelib.validation import boolean, field_error, integer, validate
 from tests.unit.conftest import VM_DETAILS
 
 MISSING = ["Missing data for required field."]
@@ -463,33 +464,6 @@ def test_published_boolean_forms_are_exactly_those_read_as_booleans():
     schema = obj({"b": boolean(default=False)})
 
     assert all(isinstance(validate(schema, {"b": form})["b"], bool) for form in schema["properties"]["b"]["enum"])
-
-
-# Patterns mean what ECMA-262 says, as the published document does
-
-
-def test_pattern_end_anchor_does_not_match_before_a_final_newline():
-    assert not matches("^a$", "a\n")
-
-
-def test_pattern_digit_class_is_ascii_only():
-    assert (matches(r"^\d$", "7"), matches(r"^\d$", "٧")) == (True, False)
-
-
-@pytest.mark.parametrize(("character", "is_space"), [("\ufeff", True), ("\u2028", True), ("\x1c", False),
-                                                     ("\x85", False)])
-def test_pattern_space_class_is_ecma_whitespace(character, is_space):
-    assert matches(r"^\s$", character) is is_space
-    assert matches(r"^[\s]$", character) is is_space
-
-
-@pytest.mark.parametrize("terminator", ["\n", "\r", "\u2028", "\u2029"])
-def test_pattern_dot_does_not_match_a_line_terminator(terminator):
-    assert not matches("^.$", terminator)
-
-
-def test_escaped_dollar_in_a_pattern_is_a_literal_dollar():
-    assert matches(r"^\$[$]$", "$$")
 
 
 def test_every_pattern_of_the_request_schemas_compiles():
