@@ -5,7 +5,7 @@ from chalice.app import Request
 
 from chalicelib import api_keys, llm_models, replicas, table_browser
 from chalicelib.chat import buffered as chat_buffered
-from chalicelib.http_edge import admin_only, json_body, json_errors, path_id
+from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
 
 # Every route is the admin's unless it is listed here: a new route cannot forget to check the key.
 PUBLIC_ROUTES = frozenset({
@@ -16,6 +16,7 @@ PUBLIC_ROUTES = frozenset({
 app = Chalice(app_name="hyperstack-llm-proxy")
 app.register_middleware(json_errors, "http")
 app.register_middleware(admin_only(PUBLIC_ROUTES), "http")
+route = json_route(app)  # app.route, answering the domain's errors as JSON
 
 NO_CONTENT = Response(body="", status_code=204)
 # Bodies are read as JSON whatever their declared type (curl -d sends a form type); what is not
@@ -27,40 +28,40 @@ def request() -> Request:
     return app.current_request
 
 
-@app.route("/v1/generate_api_key", methods=["POST"], content_types=ANY_BODY)
+@route("/v1/generate_api_key", methods=["POST"], content_types=ANY_BODY)
 def generate_api_key() -> dict:
     return api_keys.generate(json_body(request()))
 
 
-@app.route("/v1/delete_api_key", methods=["POST"], content_types=ANY_BODY)
+@route("/v1/delete_api_key", methods=["POST"], content_types=ANY_BODY)
 def delete_api_key() -> dict:
     return {"message": api_keys.delete(json_body(request()))}
 
 
-@app.route("/v1/tables", methods=["GET"])
+@route("/v1/tables", methods=["GET"])
 def list_tables() -> dict:
     return {"tables": table_browser.table_names()}
 
 
-@app.route("/v1/tables/{table_name}", methods=["GET"])
+@route("/v1/tables/{table_name}", methods=["GET"])
 def read_table(table_name: str) -> dict:
     query = request().query_params or {}
     return table_browser.page(table_name, query.get("limit"), query.get("next_token"))
 
 
-@app.route("/v1/models", methods=["GET"])
+@route("/v1/models", methods=["GET"])
 def list_models() -> list:
     query = request().query_params or {}
     return llm_models.list_models(active_only=query.get("active", "").lower() in ("true", "1"))
 
 
-@app.route("/v1/models", methods=["POST"], content_types=ANY_BODY)
+@route("/v1/models", methods=["POST"], content_types=ANY_BODY)
 def create_model() -> Response:
     return Response(body=llm_models.create(json_body(request())), status_code=201)
 
 
 # API Gateway allows one variable name per path level: GET reads a model name, DELETE an id.
-@app.route("/v1/models/{model_ref}", methods=["GET", "DELETE"])
+@route("/v1/models/{model_ref}", methods=["GET", "DELETE"])
 def model(model_ref: str) -> dict | Response:
     if request().method == "GET":
         return llm_models.get(model_ref)
@@ -68,32 +69,32 @@ def model(model_ref: str) -> dict | Response:
     return NO_CONTENT
 
 
-@app.route("/v1/models/{model_ref}/replicas", methods=["GET"])
+@route("/v1/models/{model_ref}/replicas", methods=["GET"])
 def list_replicas(model_ref: str) -> list:
     return replicas.list_for_model(path_id(model_ref, "Model"))
 
 
-@app.route("/v1/models/{model_ref}/replicas", methods=["POST"], content_types=ANY_BODY)
+@route("/v1/models/{model_ref}/replicas", methods=["POST"], content_types=ANY_BODY)
 def create_replica(model_ref: str) -> Response:
     body = json_body(request())
     replica_id = replicas.create(path_id(model_ref, "Model"), body)
     return Response(body={"replica_id": replica_id}, status_code=201)
 
 
-@app.route("/v1/models/replicas/{replica_id}", methods=["PUT"], content_types=ANY_BODY)
+@route("/v1/models/replicas/{replica_id}", methods=["PUT"], content_types=ANY_BODY)
 def update_replica(replica_id: str) -> Response:
     body = json_body(request())
     replicas.update_rate_limit(path_id(replica_id, "Replica"), body)
     return NO_CONTENT
 
 
-@app.route("/v1/replicas/{replica_id}", methods=["DELETE"])
+@route("/v1/replicas/{replica_id}", methods=["DELETE"])
 def delete_replica(replica_id: str) -> Response:
     replicas.delete(path_id(replica_id, "Replica"))
     return NO_CONTENT
 
 
-@app.route("/v1/openapi.json", methods=["GET"])
+@route("/v1/openapi.json", methods=["GET"])
 def openapi_document() -> dict:
     from chalicelib import openapi  # here, so that no other route's cold start pays for it
 
@@ -103,7 +104,7 @@ def openapi_document() -> dict:
 
 # In AWS, API Gateway sends this route to the `chat` function below in streaming mode (see
 # infra/template.json), and `make run` streams it too; this buffered form serves `chalice local`.
-@app.route("/v1/chat/completions", methods=["POST"], content_types=ANY_BODY)
+@route("/v1/chat/completions", methods=["POST"], content_types=ANY_BODY)
 def chat_completions() -> Response:
     request = app.current_request
     headers = {name.lower(): value for name, value in request.headers.items()}

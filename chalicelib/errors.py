@@ -1,21 +1,19 @@
-"""The one error model: domain exceptions that carry their HTTP status.
+"""The one error model: plain domain exceptions, each carrying its HTTP status and message.
 
-They derive from Chalice's `ChaliceUnhandledError` only so that Chalice lets them reach the
-middleware in `chalicelib.http`, which turns them into JSON in one place.
+No web framework here: they are turned into responses at the two edges, the admin API's
+(`chalicelib.http_edge`: the original toolkit's `{"error": ...}` / `{"errors": {...}}`, which
+`body()` gives) and the chat route's (`chalicelib.chat.openai_errors`: OpenAI's shape).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import ChaliceUnhandledError
-
 FieldErrors = dict[str, Any]
 
 
-class ApiError(ChaliceUnhandledError):
+class ApiError(Exception):
     status = 500
-    openai_type = "server_error"
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
                  headers: dict[str, str] | None = None, status: int | None = None) -> None:
@@ -28,12 +26,12 @@ class ApiError(ChaliceUnhandledError):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
+        """The original toolkit's JSON for this error."""
         return {"error": self.message}
 
 
 class BadRequest(ApiError):
     status = 400
-    openai_type = "invalid_request_error"
 
 
 class ValidationFailed(BadRequest):
@@ -49,34 +47,35 @@ class ValidationFailed(BadRequest):
 
 class Unauthorized(ApiError):
     status = 401
-    openai_type = "authentication_error"
 
 
 class Forbidden(ApiError):
     status = 403
-    openai_type = "permission_error"
 
 
 class NotFound(ApiError):
     status = 404
-    openai_type = "invalid_request_error"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+
+    def __init__(self, message: str, allowed: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"allow": allowed})
 
 
 class Conflict(ApiError):
     status = 409
-    openai_type = "invalid_request_error"
 
 
 class PayloadTooLarge(ApiError):
     status = 413
-    openai_type = "invalid_request_error"
 
 
 class RateLimited(ApiError):
     """Over a key's requests per minute; the body keeps the original toolkit's fields too."""
 
     status = 429
-    openai_type = "requests"
 
     def __init__(self, allowed_rpm: int, headers: dict[str, str]) -> None:
         super().__init__(f"Rate limit exceeded: allowed {allowed_rpm} requests per minute.",
@@ -86,14 +85,11 @@ class RateLimited(ApiError):
 
 class UpstreamFailed(ApiError):
     status = 502
-    openai_type = "server_error"
 
 
 class UpstreamTimedOut(ApiError):
     status = 504
-    openai_type = "server_error"
 
 
 class ServiceUnavailable(ApiError):
     status = 503
-    openai_type = "server_error"

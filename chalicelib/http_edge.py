@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
 from typing import Any
 
+from chalice import Chalice
 from chalice.app import Request, Response
 
 from chalicelib import bounded_json
@@ -14,6 +16,8 @@ from chalicelib.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized
 from chalicelib.observability import logger
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import admin_api_key, get_settings
+
+View = Callable[..., Any]
 
 
 def json_body(request: Request) -> Any:
@@ -60,12 +64,35 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
+def json_route(app: Chalice) -> Callable[..., Callable[[View], View]]:
+    """`app.route`, whose view answers the domain's errors as JSON (Chalice would make them 500s)."""
+
+    def route(path: str, **options: Any) -> Callable[[View], View]:
+        def register(view: View) -> View:
+            @functools.wraps(view)
+            def answering_errors(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return view(*args, **kwargs)
+                except ApiError as error:
+                    return error_response(error)
+
+            return app.route(path, **options)(answering_errors)
+
+        return register
+
+    return route
+
+
+def error_response(error: ApiError) -> Response:
+    return _json(Response(body=error.body(), status_code=error.status, headers=dict(error.headers)))
+
+
 def json_errors(request: Request, get_response: Callable[[Request], Response]) -> Response:
-    """Chalice middleware: our exceptions and Chalice's own errors leave as `{"error": ...}`."""
+    """Chalice middleware: errors raised by middleware (the admin key's) and Chalice's own leave as JSON."""
     try:
         response = get_response(request)
     except ApiError as error:
-        return _json(Response(body=error.body(), status_code=error.status))
+        return error_response(error)
     body = response.body
     if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
         if response.status_code >= 500:

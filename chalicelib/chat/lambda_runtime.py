@@ -55,7 +55,9 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from chalicelib.chat.events import request_from_event
-from chalicelib.chat.response import ChatResponse, json_response
+from chalicelib.chat.openai_errors import error_response, internal_error_response
+from chalicelib.chat.response import ChatResponse
+from chalicelib.errors import MethodNotAllowed, NotFound
 
 API = "/2018-06-01/runtime"
 CHAT_PATH = "/v1/chat/completions"
@@ -70,7 +72,6 @@ STREAMING_HEADERS = {
     "Content-Type": "application/vnd.awslambda.http-integration-response",
     "Trailer": f"{ERROR_TYPE}, {ERROR_BODY}",
 }
-INTERNAL_ERROR = {"error": {"message": "Internal server error", "type": "server_error", "param": None, "code": None}}
 # Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
 _TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
@@ -144,15 +145,16 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
         method, path, headers, body = request_from_event(json.loads(invocation.event))
         # The function URL is public: anything but the chat route is answered here, not by the service.
         if not path.rstrip("/").endswith(CHAT_PATH):
-            return _invalid_request(404, f"Unknown request URL: {method} {path}.", "unknown_url")
+            return error_response(NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url"))
         if method != "POST":
-            return _invalid_request(405, f"Method {method} is not allowed on {CHAT_PATH}.", "method_not_allowed")
+            return error_response(MethodNotAllowed(f"Method {method} is not allowed on {CHAT_PATH}.", "POST",
+                                                   code="method_not_allowed"))
         if _takes_deadline(handler):
             return handler(headers, body, deadline=invocation.deadline)
         return handler(headers, body)
     except Exception as error:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
         _log_exception("chat handler failed before the first byte", invocation.request_id, error)
-        return json_response(500, INTERNAL_ERROR)
+        return internal_error_response()
 
 
 def _takes_deadline(handler: Handler) -> bool:
@@ -160,11 +162,6 @@ def _takes_deadline(handler: Handler) -> bool:
     Read off its code object: importing `inspect` would cost the cold start more than it is worth."""
     code = getattr(handler, "__code__", None)
     return code is not None and "deadline" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-
-
-def _invalid_request(status: int, message: str, code: str) -> ChatResponse:
-    error = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-    return json_response(status, error, {"allow": "POST"} if status == 405 else None)
 
 
 def _stream(api: str, request_id: str, response: ChatResponse) -> None:

@@ -10,7 +10,31 @@ import json
 from typing import Any
 
 from chalicelib.chat.response import ChatResponse, json_response
-from chalicelib.errors import ApiError, RateLimited, ValidationFailed
+from chalicelib.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+
+# OpenAI's `error.type` per error class; the SDKs pick their exception by status, clients read the type.
+_TYPES: tuple[tuple[type[ApiError], str], ...] = (
+    (RateLimited, "requests"),
+    (Unauthorized, "authentication_error"),
+    (Forbidden, "permission_error"),
+    (BadRequest, "invalid_request_error"),
+    (NotFound, "invalid_request_error"),
+    (MethodNotAllowed, "invalid_request_error"),
+    (Conflict, "invalid_request_error"),
+    (PayloadTooLarge, "invalid_request_error"),
+)
+INTERNAL_ERROR = "Internal server error"
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> ChatResponse:
@@ -22,7 +46,7 @@ def error_body(error: ApiError) -> dict[str, Any]:
     if isinstance(error, ValidationFailed):
         param, first = _first_error(error.errors)
         message = f"Invalid value for '{param}': {first}"
-    body: dict[str, Any] = {"error": {"message": message, "type": error.openai_type, "param": param,
+    body: dict[str, Any] = {"error": {"message": message, "type": openai_type(error), "param": param,
                                       "code": error.code}}
     if isinstance(error, ValidationFailed):
         body["errors"] = error.errors
@@ -30,6 +54,15 @@ def error_body(error: ApiError) -> dict[str, Any]:
         body["allowed_rpm"] = error.allowed_rpm
         body["message"] = error.message
     return body
+
+
+def openai_type(error: ApiError) -> str:
+    return next((name for kind, name in _TYPES if isinstance(error, kind)), "server_error")
+
+
+def internal_error_response() -> ChatResponse:
+    """A failure of our own: nothing about it is told to the client but that it happened."""
+    return error_response(ApiError(INTERNAL_ERROR))
 
 
 def sse_error_event(error: ApiError) -> bytes:

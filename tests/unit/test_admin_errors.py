@@ -84,6 +84,14 @@ def test_every_route_but_the_public_ones_needs_the_admin_key(api, method, path):
     assert reply.json == {"error": "Invalid Admin API key."}
 
 
+def test_every_route_answers_domain_errors_through_the_json_edge():
+    from app import app
+
+    views = [entry.view_function for methods in app.routes.values() for entry in methods.values()]
+
+    assert views and all(hasattr(view, "__wrapped__") for view in views)  # functools.wraps of json_route
+
+
 def test_public_routes_answer_without_the_admin_key(api):
     assert api.get("/v1/openapi.json", key=None).status == 200
     assert api.post("/v1/chat/completions", {}, key=None).status == 401  # a user's key, not the admin's
