@@ -12,6 +12,7 @@ from chalice import Chalice
 from chalice.app import Request, Response
 
 from chalicelib import bounded_json
+from chalicelib.bearer import bearer_token
 from chalicelib.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized
 from chalicelib.observability import logger
 from chalicelib.schemas import MAX_ID
@@ -50,18 +51,10 @@ def admin_only(public_routes: frozenset[str]) -> Callable[[Request, Callable[[Re
 
 def require_admin(request: Request) -> None:
     expected = admin_api_key()
-    presented = bearer_token(request)
+    presented = bearer_token(request.headers.get("authorization"))
     # Compare digests so that neither the content nor the length of the key leaks through timing.
     if not expected or not presented or not hmac.compare_digest(_digest(presented), _digest(expected)):
         raise Unauthorized("Invalid Admin API key.")
-
-
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization") or ""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
 
 
 def json_route(app: Chalice) -> Callable[..., Callable[[View], View]]:

@@ -57,6 +57,7 @@ from typing import NamedTuple
 from chalicelib.chat.events import request_from_event
 from chalicelib.chat.openai_errors import error_response, internal_error_response
 from chalicelib.chat.response import ChatResponse
+from chalicelib.chunked import chunk, last_chunk
 from chalicelib.errors import MethodNotAllowed, NotFound
 
 API = "/2018-06-01/runtime"
@@ -175,7 +176,7 @@ def _stream(api: str, request_id: str, response: ChatResponse) -> None:
             connection.putheader(name, value)
         connection.endheaders()
         try:
-            connection.send(_chunk(_prelude(response)))
+            connection.send(chunk(_prelude(response)))
             failure = _send_body(connection, response.body)
         except (ClientGone, OSError) as gone:
             # respond() closes the response right after: that ends the upstream request, records 499.
@@ -212,7 +213,7 @@ def _send_body(connection: http.client.HTTPConnection, body: Iterator[bytes]) ->
         if piece:  # an empty chunk would end the body
             if _answered_early(connection.sock):
                 raise ClientGone("the Runtime API answered or closed before the end of the response")
-            connection.send(_chunk(piece))
+            connection.send(chunk(piece))
 
 
 def _answered_early(sock: socket.socket) -> bool:
@@ -222,15 +223,11 @@ def _answered_early(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
 def _last_chunk(failure: Exception | None) -> bytes:
     if failure is None:
-        return b"0\r\n\r\n"
+        return last_chunk()
     error_type, error_body = error_trailers(failure)
-    return f"0\r\n{ERROR_TYPE}: {error_type}\r\n{ERROR_BODY}: {error_body}\r\n\r\n".encode("ascii")
+    return last_chunk({ERROR_TYPE: error_type, ERROR_BODY: error_body})
 
 
 def error_trailers(error: BaseException) -> tuple[str, str]:

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
+from chalicelib.bearer import bearer_token
 from chalicelib.chat import access, routing, sse, upstream
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
@@ -122,8 +123,8 @@ class _Metered:
 
 
 def _bearer_token(headers: Mapping[str, str]) -> str:
-    scheme, _, token = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(headers.get("authorization"))
+    if token is None:
         raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
-    return token.strip()
+    return token

@@ -18,6 +18,7 @@ from typing import Any
 from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
+from chalicelib import chunked
 from chalicelib.chat.service import handle as handle_chat
 from chalicelib.local.servers import PromptHandler
 
@@ -109,9 +110,9 @@ class _Handler(PromptHandler):
             self.end_headers()
             for chunk in response.body:
                 if chunk:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(chunked.chunk(chunk))
                     self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(chunked.last_chunk())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; close() below meters it
         finally:

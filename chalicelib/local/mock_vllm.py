@@ -46,6 +46,7 @@ import json
 import threading
 from typing import Any
 
+from chalicelib import chunked
 from chalicelib.chat import mock_replies
 from chalicelib.local import sse_faults
 from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
@@ -230,7 +231,7 @@ class _Handler(PromptHandler):
             return self._hang_up()
         if mode != "no_done" and not self._send_event(mock_replies.DONE_EVENT, mode, -1):
             return self._hang_up()
-        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.write(chunked.last_chunk())
 
     def _send_event(self, event: bytes, mode: str, number: int) -> bool:
         """One event framed as the mode says; False if stop() came first (trickle)."""
@@ -283,7 +284,7 @@ class _Handler(PromptHandler):
 
     def _write_chunk(self, data: bytes) -> None:
         # The handler's wfile is unbuffered: each event leaves in a send() of its own, as it is produced.
-        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(chunked.chunk(data))
 
     def _hang_up(self) -> None:
         self.close_connection = True
