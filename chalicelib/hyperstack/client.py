@@ -15,21 +15,14 @@ before creating again, or before giving up, look the VM up with `find_vm_by_name
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-VM_NAME_PREFIX = "llm-proxy-replica-"
-VM_NAME_MAX_LENGTH = 50  # CreateInstancesPayload.name's limit
 SECURITY_RULE_KEYS = frozenset(
     {"direction", "protocol", "ethertype", "remote_ip_prefix", "port_range_min", "port_range_max"})
-
-# The line the fake Hyperstack (and the local stack) reads from a VM's user_data to know which mock replica to
-# start. On a real VM it is a shell/cloud-init comment, so it changes nothing there.
-_MARKER = re.compile(r"^#\s*llm-proxy-replica\s+port=(\d+)\s+model=(\S+)\s*$", re.MULTILINE)
 
 _PAGE_SIZE = 100
 _MAX_PAGES = 50
@@ -75,27 +68,6 @@ class HyperstackError(Exception):
         self.message = message
         self.retryable = retryable
         self.status = status
-
-
-def replica_vm_name(replica_id: str) -> str:
-    """The VM name (and label) owned by one replica: deterministic, so a retried create can find its VM."""
-    name = f"{VM_NAME_PREFIX}{replica_id}"
-    if len(name) > VM_NAME_MAX_LENGTH:
-        raise ValueError(f"VM name {name!r} is longer than Hyperstack's {VM_NAME_MAX_LENGTH} characters")
-    return name
-
-
-def replica_marker(port: int, model: str) -> str:
-    """The user_data line naming the replica's port and model: `# llm-proxy-replica port=<int> model=<name>`."""
-    if not model or any(character.isspace() for character in model):
-        raise ValueError(f"model name {model!r} must be non-empty and without whitespace")
-    return f"# llm-proxy-replica port={int(port)} model={model}"
-
-
-def parse_replica_marker(user_data: str | None) -> tuple[int, str] | None:
-    """(port, model) from the first marker line in `user_data`, or None."""
-    match = _MARKER.search(user_data or "")
-    return (int(match.group(1)), match.group(2)) if match else None
 
 
 class HyperstackClient:

@@ -43,8 +43,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from chalicelib.hyperstack.client import parse_replica_marker
 from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
+from chalicelib.vm_naming import parse_replica_marker
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20

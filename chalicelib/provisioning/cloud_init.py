@@ -1,17 +1,16 @@
 """The `user_data` a replica's VM boots with: install what the image lacks, run the model server.
 
-The first comment line names the port and model: the fake Hyperstack of the local stack reads it
-to start a mock replica there, and a person reading the VM's metadata sees what it is for.
+The first comment line is the replica marker (`chalicelib.vm_naming`): the port and the model.
 """
 
 from __future__ import annotations
 
 import shlex
 
-MARKER = "# llm-proxy-replica"
+from chalicelib.vm_naming import replica_marker
 
 _SCRIPT = """#!/bin/bash
-{marker} port={port} model={model}
+{marker}
 # Written by the Hyperstack LLM inference proxy. Output: /var/log/llm-replica.log
 set -uo pipefail
 exec >>/var/log/llm-replica.log 2>&1
@@ -34,4 +33,4 @@ nohup bash -lc {command} &
 
 
 def user_data(model: str, port: int, run_command: str) -> str:
-    return _SCRIPT.format(marker=MARKER, port=int(port), model=model, command=shlex.quote(run_command))
+    return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), command=shlex.quote(run_command))

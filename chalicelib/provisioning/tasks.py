@@ -27,10 +27,11 @@ from chalicelib.provisioning.replica_store import (
 )
 from chalicelib.settings import get_provision_settings, hyperstack_api_key
 from chalicelib.store.tables import Replica
+from chalicelib.vm_naming import replica_vm_name
 
 
 def vm_name(replica_id: int) -> str:
-    return f"llm-proxy-replica-{replica_id}"
+    return replica_vm_name(replica_id)
 
 
 def handle(event: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec, replica_marker
+from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
 from chalicelib.local.fake_hyperstack import FakeHyperstack
+from chalicelib.vm_naming import replica_marker
 from tests.integration.conftest import ROOT, free_port
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
