@@ -8,12 +8,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.exceptions import DeleteError, UpdateError
-
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.key_hashing import hash_key
 from chalicelib.schemas import DELETE_API_KEY, GENERATE_API_KEY
+from chalicelib.store.conditional import delete_if, update_if
 from chalicelib.store.lookups import api_key_by_id
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import ApiKey, Metric
@@ -68,16 +67,13 @@ def delete(body: Any) -> str:
         raise NotFound("API key not found for the given user_id and api_key_id")
     if not key.enabled:
         raise Conflict("API key already disabled")
-    try:
-        if _was_used(key):
-            key.update(actions=[ApiKey.enabled.set(False)], condition=ApiKey.enabled == True)  # noqa: E712
+    still_enabled = ApiKey.enabled == True  # noqa: E712 - builds a DynamoDB condition, not a Python test
+    if _was_used(key):
+        if update_if(key, [ApiKey.enabled.set(False)], still_enabled):
             return "API key disabled successfully"
-        key.delete(condition=ApiKey.enabled == True)  # noqa: E712
+    elif delete_if(key, still_enabled):
         return "API key deleted successfully"
-    except (UpdateError, DeleteError) as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict("API key already disabled") from None
-        raise
+    raise Conflict("API key already disabled")  # another request disabled or deleted it in between
 
 
 def _was_used(key: ApiKey) -> bool:

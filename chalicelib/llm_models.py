@@ -6,12 +6,11 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from pynamodb.exceptions import PutError
-
 from chalicelib import replicas
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.schemas import CREATE_MODEL, MODEL_NAME_PATTERN
+from chalicelib.store.conditional import save_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import LlmModel, Replica
@@ -21,12 +20,8 @@ from chalicelib.validation import validate
 def create(body: Any) -> dict[str, Any]:
     request = validate(CREATE_MODEL, body)
     model = LlmModel(request["name"], id=next_id("llm_models"), created_at=now())
-    try:
-        model.save(condition=LlmModel.name.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict("Model already exists.") from None
-        raise
+    if not save_if(model, LlmModel.name.does_not_exist()):
+        raise Conflict("Model already exists.")
     return {"model_name": model.name, "id": model.id}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError
 
 from chalicelib import replica_statuses as statuses
 from chalicelib.clock import iso, now
@@ -19,6 +19,7 @@ from chalicelib.observability import logger
 from chalicelib.provisioning import workflow
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
+from chalicelib.store.conditional import update_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.replica_rows import delete_rows, endpoint_guard
 from chalicelib.store.sequences import next_id
@@ -74,12 +75,8 @@ def update_rate_limit(replica_id: int, body: Any) -> None:
     request = validate(UPDATE_REPLICA, body)
     replica = _replica_or_404(replica_id)
     action = Replica.rate_limit.set(request["rate_limit"]) if request["rate_limit"] else Replica.rate_limit.remove()
-    try:
-        replica.update(actions=[action], condition=Replica.id.exists())
-    except UpdateError as error:  # the replica went away between the read and the write
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise NotFound("Replica not found") from None
-        raise
+    if not update_if(replica, [action], Replica.id.exists()):  # it went away between the read and the write
+        raise NotFound("Replica not found")
 
 
 def delete(replica_id: int) -> None:

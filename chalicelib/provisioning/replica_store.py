@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
 from chalicelib.provisioning.errors import ReplicaGone
 from chalicelib.store import replica_rows
+from chalicelib.store.conditional import update_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.tables import Replica, ReplicaSecurityRule
 
@@ -27,12 +26,8 @@ def mark(replica_id: int, status: str, allowed: tuple[str, ...], **fields: Any) 
     for name, value in fields.items():
         attribute = getattr(Replica, name)
         actions.append(attribute.remove() if value is None else attribute.set(value))
-    try:
-        Replica(replica_id).update(actions=actions, condition=Replica.vm_status.is_in(*allowed))
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise ReplicaGone(f"Replica {replica_id} is not {' or '.join(allowed)} any more.") from None
-        raise
+    if not update_if(Replica(replica_id), actions, Replica.vm_status.is_in(*allowed)):
+        raise ReplicaGone(f"Replica {replica_id} is not {' or '.join(allowed)} any more.")
 
 
 def model_name_of(replica: Replica) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynamodb.exceptions import PynamoDBException, UpdateError
+from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -23,6 +23,28 @@ def update_if(item: Model, actions: Sequence[Action], condition: Condition) -> b
         item.update(actions=list(actions), condition=condition)
         return True
     except UpdateError as error:
+        if condition_failed(error):
+            return False
+        raise
+
+
+def save_if(item: Model, condition: Condition) -> bool:
+    """Write `item` whole if `condition` holds; False if it did not."""
+    try:
+        item.save(condition=condition)
+        return True
+    except PutError as error:
+        if condition_failed(error):
+            return False
+        raise
+
+
+def delete_if(item: Model, condition: Condition) -> bool:
+    """Delete `item` if `condition` holds; False if it did not."""
+    try:
+        item.delete(condition=condition)
+        return True
+    except DeleteError as error:
         if condition_failed(error):
             return False
         raise
