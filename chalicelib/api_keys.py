@@ -87,7 +87,7 @@ def _unique(names: list[str] | None) -> list[str] | None:
 def _parse_expiry(value: str | int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, int) or re.fullmatch(r"\d{1,12}", value.strip()):
+    if isinstance(value, int) or re.fullmatch(r" *[0-9]{1,12} *", value):  # ASCII digits: int() takes others
         moment = int(value)
     else:
         try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import unquote
 
 from chalicelib import replicas
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound
+from chalicelib.patterns import matches
 from chalicelib.schemas import CREATE_MODEL, MODEL_NAME_PATTERN
 from chalicelib.store.conditional import save_if
 from chalicelib.store.lookups import model_by_id
@@ -36,7 +36,7 @@ def list_models(active_only: bool) -> list[dict[str, Any]]:
 def get(name_in_path: str) -> dict[str, Any]:
     # Names are validated to contain no '%', so decoding an already-decoded name is harmless.
     name = unquote(name_in_path)
-    if not re.match(MODEL_NAME_PATTERN, name) or len(name) > 256:
+    if not matches(MODEL_NAME_PATTERN, name) or len(name) > 256:
         raise NotFound("Model not found")
     try:
         model = LlmModel.get(name)
