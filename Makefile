@@ -26,7 +26,7 @@ $(SMOLLM2): $(INSTALLED)
 
 ## run: the whole local stack (embedded AWS emulator + API) on http://127.0.0.1:$${PORT:-8000}
 run: $(INSTALLED) $(if $(LOCAL_REPLICA),$(SMOLLM2))
-	exec $(PY) -m chalicelib.local
+	exec $(PY) -m infra.local
 
 ## test: lint, then every test (unit, integration against the local HTTP stack, infra)
 test: lint $(NODE_INSTALLED) $(SMOLLM2)
@@ -43,6 +43,7 @@ infra-test: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 ## package: the CloudFormation (SAM) template for STAGE, checked by cfn-lint
 package: $(INSTALLED)
