@@ -12,12 +12,17 @@ Standard library only: this runs on the chat function's cold start.
 from __future__ import annotations
 
 import base64
-from typing import Any
-
-Request = tuple[str, str, dict[str, str], bytes]
+from typing import Any, NamedTuple
 
 
-def request_from_event(event: dict[str, Any]) -> Request:
+class HttpRequest(NamedTuple):
+    method: str  # upper case
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+def request_from_event(event: dict[str, Any]) -> HttpRequest:
     """(method, path, headers with lower-case names, raw body) of a function URL or REST API event."""
     http = (event.get("requestContext") or {}).get("http")
     if isinstance(http, dict):
@@ -26,7 +31,7 @@ def request_from_event(event: dict[str, Any]) -> Request:
         method, path, headers = event["httpMethod"], event.get("path") or "/", _v1_headers(event)
     else:
         raise ValueError("not an HTTP event: neither a function URL (2.0) nor a REST API proxy (1.0) payload")
-    return method.upper(), path, headers, _body(event)
+    return HttpRequest(method.upper(), path, headers, _body(event))
 
 
 def _v2_headers(event: dict[str, Any]) -> dict[str, str]:

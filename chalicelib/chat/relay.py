@@ -51,7 +51,7 @@ def relay_events(events: Iterator[sse.Item], meter: Meter, client_wants_usage: b
                 yield sse.KEEP_ALIVE
             elif item.data.startswith(b"[DONE]"):  # as the OpenAI SDKs read it
                 break
-            elif not _may_matter(item.data, meter) or _inspect(item.data, meter, client_wants_usage):
+            elif not _worth_parsing(item.data, meter) or _meter_and_keep(item.data, meter, client_wants_usage):
                 yield sse.encode(item)
         yield sse.encode(_DONE)
     except ApiError as error:
@@ -104,12 +104,13 @@ def upstream_error(response: urllib3.BaseHTTPResponse) -> ApiError:
     return BadRequest(str(message or f"The replica refused the request ({response.status})."), status=response.status)
 
 
-def _may_matter(data: bytes, meter: Meter) -> bool:
+def _worth_parsing(data: bytes, meter: Meter) -> bool:
+    """Whether the event may tell the meter anything: JSON is parsed only for those."""
     return b'"usage"' in data or meter.time_to_first_token is None or meter.store_content
 
 
-def _inspect(data: bytes, meter: Meter, client_wants_usage: bool) -> bool:
-    """Record what the event tells; False to hold it back from the client."""
+def _meter_and_keep(data: bytes, meter: Meter, client_wants_usage: bool) -> bool:
+    """Record what the event tells the meter; True if the client gets it (False holds back unasked usage)."""
     try:
         chunk: dict[str, Any] = json.loads(data)
     except ValueError:

@@ -38,13 +38,13 @@ class Target:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class _CachedModel:
     fetched_at: float
     exists: bool
     targets: tuple[Target, ...]
 
 
-_cache: dict[str, _Entry] = {}
+_cache: dict[str, _CachedModel] = {}
 _failed_at: dict[int, float] = {}
 _rotation = itertools.count()
 _lock = threading.Lock()
@@ -83,7 +83,7 @@ def reserve(target: Target, now: float) -> bool:
     return counted
 
 
-def _lookup(model: str) -> _Entry:
+def _lookup(model: str) -> _CachedModel:
     entry = _cache.get(model)
     if entry is None or time.monotonic() - entry.fetched_at > get_chat_settings().replica_cache_seconds:
         entry = _fetch(model)
@@ -95,15 +95,15 @@ def _lookup(model: str) -> _Entry:
     return entry
 
 
-def _fetch(model: str) -> _Entry:
+def _fetch(model: str) -> _CachedModel:
     fetched_at = time.monotonic()
     try:
         found = LlmModel.get(model)
     except LlmModel.DoesNotExist:
-        return _Entry(fetched_at, False, ())
+        return _CachedModel(fetched_at, False, ())
     serving = tuple(
         Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None)
         for replica in Replica.by_model.query(found.id)
         if replica.vm_status == SUCCESS and replica.endpoint
     )
-    return _Entry(fetched_at, True, serving)
+    return _CachedModel(fetched_at, True, serving)
