@@ -614,7 +614,9 @@ def test_chalice_deploy_policies_allow_exactly_the_calls_of_their_function_in_ev
     chalice_config: dict[str, Any], recorded_calls: dict[str, list[dict[str, Any]]], function: str
 ) -> None:
     if CHAT in CHALICE_DEPLOY_CALLS[function] and function != CHAT:
-        assert f'@app.route("{CHAT_PATH}"' in (REPO_ROOT / "app.py").read_text(), "no buffered chat route any more"
+        from app import app
+
+        assert "POST" in app.routes.get(CHAT_PATH, {}), "no buffered chat route any more"
     for stage in chalice_config["stages"]:
         statements = _chalice_policy_statements(chalice_config, stage, function)
         calls = _calls_of_stage([c for caller in CHALICE_DEPLOY_CALLS[function] for c in recorded_calls[caller]], stage)
@@ -764,6 +766,24 @@ def test_chat_function_runs_the_streaming_runtime_through_the_exec_wrapper(
     with zipfile.ZipFile(package_dir / "deployment.zip") as archive:
         wrapper = archive.getinfo(EXEC_WRAPPER.removeprefix("/var/task/"))
     assert (wrapper.external_attr >> 16) & 0o111 == 0o111, oct(wrapper.external_attr >> 16)
+
+
+# The local stack's modules (infra/local/): test doubles and dev servers that must never ship.
+LOCAL_STACK_MODULES = {"mock_vllm", "fake_hyperstack", "emulator", "gateway", "sse_faults", "llama_replica"}
+
+
+def test_deployment_zip_holds_the_service_and_no_local_stack_module(package_dir: Path) -> None:
+    with zipfile.ZipFile(package_dir / "deployment.zip") as archive:
+        names = archive.namelist()
+    # Our own code is app.py and chalicelib/; everything else at the top is a vendored distribution.
+    ours = [name for name in names if name == "app.py" or name.startswith("chalicelib/")]
+    shipped_local = [
+        name for name in ours
+        if "local" in name.split("/")[:-1] or Path(name).stem in LOCAL_STACK_MODULES
+    ]
+    assert "chalicelib/chat/service.py" in names
+    assert [name for name in names if name.split("/")[0] in ("infra", "local", "tests")] == []
+    assert shipped_local == []
 
 
 def test_chat_function_url_is_public_and_streams(template: dict[str, Any]) -> None:
