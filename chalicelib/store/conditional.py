@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, UpdateError
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -19,32 +19,24 @@ def condition_failed(error: PynamoDBException) -> bool:
 
 def update_if(item: Model, actions: Sequence[Action], condition: Condition) -> bool:
     """Apply `actions` to `item` if `condition` holds; False if it did not. The item is refreshed on success."""
-    try:
-        item.update(actions=list(actions), condition=condition)
-        return True
-    except UpdateError as error:
-        if condition_failed(error):
-            return False
-        raise
+    return _applied(lambda: item.update(actions=list(actions), condition=condition))
 
 
 def save_if(item: Model, condition: Condition) -> bool:
     """Write `item` whole if `condition` holds; False if it did not."""
-    try:
-        item.save(condition=condition)
-        return True
-    except PutError as error:
-        if condition_failed(error):
-            return False
-        raise
+    return _applied(lambda: item.save(condition=condition))
 
 
 def delete_if(item: Model, condition: Condition) -> bool:
     """Delete `item` if `condition` holds; False if it did not."""
+    return _applied(lambda: item.delete(condition=condition))
+
+
+def _applied(write: Callable[[], object]) -> bool:
     try:
-        item.delete(condition=condition)
+        write()
         return True
-    except DeleteError as error:
+    except PynamoDBException as error:
         if condition_failed(error):
             return False
         raise
