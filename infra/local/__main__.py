@@ -1,6 +1,6 @@
 """`make run`: the whole stack on this machine, on one port.
 
-    python -m chalicelib.local        # PORT (8000), ADMIN_API_KEY, AWS_ENDPOINT_URL honoured
+    python -m infra.local        # PORT (8000), ADMIN_API_KEY, AWS_ENDPOINT_URL honoured
 
 Without AWS_ENDPOINT_URL (or LOCALSTACK_HOST) an AWS emulator is embedded in this process.
 A mock vLLM replica (MOCK_REPLICA_PORT, 8001) serves the demo model `mock/llm` unless MOCK_REPLICA=0.
@@ -30,7 +30,7 @@ def _prepare_environment() -> tuple[str, bool]:
         os.environ["AWS_ENDPOINT_URL"] = f"http://{host}" if ":" in host else f"http://{host}:4566"
     if os.environ.get("AWS_ENDPOINT_URL"):
         return f"AWS emulator: {os.environ['AWS_ENDPOINT_URL']} (external)", False
-    from chalicelib.local.emulator import start_emulator
+    from infra.local.emulator import start_emulator
 
     url, _ = start_emulator(port=int(os.environ.get("MOTO_PORT") or 0))
     os.environ["AWS_ENDPOINT_URL"] = url
@@ -41,7 +41,7 @@ def _start_provisioning(embedded: bool, real_replica: tuple[str, int] | None) ->
     """VM-backed replicas need the embedded emulator: its Step Functions runs our task code."""
     if not embedded:
         return ["Provisioning: unavailable with an external AWS emulator (create_vm answers 503)"]
-    from chalicelib.local.provisioning import start_local_provisioning
+    from infra.local.provisioning import start_local_provisioning
 
     return start_local_provisioning(os.environ["AWS_ENDPOINT_URL"], real_replica)
 
@@ -52,8 +52,8 @@ def _start_local_replica() -> Any:
     if not name:
         return None
     # Imported only when asked for: the default stack never loads llama.cpp.
-    from chalicelib.local import llama_replica
-    from chalicelib.local.demo import register_replica
+    from infra.local import llama_replica
+    from infra.local.demo import register_replica
 
     if name != llama_replica.SMOLLM2:
         sys.exit(f"LOCAL_REPLICA={name!r} is unknown: the one local replica is {llama_replica.SMOLLM2!r}")
@@ -81,7 +81,7 @@ def _start_demo_replica() -> str | None:
     """A mock vLLM replica behind the model `mock/llm`, unless MOCK_REPLICA=0."""
     if os.environ.get("MOCK_REPLICA", "1") == "0":
         return None
-    from chalicelib.local.demo import start_demo_replica
+    from infra.local.demo import start_demo_replica
 
     model = os.environ.get("MOCK_REPLICA_MODEL", "mock/llm")
     port = int(os.environ.get("MOCK_REPLICA_PORT") or 8001)
@@ -95,8 +95,8 @@ def main() -> None:
         os.environ["ADMIN_API_KEY"] = DEV_ADMIN_KEY
         print(f"ADMIN_API_KEY not set: using the development key {DEV_ADMIN_KEY!r}", flush=True)
 
-    from chalicelib.local.gateway import LocalApiServer
     from chalicelib.store.bootstrap import ensure_tables
+    from infra.local.gateway import LocalApiServer
 
     ensure_tables()
     local_replica = _start_local_replica()

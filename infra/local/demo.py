@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from chalicelib import replicas
 from chalicelib.errors import Conflict
-from chalicelib.local.mock_vllm import MockVllm
 from chalicelib.store.tables import LlmModel
+from infra.local.mock_vllm import MockVllm
 
 
 def start_demo_replica(model: str, port: int, pace_seconds: float) -> MockVllm:

@@ -1,6 +1,6 @@
 """A fake Hyperstack API on loopback: the VM and VM-firewall-rule routes the provisioning workflow uses.
 
-    python -m chalicelib.local.fake_hyperstack --port 8002 [--mock-replicas]
+    python -m infra.local.fake_hyperstack --port 8002 [--mock-replicas]
 
 In a test:
 
@@ -43,8 +43,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
 from chalicelib.vm_naming import parse_replica_marker
+from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
 
 API_PREFIX = "/v1"  # the SDK's host is https://infrahub-api.nexgencloud.com/v1
 DEFAULT_PAGE_SIZE = 20
@@ -406,7 +406,7 @@ class ServedVms:
 
 
 def mock_replica_for(vm: dict[str, Any]) -> Any:
-    from chalicelib.local.mock_vllm import MockVllm
+    from infra.local.mock_vllm import MockVllm
 
     return MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
 

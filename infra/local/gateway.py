@@ -20,7 +20,7 @@ from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib import chunked
 from chalicelib.chat.service import handle as handle_chat
-from chalicelib.local.servers import PromptHandler
+from infra.local.servers import PromptHandler
 
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
 STAGE_PREFIX = "/api"

@@ -1,6 +1,6 @@
 """A stand-in for a vLLM replica: its OpenAI-compatible API on loopback, with switchable failure modes.
 
-    python -m chalicelib.local.mock_vllm --port 8001 --model mock/model --pace 0.02 --mode ok
+    python -m infra.local.mock_vllm --port 8001 --model mock/model --pace 0.02 --mode ok
 
 In a test:
 
@@ -48,8 +48,8 @@ from typing import Any
 
 from chalicelib import chunked
 from chalicelib.chat import mock_replies
-from chalicelib.local import sse_faults
-from chalicelib.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
+from infra.local import sse_faults
+from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream", "crlf", "split_cr", "keepalive", "no_done",
          "done_no_blank", "oversized_event", "trickle", "idle")

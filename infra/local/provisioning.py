@@ -18,8 +18,8 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
     `real_replica` (host, port): a running server that every fake VM answers with instead of a mock.
     """
-    from chalicelib.local.workflows import setup_local_workflow
     from chalicelib.provisioning.tasks import handle
+    from infra.local.workflows import setup_local_workflow
 
     lines = []
     for name, value in LOCAL_DEFAULTS.items():
@@ -38,8 +38,8 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
-    from chalicelib.local.fake_hyperstack import FakeHyperstack, ServedVms, mock_replica_for
-    from chalicelib.local.forwarder import TcpForwarder
+    from infra.local.fake_hyperstack import FakeHyperstack, ServedVms, mock_replica_for
+    from infra.local.forwarder import TcpForwarder
 
     def real_replica_for(vm: dict[str, Any]) -> Any:
         # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.

@@ -1,4 +1,4 @@
-"""How the mock replica's fault modes frame, pace and hold back a reply (see chalicelib.local.mock_vllm).
+"""How the mock replica's fault modes frame, pace and hold back a reply (see infra.local.mock_vllm).
 
 Plain functions over bytes, a chunk writer and the server's stop event, so that the replica's handler
 stays a table of modes.

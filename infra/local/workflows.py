@@ -1,7 +1,7 @@
 """The provisioning workflow, run locally: infra/provisioning.asl.json under moto's Step Functions.
 
 The definition `chalice package` deploys runs unchanged under moto's ASL interpreter in the
-embedded emulator (chalicelib/local/emulator.py). Its Task states invoke the provision Lambda; the
+embedded emulator (infra/local/emulator.py). Its Task states invoke the provision Lambda; the
 emulator answers those invocations with a Python callable (the task code, or a test's fake), so
 retries, catches and waits are the real interpreter's, not a second hand-written runner.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from chalicelib.local.emulator import register_function
+from infra.local.emulator import register_function
 
 DEFINITION_PATH = Path(__file__).resolve().parents[2] / "infra" / "provisioning.asl.json"
 FUNCTION_ARN_VARIABLE = "ProvisionFunctionArn"
@@ -48,7 +48,7 @@ def setup_local_workflow(emulator_url: str, task_handler: Callable[[dict[str, An
     """Create (or update) the provisioning state machine in the in-process emulator; returns its ARN.
 
     `task_handler(event)` answers every Task state. The emulator must run in this process
-    (chalicelib.local.emulator.start_emulator): that is where Lambda invocations are intercepted.
+    (infra.local.emulator.start_emulator): that is where Lambda invocations are intercepted.
     """
     register_function(FUNCTION_NAME, task_handler)
     function_arn = f"arn:aws:lambda:{_region()}:{MOTO_ACCOUNT}:function:{FUNCTION_NAME}"

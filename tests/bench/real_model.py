@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.local import llama_replica
+from infra.local import llama_replica
 
 Row = tuple[str, str, str, str]
 ROUNDS = 8

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.local.emulator import start_emulator  # noqa: E402
-from chalicelib.local.mock_vllm import MockVllm  # noqa: E402
+from infra.local.emulator import start_emulator  # noqa: E402
+from infra.local.mock_vllm import MockVllm  # noqa: E402
 from tests.bench.body_probe import bodies, event_bytes  # noqa: E402
 from tests.bench.real_model import real_model_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from chalicelib.local.mock_vllm import MockVllm
+from infra.local.mock_vllm import MockVllm
 from tests.conftest import TEST_ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def start_local_stack(extra_env: dict[str, str] | None = None) -> LocalStack:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ENDPOINT_URL", "TABLE_"))}
     # The demo replica takes a free port too, so tests never collide with a developer's `make run`.
     env.update(PORT=str(port), ADMIN_API_KEY=TEST_ADMIN_KEY, QUIET="1", MOCK_REPLICA_PORT="0", **(extra_env or {}))
-    process = subprocess.Popen([sys.executable, "-m", "chalicelib.local"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stack = LocalStack(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 60

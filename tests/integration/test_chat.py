@@ -7,7 +7,7 @@ import openai
 import pytest
 import requests
 
-from chalicelib.local.mock_vllm import MockVllm
+from infra.local.mock_vllm import MockVllm
 
 MESSAGES = [{"role": "user", "content": "Say something about proxies"}]
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from chalicelib.local.mock_vllm import MockVllm
+from infra.local.mock_vllm import MockVllm
 from tests.integration.conftest import start_local_stack
 
 MESSAGES = [{"role": "user", "content": "Say something about dialects"}]

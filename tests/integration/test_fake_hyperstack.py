@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
-from chalicelib.local.fake_hyperstack import FakeHyperstack
 from chalicelib.vm_naming import replica_marker
+from infra.local.fake_hyperstack import FakeHyperstack
 from tests.integration.conftest import ROOT, free_port
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -214,7 +214,7 @@ def _get_or_error(fake: FakeHyperstack) -> object:
 
 def test_cli_serves_the_api_until_sigterm():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "chalicelib.local.fake_hyperstack", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "infra.local.fake_hyperstack", "--port", str(port),
                                 "--quiet"], cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, text=True)
     try:
         banner = process.stdout.readline()

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from chalicelib.local.mock_vllm import MockVllm
+from infra.local.mock_vllm import MockVllm
 
 MODEL = "mock/model"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.local.fake_hyperstack import FakeHyperstack
-from chalicelib.local.mock_vllm import MockVllm
+from infra.local.fake_hyperstack import FakeHyperstack
+from infra.local.mock_vllm import MockVllm
 from tests.integration.conftest import LocalStack, free_port, start_local_stack
 
 FAKE_KEY = "fake-hyperstack-key"

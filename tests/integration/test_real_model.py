@@ -10,7 +10,7 @@ import openai
 import pytest
 import requests
 
-from chalicelib.local import llama_replica
+from infra.local import llama_replica
 from tests.integration.conftest import LocalStack, start_local_stack
 from tests.integration.test_provisioning import create_vm_replica, delete_replica, wait_for
 

@@ -17,9 +17,9 @@ import boto3
 import pytest
 from moto.core.config import default_user_config
 
-from chalicelib.local.emulator import start_emulator
-from chalicelib.local.workflows import setup_local_workflow, start_execution, states_entered, wait_for_execution
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from infra.local.emulator import start_emulator
+from infra.local.workflows import setup_local_workflow, start_execution, states_entered, wait_for_execution
 
 pytestmark = pytest.mark.timeout(60)
 

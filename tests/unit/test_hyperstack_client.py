@@ -7,8 +7,8 @@ import pytest
 
 from chalicelib.hyperstack import client as client_module
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
-from chalicelib.local.fake_hyperstack import FakeHyperstack
 from chalicelib.vm_naming import parse_replica_marker, replica_marker, replica_vm_name
+from infra.local.fake_hyperstack import FakeHyperstack
 
 NAME = "llm-proxy-replica-r1"
 VLLM_RULE = {"direction": "ingress", "protocol": "tcp", "ethertype": "IPv4", "remote_ip_prefix": "0.0.0.0/0",
