@@ -29,16 +29,34 @@ from chalicelib.settings import get_provision_settings, hyperstack_api_key
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import replica_vm_name
 
+# Builds the Hyperstack client. Called when a step first needs it, not before: a step that finds
+# its replica gone, or a step that never calls Hyperstack, must not fail for want of an API key.
+Hyperstack = Callable[[], Any]
+
 
 def vm_name(replica_id: int) -> str:
     return replica_vm_name(replica_id)
 
 
-def handle(event: dict[str, Any]) -> dict[str, Any]:
-    step = _STEPS.get(event.get("step", ""))
-    if step is None:
-        raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
-    return step(event)
+@lru_cache(maxsize=1)
+def _hyperstack() -> Any:
+    from chalicelib.hyperstack.client import HyperstackClient
+
+    key = hyperstack_api_key()
+    if not key:
+        raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
+    settings = get_provision_settings()
+    return HyperstackClient(key, host=settings.hyperstack_api_url, timeout_seconds=settings.hyperstack_timeout_seconds)
+
+
+def handle(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+    """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack."""
+    name = event.get("step", "")
+    if name in _HYPERSTACK_STEPS:
+        return _HYPERSTACK_STEPS[name](event, hyperstack)
+    if name in _STEPS_WITHOUT_HYPERSTACK:
+        return _STEPS_WITHOUT_HYPERSTACK[name](event)
+    raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
 
 
 def start_create(event: dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +65,9 @@ def start_create(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def create_vm(event: dict[str, Any]) -> dict[str, Any]:
+def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
     replica = _live(event, allowed=(statuses.CREATING_VM,))
-    client = _hyperstack()
+    client = hyperstack()
     vm = _call(lambda: client.find_vm_by_name(vm_name(replica.id)) or client.create_vm(_spec(replica)))
     try:
         _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id)
@@ -60,9 +78,10 @@ def create_vm(event: dict[str, Any]) -> dict[str, Any]:
     return {"vm_id": vm.id}
 
 
-def check_vm(event: dict[str, Any]) -> dict[str, Any]:
+def check_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
     _live(event, allowed=(statuses.CREATING_VM,))
-    vm = _call(lambda: _hyperstack().get_vm(event["vm_id"]))
+    client = hyperstack()
+    vm = _call(lambda: client.get_vm(event["vm_id"]))
     polls = int(event.get("polls") or 0) + 1
     if vm is None:
         raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being created.")
@@ -86,8 +105,8 @@ def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def delete_vm(event: dict[str, Any]) -> dict[str, Any]:
-    _delete_vm(int(event["replica_id"]), event.get("vm_id"))
+def delete_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+    _delete_vm(hyperstack(), int(event["replica_id"]), event.get("vm_id"))
     return {}
 
 
@@ -103,7 +122,7 @@ def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
     return {"reason": reason}
 
 
-def teardown(event: dict[str, Any]) -> dict[str, Any]:
+def teardown(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
     replica = find(int(event["replica_id"]))
     if replica is None:
         return {}
@@ -111,7 +130,7 @@ def teardown(event: dict[str, Any]) -> dict[str, Any]:
         from chalicelib.provisioning import workflow
 
         workflow.stop(replica.execution_arn, "The replica was deleted.")
-    _delete_vm(int(replica.id), replica.vm_id)
+    _delete_vm(hyperstack(), int(replica.id), replica.vm_id)
     delete_rows(replica)
     return {}
 
@@ -148,10 +167,9 @@ def _advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fie
     mark(int(event["replica_id"]), status, allowed=allowed, **fields)
 
 
-def _delete_vm(replica_id: int, vm_id: int | None) -> None:
+def _delete_vm(client: Any, replica_id: int, vm_id: int | None) -> None:
     """Delete the replica's VM: the one recorded, and any other by its name (a create retried
     after a lost answer could have made one the replica never recorded)."""
-    client = _hyperstack()
     ids = {int(vm.id) for vm in _call(lambda: client.find_vms_by_name(vm_name(replica_id)))}
     if vm_id is not None:
         ids.add(int(vm_id))
@@ -203,25 +221,16 @@ def _call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any
         raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
 
 
-@lru_cache(maxsize=1)
-def _hyperstack() -> Any:
-    from chalicelib.hyperstack.client import HyperstackClient
-
-    key = hyperstack_api_key()
-    if not key:
-        raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
-    settings = get_provision_settings()
-    return HyperstackClient(key, host=settings.hyperstack_api_url, timeout_seconds=settings.hyperstack_timeout_seconds)
-
-
-_STEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "start_create": start_create,
+_HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, Any]]] = {
     "create_vm": create_vm,
     "check_vm": check_vm,
+    "delete_vm": delete_vm,
+    "teardown": teardown,
+}
+_STEPS_WITHOUT_HYPERSTACK: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "start_create": start_create,
     "check_model": check_model,
     "mark_ready": mark_ready,
-    "delete_vm": delete_vm,
     "mark_failed": mark_failed,
-    "teardown": teardown,
     "mark_delete_failed": mark_delete_failed,
 }
