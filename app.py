@@ -6,6 +6,7 @@ from chalice.app import Request
 from chalicelib import api_keys, llm_models, replicas, table_browser
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
+from chalicelib.observability import log_invocation
 
 # Every route is the admin's unless it is listed here: a new route cannot forget to check the key.
 PUBLIC_ROUTES = frozenset({
@@ -13,7 +14,12 @@ PUBLIC_ROUTES = frozenset({
     "/v1/chat/completions",  # users' keys, checked by the chat service itself
 })
 
-app = Chalice(app_name="hyperstack-llm-proxy")
+# Chalice's own logger (app.log: a view's unhandled exception) has the Powertools Logger's name, so it is
+# that logger: configure_logs=False keeps Chalice from adding a plain-text handler of its own.
+app = Chalice(app_name="hyperstack-llm-proxy", configure_logs=False)
+# First, so the outermost: every function's lines, the error middleware's included, carry the
+# request id and the correlation id ("all": the routes, `chat` and `provision` alike).
+app.register_middleware(log_invocation, "all")
 app.register_middleware(json_errors, "http")
 app.register_middleware(admin_only(PUBLIC_ROUTES), "http")
 route = json_route(app)  # app.route, answering the domain's errors as JSON
