@@ -37,9 +37,15 @@ not through the /error endpoint: the caller is an HTTP client, and Lambda would 
 502 without the `{"error": {...}}` body OpenAI's SDKs read. The price: Lambda's Errors metric does not
 count it, so the traceback is logged as a JSON line with level ERROR.
 
-Standard library only, and nothing heavy at import: this module is on the cold-start path. The handler
-is `chalicelib.chat.service:handle`, imported in the init phase; CHAT_HANDLER="module:function" names
-another one (the bootstrap test runs the real wrapper with a fake handler this way).
+Logs: the service's one Powertools Logger (chalicelib.observability). There is no Lambda context
+object here, so the loop builds one per invocation from the Runtime API's headers and the function's
+environment, and every line logged during the invocation, the service's included, carries the keys
+`inject_lambda_context` would add and a correlation id; none is left for the next invocation.
+
+Nothing heavy at import: this module is on the cold-start path. Besides the standard library it
+imports only what the chat service imports anyway. The handler is `chalicelib.chat.service:handle`,
+imported in the init phase; CHAT_HANDLER="module:function" names another one (the bootstrap test runs
+the real wrapper with a fake handler this way).
 """
 
 from __future__ import annotations
@@ -50,7 +56,6 @@ import json
 import os
 import select
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -59,6 +64,7 @@ from chalicelib.chat.openai_errors import error_response, internal_error_respons
 from chalicelib.chat.response import ChatResponse
 from chalicelib.chunked import chunk, last_chunk
 from chalicelib.errors import MethodNotAllowed, NotFound
+from chalicelib.observability import correlation_id_of, invocation_logging, logger
 
 API = "/2018-06-01/runtime"
 CHAT_PATH = "/v1/chat/completions"
@@ -84,11 +90,31 @@ class Invocation(NamedTuple):
     deadline_ms: int
     trace_id: str | None
     event: bytes
+    function_arn: str | None = None
 
     @property
     def deadline(self) -> float | None:
         """When Lambda ends the invocation, as a time.time(); None if it said nothing."""
         return self.deadline_ms / 1000 if self.deadline_ms else None
+
+
+class RuntimeContext(NamedTuple):
+    """The attributes of the managed runtime's context object that logging reads, under their names."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+
+    @classmethod
+    def of(cls, invocation: Invocation) -> RuntimeContext:
+        # Lambda sets these for custom runtimes too (the developer guide's "Defined runtime environment variables").
+        return cls(
+            function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "UNDEFINED"),
+            memory_limit_in_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0),
+            invoked_function_arn=invocation.function_arn or "UNDEFINED",
+            aws_request_id=invocation.request_id,
+        )
 
 
 class ClientGone(ConnectionError):
@@ -103,10 +129,12 @@ def run(handler: Handler | None = None, runtime_api: str | None = None, max_invo
     served = 0
     while max_invocations is None or served < max_invocations:
         invocation = next_invocation(api)
-        try:
-            respond(api, invocation, handler)
-        except Exception as error:  # noqa: BLE001 - one broken invocation must not end the function instance
-            _log_exception("invocation failed", invocation.request_id, error)
+        # Until the event is parsed (respond), the request id stands in for the correlation id.
+        with invocation_logging(RuntimeContext.of(invocation), invocation.request_id):
+            try:
+                respond(api, invocation, handler)
+            except Exception:  # noqa: BLE001 - one broken invocation must not end the function instance
+                logger.exception("invocation failed")
         served += 1
 
 
@@ -124,6 +152,7 @@ def next_invocation(api: str) -> Invocation:
             deadline_ms=int(reply.headers.get("Lambda-Runtime-Deadline-Ms") or 0),
             trace_id=reply.headers.get("Lambda-Runtime-Trace-Id"),
             event=event,
+            function_arn=reply.headers.get("Lambda-Runtime-Invoked-Function-Arn"),
         )
     finally:
         connection.close()
@@ -143,7 +172,9 @@ def respond(api: str, invocation: Invocation, handler: Handler) -> None:
 
 def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
     try:
-        method, path, headers, body = request_from_event(json.loads(invocation.event))
+        event = json.loads(invocation.event)
+        logger.set_correlation_id(correlation_id_of(event, invocation.request_id))
+        method, path, headers, body = request_from_event(event)
         # The function URL is public: anything but the chat route is answered here, not by the service.
         if not path.rstrip("/").endswith(CHAT_PATH):
             return error_response(NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url"))
@@ -153,8 +184,8 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
         if _takes_deadline(handler):
             return handler(headers, body, deadline=invocation.deadline)
         return handler(headers, body)
-    except Exception as error:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
-        _log_exception("chat handler failed before the first byte", invocation.request_id, error)
+    except Exception:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
+        logger.exception("chat handler failed before the first byte")
         return internal_error_response()
 
 
@@ -180,15 +211,15 @@ def _stream(api: str, request_id: str, response: ChatResponse) -> None:
             failure = _send_body(connection, response.body)
         except (ClientGone, OSError) as gone:
             # respond() closes the response right after: that ends the upstream request, records 499.
-            _log("the response stream was dropped; the client is gone", request_id, repr(gone), "WARNING")
+            logger.warning("the response stream was dropped; the client is gone", extra={"reason": repr(gone)})
             return
         if failure is not None:
-            _log_exception("chat response failed mid-stream", request_id, failure)
+            logger.error("chat response failed mid-stream", exc_info=failure)
         connection.send(_last_chunk(failure))
         reply = connection.getresponse()
         answer = reply.read()
         if reply.status != 202:
-            _log("Lambda refused the response", request_id, f"{reply.status} {answer[:500]!r}")
+            logger.error("Lambda refused the response", extra={"status": reply.status, "answer": repr(answer[:500])})
     finally:
         # The runtime API wants the connection closed once the streamed response is written.
         connection.close()
@@ -245,7 +276,7 @@ def _load_handler(api: str) -> Handler:
     try:
         return getattr(importlib.import_module(module_name), name)
     except Exception as error:
-        _log_exception("chat handler failed to load", None, error)
+        logger.exception("chat handler failed to load")
         _post_init_error(api, error)
         raise
 
@@ -260,19 +291,6 @@ def _post_init_error(api: str, error: Exception) -> None:
         connection.getresponse().read()
     finally:
         connection.close()
-
-
-def _log_exception(message: str, request_id: str | None, error: BaseException) -> None:
-    import traceback
-
-    _log(message, request_id, "".join(traceback.format_exception(error)))
-
-
-def _log(message: str, request_id: str | None, detail: str, level: str = "ERROR") -> None:
-    # One JSON line on stderr (CloudWatch keeps stdout and stderr): the runtime's own voice, no logger import.
-    record = {"level": level, "location": "lambda_runtime", "message": message, "request_id": request_id,
-              "detail": detail}
-    print(json.dumps(record), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the wire: chunk boundaries, trailers, and when each chunk arrived.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 
 from chalicelib.chat import lambda_runtime
 from chalicelib.chat.response import ChatResponse
+from chalicelib.observability import logger
 from tests.unit.test_chat_events import function_url_event, rest_api_event
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -567,13 +569,21 @@ def test_handler_defaults_to_the_chat_service(monkeypatch):
     assert lambda_runtime._load_handler("127.0.0.1:9") is service.handle
 
 
-def test_runtime_imports_nothing_but_the_standard_library():
-    """It is on the cold-start path: with site-packages disabled (-S), the import must still work."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-S", "-c", "import chalicelib.chat.lambda_runtime"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30)
-
+def _packages_after_importing(module: str) -> set[str]:
+    """The top-level packages outside the standard library and this project that importing `module` loads."""
+    script = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+    top_level = {name.partition(".")[0] for name in json.loads(result.stdout)}
+    return top_level - set(sys.stdlib_module_names) - {"chalicelib", "__main__"}
+
+
+def test_runtime_imports_no_package_the_chat_service_does_not():
+    """It is on the cold-start path; the service is imported right after it, in the init phase, so a
+    package they share (the Powertools Logger) costs the cold start nothing more."""
+    runtime = _packages_after_importing("chalicelib.chat.lambda_runtime")
+
+    assert runtime <= _packages_after_importing("chalicelib.chat.service")
 
 
 def test_error_trailers_are_a_category_dot_reason_type_and_base64_json():
@@ -582,6 +592,101 @@ def test_error_trailers_are_a_category_dot_reason_type_and_base64_json():
     assert error_type == "Function.TimeoutError"
     assert json.loads(base64.b64decode(error_body)) == {"errorMessage": "no token for 60 s",
                                                         "errorType": "TimeoutError"}
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_lines(monkeypatch) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The logger's JSON lines, parsed; the function's environment as Lambda sets it."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "hyperstack-llm-proxy-prod-chat")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    buffer = io.StringIO()
+    previous = logger.registered_handler.setStream(buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    logger.registered_handler.setStream(previous)
+
+
+def logging(message: str) -> Callable[..., ChatResponse]:
+    """A handler that logs as the service does: once when called, once while its body streams."""
+
+    def body() -> Iterator[bytes]:
+        logger.info(f"{message} streaming")
+        yield b"ok"
+
+    def handler(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+        logger.info(f"{message} called")
+        return ChatResponse(200, SSE, body())
+
+    return handler
+
+
+def with_headers(**headers: str) -> dict[str, Any]:
+    event = chat_event()
+    event["headers"] = {**event["headers"], **headers}
+    return event
+
+
+def test_lines_logged_during_an_invocation_carry_its_request_id_and_correlation_id(runtime_api, log_lines):
+    request_id = runtime_api.invoke(with_headers(**{"x-correlation-id": "order-42"}),
+                                    trace_id="Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1")
+
+    serve(runtime_api, logging("handler"))
+
+    lines = log_lines()
+    assert [line["message"] for line in lines] == ["handler called", "handler streaming"]
+    for line in lines:
+        assert line["function_request_id"] == request_id
+        assert line["correlation_id"] == "order-42"
+        assert line["function_name"] == "hyperstack-llm-proxy-prod-chat"
+        assert line["function_memory_size"] == 128
+        assert line["function_arn"] == "arn:aws:lambda:us-east-1:123456789012:function:chat"
+        assert line["xray_trace_id"] == "1-5bef4de7-ad49b0e87f6ef6c87fc2e700"
+        assert isinstance(line["cold_start"], bool)
+        assert line["service"] == "hyperstack-llm-proxy"
+
+
+def test_the_next_invocation_carries_its_own_ids_and_none_of_the_previous(runtime_api, log_lines):
+    runtime_api.invoke(with_headers(**{"x-correlation-id": "order-42"}), trace_id="Root=1-aaaaaaaa-bbbb;Sampled=1")
+    second = runtime_api.invoke(chat_event())
+    handlers = iter([logging("first"), logging("second")])
+
+    def handler(headers: dict[str, str], body: bytes) -> ChatResponse:
+        if headers.get("x-correlation-id"):
+            logger.append_keys(replica_id=3)  # as the service might, for the rest of its invocation
+        return next(handlers)(headers, body)
+
+    serve(runtime_api, handler, invocations=2)
+    logger.info("after the invocations")
+
+    *_, second_called, second_streaming, after = log_lines()
+    for line in (second_called, second_streaming):
+        assert line["function_request_id"] == second
+        # No caller header: the function URL's own request id.
+        assert line["correlation_id"] == chat_event()["requestContext"]["requestId"]
+        assert line["cold_start"] is False
+        assert "xray_trace_id" not in line
+        assert "replica_id" not in line
+    assert not {"function_request_id", "correlation_id", "cold_start", "function_arn", "replica_id"} & set(after)
+
+
+def test_a_handler_failure_is_logged_as_powertools_json_with_its_traceback(runtime_api, log_lines):
+    def broken(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+        raise KeyError("bug")
+
+    request_id = runtime_api.invoke(with_headers(**{"x-request-id": "client-7"}))
+    serve(runtime_api, broken)
+
+    [line] = log_lines()
+    assert line["level"] == "ERROR"
+    assert line["message"] == "chat handler failed before the first byte"
+    assert line["exception_name"] == "KeyError"
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert "in broken" in line["exception"] and "KeyError: 'bug'" in line["exception"]
+    assert (line["function_request_id"], line["correlation_id"]) == (request_id, "client-7")
+    assert "Bearer" not in json.dumps(line)  # the caller's key is never logged
 
 
 # --- the exec wrapper -----------------------------------------------------------------------------
