@@ -7,36 +7,22 @@ In a test:
     with MockVllm(model="mock/model", pace_seconds=0.01) as replica:
         ...  # point the proxy at replica.base_url; replica.mode = "error500" flips it while it runs
 
-Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health` (200, empty body). Anything else answers
+Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health` (200, empty body); anything else answers
 404 `{"detail": "Not Found"}` as vLLM's FastAPI does. Replies come from `chalicelib.chat.mock_replies`.
 
 Modes (the `mode` attribute, read once per chat request; `/v1/models` and `/health` ignore it):
-- "ok": answers like vLLM. Streams are HTTP/1.1 chunked, one HTTP chunk per SSE event, each written as it
-  is produced, waiting `pace_seconds` before each token event; a non-streamed reply waits
-  `pace_seconds` * completion tokens, then comes whole with a Content-Length.
+- "ok": like vLLM. A stream is HTTP/1.1 chunked, one HTTP chunk per SSE event, each written as it is produced,
+  `pace_seconds` before each token event; a non-streamed reply waits `pace_seconds` * completion tokens, then
+  comes whole with a Content-Length.
 - "error400" / "error500": a vLLM error body with that status, before any content.
 - "stall": reads the request, then never answers (until `stop()`, which it does not hold up).
-- "die_mid_stream": a stream sends its first DIE_AFTER_EVENTS events, then the connection is closed without
-  the terminating chunk nor `data: [DONE]`; a non-streamed reply sends its headers and half its body, then
-  closes.
+- "die_mid_stream": a stream sends DIE_AFTER_EVENTS events, then the connection closes without the terminating
+  chunk nor `data: [DONE]`; a non-streamed reply sends its headers and half its body, then closes.
+- Other servers' SSE dialects and faults, with the "ok" mode's content: "crlf", "split_cr", "keepalive",
+  "no_done", "done_no_blank", "oversized_event", "trickle", "idle" (each described in sse_faults.py).
 
-SSE dialects and faults of other OpenAI-compatible servers; the content is always the "ok" mode's, and a
-non-streamed reply is the "ok" one unless said otherwise:
-- "crlf": events end with CRLF CRLF, as servers built on sse-starlette send them.
-- "split_cr": CRLF, and each event is split into HTTP chunks right after each CR, so that a CR ends one
-  read and its LF starts the next.
-- "keepalive": a `retry:` field first, a `: ping - <time>` comment (CRLF) before every event, and each
-  event with `id:` and `event:` fields and its JSON over two `data:` lines.
-- "no_done": the stream ends cleanly (terminating chunk) without `data: [DONE]`.
-- "done_no_blank": the stream ends with `data: [DONE]` and no line end after it.
-- "oversized_event": the first token event carries over 1 MiB of content (sse_faults.OVERSIZED_EVENT_BYTES),
-  sent in 64 KiB HTTP chunks; then the rest as usual.
-- "trickle": every byte is an HTTP chunk of its own, sse_faults.TRICKLE_SECONDS apart (a non-streamed body too):
-  never silent for long, never done in time.
-- "idle": a stream sends its first event, then nothing; a non-streamed reply its headers and half its
-  body, then nothing. The connection stays open until the client closes it (or `stop()`).
-- There is no "refuse" mode: a refusing replica is a stopped one (`stop()`, then `port` still names the
-  closed port). `start()` after `stop()` binds that same port again: the replica comes back.
+There is no "refuse" mode: a refusing replica is a stopped one (`stop()`, then `port` still names the closed
+port). `start()` after `stop()` binds that same port again: the replica comes back.
 """
 
 from __future__ import annotations
@@ -141,7 +127,6 @@ class _Handler(PromptHandler):
     server_version = "mock-vllm"
     server: _Server
 
-
     def do_GET(self) -> None:  # noqa: N802 - the name BaseHTTPRequestHandler dispatches to
         path = self.path.split("?", 1)[0]
         owner = self.server.owner
@@ -154,7 +139,7 @@ class _Handler(PromptHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         try:
-            body = self._read_body()
+            body = self.read_body()
         except ValueError:
             self.close_connection = True  # the body's framing is unknown: the connection cannot be reused
             self._send_json(400, mock_replies.error_body("Unreadable request body.", "BadRequestError", 400))
@@ -245,23 +230,6 @@ class _Handler(PromptHandler):
         sse_faults.wait_for_the_client_to_leave(self.connection, self.server.stopping)
         self.close_connection = True
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked_body()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        return self.rfile.read(length)
-
-    def _read_chunked_body(self) -> bytes:
-        parts = []
-        while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-            pass  # trailers
-        return b"".join(parts)
-
     def _stopped_during(self, seconds: float) -> bool:
         return self.server.stopping.wait(seconds) if seconds > 0 else self.server.stopping.is_set()
 
@@ -303,7 +271,6 @@ def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 def _json_bytes(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,8 +38,9 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
-    from infra.local.fake_hyperstack import FakeHyperstack, ServedVms, mock_replica_for
+    from infra.local.fake_hyperstack import FakeHyperstack
     from infra.local.forwarder import TcpForwarder
+    from infra.local.served_vms import ServedVms, mock_replica_for
 
     def real_replica_for(vm: dict[str, Any]) -> Any:
         # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.

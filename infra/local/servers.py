@@ -123,6 +123,24 @@ class PromptHandler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def read_body(self) -> bytes:
+        """The request's body, sent with a Content-Length or chunked; ValueError when its framing is broken."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked_body()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(length)
+
+    def _read_chunked_body(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(parts)
+
 
 def serve_until_signalled(service: Any, banner: str) -> None:
     """A command-line stand-in: start, print `banner` ({url} filled in), serve until Ctrl-C or SIGTERM."""

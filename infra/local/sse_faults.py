@@ -1,7 +1,21 @@
 """How the mock replica's fault modes frame, pace and hold back a reply (see infra.local.mock_vllm).
 
 Plain functions over bytes, a chunk writer and the server's stop event, so that the replica's handler
-stays a table of modes.
+stays a table of modes. The dialects and faults of other OpenAI-compatible servers; the content is always
+the "ok" mode's, and a non-streamed reply is the "ok" one unless said otherwise:
+- "crlf": events end with CRLF CRLF, as servers built on sse-starlette send them.
+- "split_cr": CRLF, and each event is split into HTTP chunks right after each CR, so that a CR ends one
+  read and its LF starts the next.
+- "keepalive": a `retry:` field first, a `: ping - <time>` comment (CRLF) before every event, and each
+  event with `id:` and `event:` fields and its JSON over two `data:` lines.
+- "no_done": the stream ends cleanly (terminating chunk) without `data: [DONE]`.
+- "done_no_blank": the stream ends with `data: [DONE]` and no line end after it.
+- "oversized_event": the first token event carries over 1 MiB of content (OVERSIZED_EVENT_BYTES), sent in
+  64 KiB HTTP chunks; then the rest as usual.
+- "trickle": every byte is an HTTP chunk of its own, TRICKLE_SECONDS apart (a non-streamed body too): never
+  silent for long, never done in time.
+- "idle": a stream sends its first event, then nothing; a non-streamed reply its headers and half its body,
+  then nothing. The connection stays open until the client closes it (or `stop()`).
 """
 
 from __future__ import annotations

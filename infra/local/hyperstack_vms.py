@@ -1,0 +1,241 @@
+"""The fake Hyperstack's VM state model: VMs, their statuses and transitions, and the fault switches.
+
+Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls onto it.
+
+- A created VM is CREATING without IPs; `active_after_seconds` later (checked lazily, by `advance()`, which every
+  read calls) it becomes ACTIVE with `floating_ip`, once `on_active(vm)` has returned. `vm["port"]` and
+  `vm["model"]` come from the user_data marker line (chalicelib/vm_naming.py), else None.
+- Deleting removes a VM at once (no lingering DELETING) and then calls `on_deleted(vm)`.
+- Names are not unique, as far as this fake knows: a second create with a taken name makes a second VM.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.vm_naming import parse_replica_marker
+
+VmCallback = Callable[[dict[str, Any]], None]
+RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")
+CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
+# Counting switches fire that many times, counting down; the flags hold while set.
+COUNTING_SWITCHES = ("fail_next_creates", "fail_next_creates_after_creating", "fail_deletes", "rate_limit_next",
+                     "stall_next", "status_false_next")
+FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes")
+
+
+class VmNotFound(LookupError):
+    pass
+
+
+class InvalidRequest(ValueError):
+    """A create or a rule that Hyperstack would refuse (a 400): nothing changes."""
+
+
+class InjectedFault(Exception):
+    """A fault switch fired: the caller answers as Hyperstack does when it fails (a 500)."""
+
+    def __init__(self, switch: str) -> None:
+        super().__init__(switch)
+        self.switch = switch
+
+
+class Faults:
+    """The fault switches, flipped by tests while the fake runs; the HTTP layer reads the transport ones
+    (`rate_limit_next`, `stall_next`, `status_false_next`), the fleet the rest."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        for name in COUNTING_SWITCHES:
+            setattr(self, name, 0)
+        for name in FLAG_SWITCHES:
+            setattr(self, name, False)
+
+    def take(self, switch: str) -> bool:
+        """Consume one firing of a counting switch."""
+        with self._lock:
+            remaining = getattr(self, switch)
+            if remaining > 0:
+                setattr(self, switch, remaining - 1)
+            return remaining > 0
+
+
+class VmFleet:
+    """Every VM of the fake Hyperstack; thread-safe, as the HTTP layer serves requests concurrently."""
+
+    def __init__(self, active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
+                 on_active: VmCallback | None = None, on_deleted: VmCallback | None = None) -> None:
+        self.active_after_seconds = active_after_seconds
+        self.floating_ip = floating_ip
+        self.on_active = on_active
+        self.on_deleted = on_deleted
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self._vms: dict[int, dict[str, Any]] = {}
+        self._next_vm_id = 1001
+        self._next_rule_id = 5001
+
+    def snapshot(self) -> dict[int, dict[str, Any]]:
+        """VM id -> {id, name, status, labels, floating_ip, user_data, security_rules, port, ...}, oldest first."""
+        self.advance()
+        with self._lock:
+            return {vm_id: _public(vm) for vm_id, vm in sorted(self._vms.items())}
+
+    def get(self, vm_id: int) -> dict[str, Any]:
+        self.advance()
+        with self._lock:
+            return _public(self._existing(vm_id))
+
+    def matching(self, search: str, environment: str) -> list[dict[str, Any]]:
+        """VMs whose name holds `search` (any case) or whose id is it, in an environment holding `environment`."""
+        search, environment = search.lower(), environment.lower()
+        return [vm for vm in self.snapshot().values()
+                if (not search or search in vm["name"].lower() or search == str(vm["id"]))
+                and environment in vm["environment_name"].lower()]
+
+    def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A CREATING VM from a CreateInstancesPayload; InjectedFault after creating, if switched so."""
+        _refuse(_create_problem(request))
+        if self.faults.take("fail_next_creates"):
+            raise InjectedFault("fail_next_creates")
+        marker = parse_replica_marker(request.get("user_data"))
+        faults = self.faults
+        fate = "ERROR" if faults.vm_goes_to_error else None if faults.never_active else "ACTIVE"
+        with self._lock:
+            vm_id, self._next_vm_id = self._next_vm_id, self._next_vm_id + 1
+            vm = {
+                "id": vm_id, "name": request["name"], "status": "CREATING",
+                "labels": list(request.get("labels") or []), "floating_ip": None, "fixed_ip": None,
+                "user_data": request.get("user_data"),
+                "security_rules": [self._new_rule(rule) for rule in request.get("security_rules") or []],
+                "port": marker[0] if marker else None, "model": marker[1] if marker else None,
+                "environment_name": request["environment_name"], "flavor_name": request["flavor_name"],
+                "image_name": request.get("image_name"), "key_name": request["key_name"],
+                "assign_floating_ip": bool(request.get("assign_floating_ip")),
+                "enable_port_randomization": request.get("enable_port_randomization", True),
+                "created_at": _now(), "request": copy.deepcopy(request),
+                "_due": time.monotonic() + self.active_after_seconds, "_fate": fate, "_activating": False,
+            }
+            self._vms[vm_id] = vm
+            created = _public(vm)
+        if self.faults.take("fail_next_creates_after_creating"):
+            raise InjectedFault("fail_next_creates_after_creating")
+        return created
+
+    def delete(self, vm_id: int) -> None:
+        if self.faults.fail_all_deletes:
+            raise InjectedFault("fail_all_deletes")
+        if self.faults.take("fail_deletes"):
+            raise InjectedFault("fail_deletes")
+        with self._lock:
+            vm = self._vms.pop(vm_id, None)
+        if vm is None:
+            raise VmNotFound(f"Virtual machine {vm_id} not found")
+        if not vm["_activating"]:  # mid-activation, advance() reports the deletion once on_active is done
+            _notify(self.on_deleted, _public(vm))
+
+    def add_rule(self, vm_id: int, rule: dict[str, Any]) -> dict[str, Any]:
+        _refuse(_rule_problem(rule))
+        with self._lock:
+            vm = self._existing(vm_id)
+            added = self._new_rule(rule)
+            vm["security_rules"].append(added)
+            return copy.deepcopy(added)
+
+    def delete_rule(self, vm_id: int, rule_id: int) -> None:
+        with self._lock:
+            vm = self._vms.get(vm_id)
+            rules = vm["security_rules"] if vm else []
+            kept = [rule for rule in rules if rule["id"] != rule_id]
+            if vm is None or len(kept) == len(rules):
+                raise VmNotFound(f"Security rule {rule_id} of virtual machine {vm_id} not found")
+            vm["security_rules"] = kept
+
+    def advance(self) -> None:
+        """Move due VMs on; a VM turns ACTIVE only after on_active returned, so a poller never sees it early."""
+        now = time.monotonic()
+        with self._lock:
+            due = [vm for vm in self._vms.values()
+                   if vm["status"] == "CREATING" and vm["_fate"] and not vm["_activating"] and now >= vm["_due"]]
+            for vm in due:
+                if vm["_fate"] == "ERROR":
+                    vm["status"] = "ERROR"
+                else:
+                    vm["_activating"] = True  # claimed: on_active runs once, in this thread
+            ready = [{**_public(vm), "status": "ACTIVE", "floating_ip": self._floating_ip(vm),
+                      "fixed_ip": _fixed_ip(vm["id"])} for vm in due if vm["_fate"] == "ACTIVE"]
+        for snapshot in ready:
+            _notify(self.on_active, snapshot)
+            with self._lock:
+                vm = self._vms.get(snapshot["id"])
+                if vm is not None:
+                    vm.update(status="ACTIVE", floating_ip=snapshot["floating_ip"], fixed_ip=snapshot["fixed_ip"],
+                              _activating=False)
+            if vm is None:  # deleted while on_active ran: undo what it started
+                _notify(self.on_deleted, snapshot)
+
+    def _existing(self, vm_id: int) -> dict[str, Any]:
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            raise VmNotFound(f"Virtual machine {vm_id} not found")
+        return vm
+
+    def _new_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        rule_id, self._next_rule_id = self._next_rule_id, self._next_rule_id + 1
+        fields = {key: rule.get(key) for key in (*RULE_FIELDS, "port_range_min", "port_range_max")}
+        return {"id": rule_id, **fields, "status": "SUCCESS", "created_at": _now()}
+
+    def _floating_ip(self, vm: dict[str, Any]) -> str | None:
+        return self.floating_ip if vm["assign_floating_ip"] else None
+
+
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise InvalidRequest(problem)
+
+
+def _create_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object"
+    missing = [field for field in CREATE_FIELDS if body.get(field) in (None, "")]
+    if missing:
+        return f"Missing required fields: {', '.join(missing)}"
+    if body["count"] != 1:
+        return "This fake creates one VM per request (count must be 1)"
+    if len(str(body["name"])) > 50:
+        return "name: at most 50 characters"
+    return next(filter(None, map(_rule_problem, body.get("security_rules") or [])), None)
+
+
+def _rule_problem(rule: Any) -> str | None:
+    if not isinstance(rule, dict):
+        return "A security rule must be a JSON object"
+    missing = [field for field in RULE_FIELDS if not rule.get(field)]
+    return f"Security rule missing: {', '.join(missing)}" if missing else None
+
+
+def _notify(callback: VmCallback | None, vm: dict[str, Any]) -> None:
+    if callback is None:
+        return
+    try:
+        callback(vm)
+    except Exception:  # the test's or local stack's bug: show it, but keep answering like Hyperstack would
+        traceback.print_exc()
+
+
+def _public(vm: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy({key: value for key, value in vm.items() if not key.startswith("_")})
+
+
+def _fixed_ip(vm_id: int) -> str:
+    return f"10.0.{vm_id // 250 % 250}.{vm_id % 250 + 2}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
