@@ -71,7 +71,7 @@ class HyperstackError(Exception):
 
 
 class HyperstackClient:
-    """Hyperstack's VM and VM-firewall-rule calls, each with a timeout and translated errors.
+    """Hyperstack's VM calls, each with a timeout and translated errors (a VM's firewall rules come with its create).
 
     Holds a connection pool: reuse one client per Lambda invocation and `close()` it (or use `with`).
     """
@@ -94,10 +94,6 @@ class HyperstackClient:
         self._timeout = float(timeout_seconds)
         self._api_client = hyperstack.ApiClient(configuration)
         self._vms = hyperstack.VirtualMachineApi(self._api_client)
-
-    @property
-    def host(self) -> str:
-        return self._host
 
     def close(self) -> None:
         self._api_client.rest_client.pool_manager.clear()
@@ -156,24 +152,6 @@ class HyperstackClient:
             self._call(f"delete VM {vm_id}", self._vms.delete_vm, int(vm_id))
         except HyperstackError as error:
             if error.status != 404:  # 404: already gone, which is what was asked
-                raise
-
-    def add_security_rule(self, vm_id: int, rule: dict) -> int:
-        """Adds a firewall rule to the VM; returns the rule's id (for `delete_security_rule`)."""
-        payload = self._rule_payload(rule)
-        result = self._call(f"add firewall rule to VM {vm_id}", self._vms.create_firewall_rule_for_vm,
-                            int(vm_id), payload)
-        if result.security_rule is None or result.security_rule.id is None:
-            raise HyperstackError(f"Hyperstack add firewall rule to VM {vm_id}: the answer holds no rule id",
-                                  retryable=False)
-        return result.security_rule.id
-
-    def delete_security_rule(self, vm_id: int, rule_id: int) -> None:
-        try:
-            self._call(f"delete firewall rule {rule_id} of VM {vm_id}", self._vms.delete_firewall_rule_for_vm,
-                       int(vm_id), int(rule_id))
-        except HyperstackError as error:
-            if error.status != 404:
                 raise
 
     def _payload(self, spec: VmSpec) -> Any:
