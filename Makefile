@@ -30,16 +30,16 @@ run: $(INSTALLED) $(if $(LOCAL_REPLICA),$(SMOLLM2))
 
 ## test: lint, then every test (unit, integration against the local HTTP stack, infra)
 test: lint $(NODE_INSTALLED) $(SMOLLM2)
-	$(PY) -m pytest
+	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest
 
 unit: $(INSTALLED) $(NODE_INSTALLED)
-	$(PY) -m pytest tests/unit
+	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest tests/unit
 
 integration: $(INSTALLED) $(SMOLLM2)
-	$(PY) -m pytest tests/integration
+	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest tests/integration
 
 infra-test: $(INSTALLED)
-	$(PY) -m pytest tests/infra
+	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest tests/infra
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,14 @@
 """Shared set-up: a test environment fixed before any project module reads its settings."""
 
 import os
+from typing import NoReturn
+
+import pytest
 
 TEST_ADMIN_KEY = "test-admin-key"
+# `make test` installs every tool and model the tests use and sets this: there, a test whose
+# prerequisite is missing fails, since a check that never ran must not pass as if it had.
+REQUIRE_ALL_PREREQUISITES = "REQUIRE_ALL_PREREQUISITES"
 # moto's default account; the unit fixtures create this state machine (executions are recorded, not run).
 TEST_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:provision-test"
 
@@ -18,3 +24,11 @@ os.environ.update(
     ADMIN_API_KEY=TEST_ADMIN_KEY,
     PROVISION_STATE_MACHINE_ARN=TEST_STATE_MACHINE_ARN,
 )
+
+
+def missing_prerequisite(what: str, install: str) -> NoReturn:
+    """Skip the test for a developer's plain `pytest`; fail it when REQUIRE_ALL_PREREQUISITES is set."""
+    message = f"{what} is not installed: {install}"
+    if os.environ.get(REQUIRE_ALL_PREREQUISITES, "").strip() not in ("", "0"):
+        pytest.fail(f"{message} ({REQUIRE_ALL_PREREQUISITES} is set, as `make test` does)", pytrace=False)
+    pytest.skip(message)

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import missing_prerequisite
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 MERGE_TEMPLATE = "infra/template.json"
@@ -119,7 +121,7 @@ def _tool(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed")
+        missing_prerequisite(name, "pip install -r requirements-dev.txt (make test does)")
     return found
 
 

@@ -11,15 +11,19 @@ import pytest
 import requests
 
 from infra.local import llama_replica
+from tests.conftest import missing_prerequisite
 from tests.integration.conftest import LocalStack, start_local_stack
 from tests.integration.test_provisioning import create_vm_replica, delete_replica, wait_for
-
-pytestmark = pytest.mark.skipif(not llama_replica.available(),
-                                reason=f"the local model's wheels are not installed: {llama_replica.INSTALL_HINT}")
 
 MODEL = llama_replica.SMOLLM2_MODEL
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 EXACT = {"temperature": 0, "seed": 7, "max_tokens": 24}  # what makes a proxied and a direct answer comparable
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_installed() -> None:
+    if not llama_replica.available():
+        missing_prerequisite("the local model (llama.cpp, SmolLM2-135M)", llama_replica.INSTALL_HINT)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from tests.conftest import missing_prerequisite
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = REPO_ROOT / "infra" / "provisioning.asl.json"
@@ -84,7 +85,7 @@ def _reachable(states: dict[str, dict[str, Any]], start: str, removed: frozenset
 
 def test_asl_validator_accepts_the_definition() -> None:
     if not ASL_VALIDATOR.exists():
-        pytest.skip("node_modules is absent: run `npm ci` (make test does) to validate with asl-validator")
+        missing_prerequisite("asl-validator (node_modules)", "run `npm ci` (make test does)")
     result = subprocess.run([str(ASL_VALIDATOR), "--json-path", str(DEFINITION)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"asl-validator:\n{result.stdout}\n{result.stderr}"
