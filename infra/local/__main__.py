@@ -1,11 +1,12 @@
-"""`make run`: the whole stack on this machine, on one port.
+"""`make run`: the whole stack on this machine, its API on one port.
 
     python -m infra.local        # PORT (8000), ADMIN_API_KEY, AWS_ENDPOINT_URL honoured
 
-Without AWS_ENDPOINT_URL (or LOCALSTACK_HOST) an AWS emulator is embedded in this process.
-A mock vLLM replica (MOCK_REPLICA_PORT, 8001) serves the demo model `mock/llm` unless MOCK_REPLICA=0.
+Without AWS_ENDPOINT_URL (or LOCALSTACK_HOST) an AWS emulator is embedded in this process (MOTO_PORT).
+A mock vLLM replica (MOCK_REPLICA_PORT) serves the demo model `mock/llm` unless MOCK_REPLICA=0.
 LOCAL_REPLICA=smollm2 adds a real model, HuggingFaceTB/SmolLM2-135M-Instruct, served by llama.cpp in this
-process on LOCAL_REPLICA_PORT (8002; 0 = a free port); the fake Hyperstack's VMs then answer with it too.
+process (LOCAL_REPLICA_PORT); the fake Hyperstack's VMs (FAKE_HYPERSTACK_PORT) then answer with it too.
+Side ports follow PORT (PORT+1 ..) unless set; see infra/local/ports.py. It prints where each listens.
 Ctrl-C or SIGTERM stops everything it started.
 """
 
@@ -16,6 +17,8 @@ import signal
 import sys
 import threading
 from typing import Any
+
+from infra.local.ports import api_port, side_port
 
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -32,7 +35,7 @@ def _prepare_environment() -> tuple[str, bool]:
         return f"AWS emulator: {os.environ['AWS_ENDPOINT_URL']} (external)", False
     from infra.local.emulator import start_emulator
 
-    url, _ = start_emulator(port=int(os.environ.get("MOTO_PORT") or 0))
+    url, _ = start_emulator(port=side_port("MOTO_PORT"))
     os.environ["AWS_ENDPOINT_URL"] = url
     return f"AWS emulator: {url} (embedded moto)", True
 
@@ -58,7 +61,7 @@ def _start_local_replica() -> Any:
     if name != llama_replica.SMOLLM2:
         sys.exit(f"LOCAL_REPLICA={name!r} is unknown: the one local replica is {llama_replica.SMOLLM2!r}")
     try:
-        replica = llama_replica.LlamaReplica(port=int(os.environ.get("LOCAL_REPLICA_PORT") or 8002)).start()
+        replica = llama_replica.LlamaReplica(port=side_port("LOCAL_REPLICA_PORT")).start()
     except llama_replica.ReplicaUnavailable as error:
         sys.exit(f"LOCAL_REPLICA={name}: {error}")
     register_replica(replica.alias, replica.base_url)
@@ -68,7 +71,7 @@ def _start_local_replica() -> Any:
 def _local_replica_lines(replica: Any, api_url: str, admin_key: str) -> list[str]:
     model = replica.alias
     return [
-        f"Real model {model!r}: llama.cpp at {replica.base_url} (metrics: {replica.address}/metrics)",
+        f"Real model: {replica.base_url} ({model!r} on llama.cpp; metrics at {replica.address}/metrics)",
         "  Chat with it:",
         f"    KEY=$(curl -s -X POST {api_url}/generate_api_key -H 'Authorization: Bearer {admin_key}' "
         """-d '{"user_id": "me"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')""",
@@ -84,9 +87,9 @@ def _start_demo_replica() -> str | None:
     from infra.local.demo import start_demo_replica
 
     model = os.environ.get("MOCK_REPLICA_MODEL", "mock/llm")
-    port = int(os.environ.get("MOCK_REPLICA_PORT") or 8001)
+    port = side_port("MOCK_REPLICA_PORT")
     replica = start_demo_replica(model, port, float(os.environ.get("MOCK_REPLICA_PACE") or 0.02))
-    return f"Demo model {model!r}: served by the mock vLLM replica at {replica.base_url}"
+    return f"Demo replica: {replica.base_url} (mock vLLM serving the model {model!r})"
 
 
 def main() -> None:
@@ -104,8 +107,7 @@ def main() -> None:
     provisioning_lines = _start_provisioning(embedded, real_address)
     demo_line = _start_demo_replica()
     host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT") or 8000)
-    server = LocalApiServer(host, port, verbose=os.environ.get("QUIET") != "1")
+    server = LocalApiServer(host, api_port(), verbose=os.environ.get("QUIET") != "1")
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(emulator_line, flush=True)
     print(f"API: http://{host}:{server.server_port}/v1 (also under /api/v1)", flush=True)

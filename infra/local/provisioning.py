@@ -27,7 +27,7 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
     if not os.environ.get("HYPERSTACK_API_KEY"):
         fake = _start_fake_hyperstack(real_replica)
         os.environ["HYPERSTACK_API_URL"], os.environ["HYPERSTACK_API_KEY"] = fake.url, fake.api_key
-        lines.append(f"Hyperstack: fake API at {fake.url} (set HYPERSTACK_API_KEY to use the real one)")
+        lines.append(f"Fake Hyperstack: {fake.url} (set HYPERSTACK_API_KEY to use the real one)")
         if real_replica:
             lines.append("Fake VMs are served by the local llama.cpp replica (whatever model they name)")
     else:
@@ -40,6 +40,7 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
     from infra.local.fake_hyperstack import FakeHyperstack
     from infra.local.forwarder import TcpForwarder
+    from infra.local.ports import side_port
     from infra.local.served_vms import ServedVms, mock_replica_for
 
     def real_replica_for(vm: dict[str, Any]) -> Any:
@@ -47,4 +48,5 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
         return TcpForwarder(real_replica, port=vm["port"]).start()
 
     served = ServedVms(real_replica_for if real_replica else mock_replica_for)
-    return FakeHyperstack(on_active=served.on_active, on_deleted=served.on_deleted).start()
+    return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), on_active=served.on_active,
+                          on_deleted=served.on_deleted).start()

@@ -71,11 +71,14 @@ class LocalStack:
         return self.process.wait(timeout=timeout)
 
 
-def start_local_stack(extra_env: dict[str, str] | None = None) -> LocalStack:
-    port = free_port()
+def start_local_stack(extra_env: dict[str, str | None] | None = None) -> LocalStack:
+    """`make run` on a free PORT (or `extra_env`'s); a None in `extra_env` unsets that variable."""
+    port = int((extra_env or {}).get("PORT") or free_port())
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ENDPOINT_URL", "TABLE_"))}
     # The demo replica takes a free port too, so tests never collide with a developer's `make run`.
-    env.update(PORT=str(port), ADMIN_API_KEY=TEST_ADMIN_KEY, QUIET="1", MOCK_REPLICA_PORT="0", **(extra_env or {}))
+    env.update(PORT=str(port), ADMIN_API_KEY=TEST_ADMIN_KEY, QUIET="1", MOCK_REPLICA_PORT="0")
+    env.update(extra_env or {})
+    env = {key: value for key, value in env.items() if value is not None}
     process = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stack = LocalStack(process, f"http://127.0.0.1:{port}")
