@@ -119,6 +119,13 @@ def replica(model_name: str) -> Iterator[MockVllm]:
 
 
 @pytest.fixture
+def served(stack, model_name, replica) -> str:
+    """The test's own model, served by its mock replica."""
+    stack.register_model(model_name, replica.base_url)
+    return model_name
+
+
+@pytest.fixture
 def second_replica(model_name: str) -> Iterator[MockVllm]:
     with MockVllm(model=model_name) as running:
         yield running

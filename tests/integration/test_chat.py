@@ -18,12 +18,6 @@ def direct(replica: MockVllm, **params):
 
 
 @pytest.fixture
-def served(stack, model_name, replica):
-    stack.register_model(model_name, replica.base_url)
-    return model_name
-
-
-@pytest.fixture
 def key(stack):
     return stack.new_key()
 

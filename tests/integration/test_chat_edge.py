@@ -9,12 +9,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def served(stack, model_name, replica):
-    stack.register_model(model_name, replica.base_url)
-    return model_name
-
-
-@pytest.fixture
 def client(stack):
     return stack.client(stack.new_key()["api_key"])
 
