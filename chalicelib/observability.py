@@ -54,6 +54,8 @@ def log_invocation(event: Any, get_response: Callable[[Any], Any]) -> Any:
         context, raw_event = event.lambda_context, event.to_original_event()
     else:
         context, raw_event = event.context, event.to_dict()
+    if context is None:  # a handler called outside Lambda (a test, a script): there is nothing to add
+        return get_response(event)
     with invocation_logging(context, correlation_id_of(raw_event, context.aws_request_id)):
         return get_response(event)
 
