@@ -82,6 +82,7 @@ def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = Non
     """
     settings = get_chat_settings()
     wait = settings.first_byte_timeout
+    complete = False
     try:
         while True:
             left = _time_left(deadline)
@@ -101,11 +102,15 @@ def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = Non
                 raise UpstreamFailed("The replica's connection broke while answering.",
                                      code="upstream_failed") from None
             if not chunk:
+                complete = True
                 return
             wait = settings.idle_timeout
             yield chunk
     finally:
-        discard(response)
+        if complete:
+            response.release_conn()  # read to its end: the connection can serve the next request
+        else:
+            discard(response)
 
 
 def _time_left(deadline: float | None) -> float:
