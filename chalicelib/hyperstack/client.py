@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class Vm:
     status: str  # Hyperstack's: CREATING, BUILD, ACTIVE, ERROR, DELETING, ...
     floating_ip: str | None
     fixed_ip: str | None
+    created_at: datetime | None = None  # aware; the reconciler's grace period counts from it
 
 
 class HyperstackError(Exception):
@@ -113,6 +115,13 @@ class HyperstackClient:
 
     def find_vms_by_name(self, name: str) -> list[Vm]:
         """Every VM named exactly `name` (Hyperstack's search also matches names that merely contain it)."""
+        return self._search(name, lambda vm_name: vm_name == name)
+
+    def find_vms_by_prefix(self, prefix: str) -> list[Vm]:
+        """Every VM whose name starts with `prefix`: one deployment's VMs, for the reconciler."""
+        return self._search(prefix, lambda vm_name: vm_name.startswith(prefix))
+
+    def _search(self, name: str, wanted: Callable[[str], bool]) -> list[Vm]:
         seen: set[int] = set()
         matches: list[Vm] = []
         for page in range(1, _MAX_PAGES + 1):
@@ -120,7 +129,7 @@ class HyperstackClient:
             instances = result.instances or []
             fresh = [instance for instance in instances if instance.id not in seen]
             seen.update(instance.id for instance in fresh)
-            matches += [_to_vm(instance) for instance in fresh if instance.name == name]
+            matches += [_to_vm(instance) for instance in fresh if wanted(instance.name or "")]
             if _last_page(result, fresh, len(seen)):
                 return matches
         # A partial answer could make the caller create a duplicate VM: refuse instead.
@@ -214,7 +223,15 @@ def _to_vm(instance: Any) -> Vm:
     if instance.id is None:
         raise HyperstackError(f"Hyperstack answered a VM without an id: {instance!r}", retryable=False)
     return Vm(id=instance.id, name=instance.name or "", status=instance.status or "UNKNOWN",
-              floating_ip=instance.floating_ip or None, fixed_ip=instance.fixed_ip or None)
+              floating_ip=instance.floating_ip or None, fixed_ip=instance.fixed_ip or None,
+              created_at=_aware(instance.created_at))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # Hyperstack's timestamps may come without a zone: they are UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _api_error(action: str, error: Any) -> HyperstackError:

@@ -26,8 +26,9 @@ from chalicelib.provisioning.replica_store import (
     security_rules_of,
 )
 from chalicelib.settings import get_provision_settings, hyperstack_api_key
+from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
-from chalicelib.vm_naming import replica_vm_name
+from chalicelib.vm_naming import deployment_label, replica_vm_name
 
 # Builds the Hyperstack client. Called when a step first needs it, not before: a step that finds
 # its replica gone, or a step that never calls Hyperstack, must not fail for want of an API key.
@@ -35,7 +36,8 @@ Hyperstack = Callable[[], Any]
 
 
 def vm_name(replica_id: int) -> str:
-    return replica_vm_name(replica_id)
+    """The replica's VM name in this deployment: only such VMs are adopted, deleted or counted."""
+    return replica_vm_name(deployment_id(), replica_id)
 
 
 @lru_cache(maxsize=1)
@@ -200,7 +202,7 @@ def _spec(replica: Replica) -> Any:
         key_name=replica.key_name,
         assign_floating_ip=bool(replica.assign_floating_ip),
         user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command),
-        labels=[vm_name(int(replica.id))],
+        labels=[vm_name(int(replica.id)), deployment_label(deployment_id())],
         security_rules=security_rules_of(replica),
     )
 

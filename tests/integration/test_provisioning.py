@@ -160,7 +160,7 @@ def test_hyperstack_500_after_creating_is_retried_without_a_second_vm(provisioni
     ready = wait_for(provisioning_stack, replica_id, {"SUCCESS", "FAILED"}, timeout=60)
 
     assert ready["vm_status"] == "SUCCESS", ready["error_message"]
-    named = [vm for vm in cloud.hyperstack.vms.values() if vm["name"] == f"llm-proxy-replica-{replica_id}"]
+    named = [vm for vm in cloud.hyperstack.vms.values() if vm["name"].endswith(f"-r{replica_id}")]
     assert len(named) == 1
     delete_replica(provisioning_stack, replica_id)
     wait_for(provisioning_stack, replica_id, {None})
@@ -172,7 +172,7 @@ def test_delete_during_provisioning_leaves_no_vm(provisioning_stack, cloud, mode
     wait_for(provisioning_stack, replica_id, {"CREATING_VM"})
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(
-            vm["name"] == f"llm-proxy-replica-{replica_id}" for vm in cloud.hyperstack.vms.values()):
+            vm["name"].endswith(f"-r{replica_id}") for vm in cloud.hyperstack.vms.values()):
         time.sleep(0.1)
 
     delete_replica(provisioning_stack, replica_id)

@@ -7,7 +7,13 @@ import pytest
 
 from chalicelib.hyperstack import client as client_module
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
-from chalicelib.vm_naming import parse_replica_marker, replica_marker, replica_vm_name
+from chalicelib.vm_naming import (
+    VM_NAME_MAX_LENGTH,
+    parse_replica_marker,
+    replica_id_of,
+    replica_marker,
+    replica_vm_name,
+)
 from infra.local.fake_hyperstack import FakeHyperstack
 
 NAME = "llm-proxy-replica-r1"
@@ -144,6 +150,16 @@ def test_find_vm_by_name_with_duplicates_returns_the_oldest_and_lists_them_all(c
     assert [vm.id for vm in client.find_vms_by_name(NAME)] == [first.id, second.id]
 
 
+def test_find_vms_by_prefix_lists_only_names_that_start_with_it_with_their_creation_time(client):
+    ours = [client.create_vm(spec(f"{NAME}{index}")) for index in range(2)]
+    client.create_vm(spec(f"x-{NAME}1"))  # contains the prefix, does not start with it
+
+    found = client.find_vms_by_prefix(NAME)
+
+    assert [vm.id for vm in found] == [vm.id for vm in ours]
+    assert all(vm.created_at is not None and vm.created_at.tzinfo is not None for vm in found)
+
+
 def test_a_create_answered_500_after_creating_leaves_a_vm_found_by_name(client, fake):
     fake.fail_next_creates_after_creating = 1
 
@@ -275,13 +291,38 @@ def test_a_too_long_vm_name_is_refused_before_anything_is_sent(client, fake):
 
 # Names and the user_data marker
 
-def test_replica_vm_name_is_deterministic():
-    assert replica_vm_name("42") == "llm-proxy-replica-42"
+def test_replica_vm_name_is_deterministic_and_carries_the_deployment():
+    assert replica_vm_name("prod-1a2b3c4d", 42) == "llm-proxy-prod-1a2b3c4d-r42"
 
 
 def test_replica_vm_name_longer_than_hyperstack_allows_is_refused():
     with pytest.raises(ValueError):
-        replica_vm_name("r" * 40)
+        replica_vm_name("prod-1a2b3c4d", "1" * 30)
+
+
+def test_a_long_replica_id_still_fits_hyperstacks_name_limit():
+    assert len(replica_vm_name("staging-1a2b3c4d", 10**12)) <= VM_NAME_MAX_LENGTH
+
+
+def test_a_malformed_deployment_id_is_refused():
+    with pytest.raises(ValueError):
+        replica_vm_name("prod", 1)
+
+
+@pytest.mark.parametrize("replica_id", [1, 42, 987654321])
+def test_replica_id_of_reads_back_the_name_it_was_made_from(replica_id):
+    assert replica_id_of(replica_vm_name("dev-0badcafe", replica_id), "dev-0badcafe") == replica_id
+
+
+@pytest.mark.parametrize("name", [
+    "llm-proxy-dev-0badcaff-r1",  # another deployment of the same stage
+    "llm-proxy-prod-0badcafe-r1",  # another stage
+    "llm-proxy-replica-1",  # the names before deployment ids
+    "llm-proxy-dev-0badcafe-r", "llm-proxy-dev-0badcafe-r01", "llm-proxy-dev-0badcafe-r1x",
+    "llm-proxy-dev-0badcafe-r²", "my-own-vm",
+])
+def test_names_of_other_deployments_or_owners_belong_to_no_replica(name):
+    assert replica_id_of(name, "dev-0badcafe") is None
 
 
 def test_replica_marker_round_trips_a_model_name_with_slashes():
