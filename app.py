@@ -1,6 +1,6 @@
 """The admin API: each route parses, calls one function in `chalicelib`, and shapes the answer."""
 
-from chalice import Chalice, Response
+from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
 from chalicelib import api_keys, llm_models, replicas, table_browser
@@ -131,3 +131,13 @@ def provision(event: dict, context: object) -> dict:
     from chalicelib.provisioning.tasks import handle  # here, so the admin API's cold start stays lean
 
     return handle(event)
+
+
+# The backstop of "no VM outlives its replica" (chalicelib/provisioning/reconciler.py): every
+# RECONCILE_INTERVAL_SECONDS' default, 900 s (an EventBridge schedule; `make run` runs it every few seconds).
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="reconcile")
+def reconcile(event: object) -> dict:
+    from chalicelib import clock
+    from chalicelib.provisioning import reconciler
+
+    return reconciler.reconcile(reconciler.hyperstack_client(), clock.utc_now()).as_dict()

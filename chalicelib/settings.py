@@ -129,6 +129,8 @@ class ProvisionSettings:
     poll_seconds: int
     vm_timeout_seconds: int
     model_timeout_seconds: int
+    reconcile_interval_seconds: int
+    reconcile_grace_seconds: int
 
 
 @lru_cache(maxsize=1)
@@ -143,6 +145,10 @@ def get_provision_settings() -> ProvisionSettings:
         # A GPU VM is usually ACTIVE within minutes; a large model may take much longer to load.
         vm_timeout_seconds=_int("PROVISION_TIMEOUT_SECONDS", 30 * 60),
         model_timeout_seconds=_int("MODEL_READY_TIMEOUT_SECONDS", 60 * 60),
+        reconcile_interval_seconds=max(1, _int("RECONCILE_INTERVAL_SECONDS", 15 * 60)),
+        # Longer than a create call and its retries (Hyperstack timeouts of 30 s, retried with backoff for
+        # minutes): a VM younger than this may still be about to be recorded by its workflow.
+        reconcile_grace_seconds=max(0, _int("RECONCILE_GRACE_SECONDS", 30 * 60)),
     )
 
 
