@@ -90,7 +90,7 @@ def create_replica(model_ref: str) -> Response:
 @route("/v1/models/replicas/{replica_id}", methods=["PUT"], content_types=ANY_BODY)
 def update_replica(replica_id: str) -> Response:
     body = json_body(request())
-    replicas.update_rate_limit(path_id(replica_id, "Replica"), body)
+    replicas.update(path_id(replica_id, "Replica"), body)
     return NO_CONTENT
 
 

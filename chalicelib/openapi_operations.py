@@ -116,7 +116,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/v1/models/replicas/{replica_id}", "PUT"): {
-        "operationId": "updateReplica", "tags": ["replicas"], "security": ADMIN, "summary": "Set a rate limit.",
+        "operationId": "updateReplica", "tags": ["replicas"], "security": ADMIN,
+        "summary": "Set, replace or clear (null) a replica's rate limit or api_key; fields not sent stay as they are.",
         "parameters": [_path_id("replica_id", "replica")], "requestBody": _body("UpdateReplicaRequest"),
         "responses": {**_NO_CONTENT, "404": _error("No such replica."), **_WITH_BODY},
     },

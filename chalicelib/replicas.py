@@ -29,6 +29,7 @@ from chalicelib.validation import field_error, validate
 
 SUCCESS = statuses.SUCCESS
 _CHAT_SUFFIX = "/chat/completions"
+MIN_KEY_LENGTH_TO_HINT = 16
 PUBLIC_FIELDS = (
     "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
     "name", "environment_name", "image_name", "flavor_name", "key_name", "port",
@@ -39,6 +40,20 @@ PUBLIC_FIELDS = (
 def describe(replica: Replica) -> dict[str, Any]:
     row = {field: getattr(replica, field) for field in PUBLIC_FIELDS}
     return {**row, "created_at": iso(replica.created_at)}
+
+
+def describe_row(replica: Replica) -> dict[str, Any]:
+    """The raw table view: the public fields, the api_key masked, the secrets by name only."""
+    secrets = replica.secrets.as_dict() if replica.secrets is not None else None
+    return {**describe(replica), "api_key": masked_api_key(replica.api_key),
+            "secrets": sorted(secrets) if secrets is not None else None}
+
+
+def masked_api_key(api_key: str | None) -> str | None:
+    """`...abcd`, like a user key; the last 4 only of a key long enough that they give little away."""
+    if api_key is None:
+        return None
+    return "..." + (api_key[-4:] if len(api_key) >= MIN_KEY_LENGTH_TO_HINT else "")
 
 
 def of_model(model_id: int) -> list[Replica]:
@@ -59,6 +74,7 @@ def create(model_id: int, body: Any) -> int:
             raise field_error("endpoint", "LLM EndPoint URL must not be empty.")
         endpoint = normalize_endpoint(request["endpoint"])
         replica = _existing_replica(model, endpoint, request.get("rate_limit"))
+        replica.api_key = request.get("api_key")
         _insert(model, replica, [])
         return replica.id
     if details is None:
@@ -66,16 +82,19 @@ def create(model_id: int, body: Any) -> int:
     _check_port_ranges(details.get("security_rules") or [])
     workflow.require_configured()
     replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
+    replica.api_key = request.get("api_key")
     _insert(model, replica, rules)
     _start_provisioning(replica)
     return replica.id
 
 
-def update_rate_limit(replica_id: int, body: Any) -> None:
+def update(replica_id: int, body: Any) -> None:
+    """Set the fields given (null clears one); those not given stay as they are."""
     request = validate(UPDATE_REPLICA, body)
     replica = _replica_or_404(replica_id)
-    action = Replica.rate_limit.set(request["rate_limit"]) if request["rate_limit"] else Replica.rate_limit.remove()
-    if not update_if(replica, [action], Replica.id.exists()):  # it went away between the read and the write
+    attributes = {"rate_limit": Replica.rate_limit, "api_key": Replica.api_key}
+    actions = [attributes[name].set(value) if value else attributes[name].remove() for name, value in request.items()]
+    if not update_if(replica, actions, Replica.id.exists()):  # it went away between the read and the write
         raise NotFound("Replica not found")
 
 
@@ -133,6 +152,7 @@ def _provisioned_replica(
         name=details["name"], environment_name=details["environment_name"], image_name=details["image_name"],
         flavor_name=details["flavor_name"], key_name=details["key_name"], port=details["port"],
         run_command=details["run_command"], assign_floating_ip=details["assign_floating_ip"],
+        secrets=details.get("secrets") or None,
     )
     only_the_port = {"direction": "ingress", "protocol": "tcp", "ethertype": "IPv4"}
     only_the_port |= {"port_range_min": details["port"], "port_range_max": details["port"]}

@@ -18,6 +18,8 @@ _CONTROL = r"\x00-\x1f\x7f-\x9f"
 _SPACE_OR_CONTROL = _CONTROL + r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 MODEL_NAME_PATTERN = rf"^[^{_SPACE_OR_CONTROL}%?#/][^{_SPACE_OR_CONTROL}%?#]*(?<!/)$"
 NO_CONTROL_PATTERN = rf"^[^{_CONTROL}]*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_SECRETS = 32
 
 
 def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
@@ -80,6 +82,27 @@ SECURITY_RULE: dict[str, Any] = {
     },
 }
 
+# A replica's bearer credential: sent upstream in an HTTP header, so visible ASCII only (no spaces,
+# no controls: a header cannot carry them, and urllib3 would fail on anything outside Latin-1).
+REPLICA_API_KEY: dict[str, Any] = {
+    "type": ["string", "null"], "minLength": 1, "maxLength": 1024, "pattern": r"^[!-~]*$",
+    "x-pattern-message": "Must be visible ASCII characters, without spaces.", "writeOnly": True,
+    "description": "Sent to the replica as `Authorization: Bearer <api_key>`; never shown back. null: none.",
+}
+
+# Environment variables of the VM's run command (a Hugging Face token, say): written into the VM's
+# user_data, never shown back. Bounded: Hyperstack keeps user_data whole, and so does the table row.
+VM_SECRETS: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_SECRETS,
+    "propertyNames": {"type": "string", "maxLength": 128, "pattern": ENV_NAME_PATTERN,
+                      "x-pattern-message": "Not a valid environment variable name."},
+    "additionalProperties": {"type": "string", "maxLength": 4096, "pattern": NO_CONTROL_PATTERN,
+                             "x-pattern-message": "Must not contain control characters."},
+    "writeOnly": True,
+    "description": "Environment variables of the run command (name: value); never shown back.",
+}
+
 VM_CREATION_DETAILS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -101,6 +124,7 @@ VM_CREATION_DETAILS: dict[str, Any] = {
         "run_command": _string(16 * 1024),
         "assign_floating_ip": boolean(default=True),
         "security_rules": {"type": "array", "items": SECURITY_RULE, "maxItems": 20},
+        "secrets": VM_SECRETS,
     },
 }
 
@@ -112,12 +136,16 @@ CREATE_REPLICA: dict[str, Any] = {
         "rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True),
         "create_vm": boolean(default=False),
         "vm_creation_details": VM_CREATION_DETAILS,
+        "api_key": REPLICA_API_KEY,
     },
 }
 
+# Fields present are set (null clears them), absent ones stay. An empty body names rate_limit as
+# missing, as the original did when rate_limit was the only field.
 UPDATE_REPLICA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["rate_limit"],
-    "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True)},
+    "minProperties": 1,
+    "x-missing-when-empty": ["rate_limit"],
+    "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True), "api_key": REPLICA_API_KEY},
 }

@@ -13,7 +13,7 @@ from chalicelib.store.tables import TABLES_BY_LOGICAL_NAME
 
 MAX_PAGE = 100
 
-# Columns in the original's order first, then ours. `api_key` shows the masked form only.
+# Columns in the original's order first, then ours. API keys show the masked form only, secrets their names.
 _ROWS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "api_key": api_keys.describe,
     "metric": lambda row: _columns(row, (
@@ -21,7 +21,7 @@ _ROWS: dict[str, Callable[[Any], dict[str, Any]]] = {
         "completion_tokens", "duration", "user_id", "replica_id", "time_to_first_token", "status", "streamed",
     )),
     "llm_models": llm_models.describe,
-    "replicas": replicas.describe,
+    "replicas": replicas.describe_row,
     "replica_security_rules": lambda row: _columns(row, (
         "id", "replica_id", "direction", "protocol", "ethertype", "remote_ip_prefix",
         "port_range_min", "port_range_max",

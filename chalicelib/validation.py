@@ -109,6 +109,7 @@ class _Validator:
 
     def _check_object(self, schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
         properties: dict[str, Any] = schema.get("properties", {})
+        _check_size(schema, value)
         errors: dict[str, Any] = {}
         clean: dict[str, Any] = {}
         for name, sub in properties.items():
@@ -120,6 +121,8 @@ class _Validator:
                 clean[name] = sub["default"]
         extra = schema.get("additionalProperties", True)
         for name in value.keys() - properties.keys():
+            if "propertyNames" in schema and not self._name_is_valid(schema["propertyNames"], name, errors):
+                continue
             if extra is False:
                 errors[name] = [UNKNOWN]
             elif isinstance(extra, dict):
@@ -129,6 +132,12 @@ class _Validator:
         if errors:
             raise _InvalidError(errors)
         return clean
+
+    def _name_is_valid(self, schema: dict[str, Any], name: str, errors: dict[str, Any]) -> bool:
+        messages = _constraint_messages(schema, name)
+        if messages:
+            errors[name] = messages
+        return not messages
 
     def _check_into(self, clean: dict[str, Any], errors: dict[str, Any], name: str, schema: Any, value: Any) -> None:
         try:
@@ -150,6 +159,14 @@ class _Validator:
 
 
 _ANY_SCALAR = ["string", "number", "boolean", "object", "array"]
+
+
+def _check_size(schema: dict[str, Any], value: dict[str, Any]) -> None:
+    if len(value) < schema.get("minProperties", 0):
+        # `x-missing-when-empty`: the fields an empty object is answered with, as if they were required.
+        raise _InvalidError({name: [MISSING] for name in schema.get("x-missing-when-empty", ["_schema"])})
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        raise _InvalidError([f"Must have at most {schema['maxProperties']} entries."])
 
 
 def _lenient_integer(value: Any) -> Any:

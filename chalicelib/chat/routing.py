@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.errors import NotFound, ServiceUnavailable
 from chalicelib.replica_statuses import SUCCESS
@@ -31,6 +31,7 @@ class Target:
     replica_id: int
     endpoint: str
     rate_limit: int | None
+    api_key: str | None = field(default=None, repr=False)  # the replica's bearer: kept out of reprs and logs
 
     @property
     def chat_url(self) -> str:
@@ -102,7 +103,8 @@ def _fetch(model: str) -> _CachedModel:
     except LlmModel.DoesNotExist:
         return _CachedModel(fetched_at, False, ())
     serving = tuple(
-        Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None)
+        Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None,
+               replica.api_key)
         for replica in Replica.by_model.query(found.id)
         if replica.vm_status == SUCCESS and replica.endpoint
     )

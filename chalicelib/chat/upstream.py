@@ -46,8 +46,8 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float,
         timeout = urllib3.Timeout(connect=min(settings.connect_timeout, left),
                                   read=min(settings.first_byte_timeout, left))
         try:
-            response = _pool.urlopen("POST", target.chat_url, body=body, headers=headers, timeout=timeout,
-                                     preload_content=False, redirect=False)
+            response = _pool.urlopen("POST", target.chat_url, body=body, headers=_with_key(headers, target),
+                                     timeout=timeout, preload_content=False, redirect=False)
         except ReadTimeoutError:
             timed_out += 1
             if _time_left(deadline) <= 0:
@@ -111,6 +111,11 @@ def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = Non
             response.release_conn()  # read to its end: the connection can serve the next request
         else:
             discard(response)
+
+
+def _with_key(headers: dict[str, str], target: Target) -> dict[str, str]:
+    """The replica's own bearer, if it has one (never the caller's key: that one stays with us)."""
+    return {**headers, "authorization": f"Bearer {target.api_key}"} if target.api_key else headers
 
 
 def _time_left(deadline: float | None) -> float:

@@ -97,7 +97,7 @@ def check_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dic
 def check_model(event: dict[str, Any]) -> dict[str, Any]:
     replica = _live(event, allowed=(statuses.BOOTING,))
     polls = int(event.get("polls") or 0) + 1
-    return {"healthy": _answers(_endpoint(event, replica) + "/models"), "polls": polls}
+    return {"healthy": _answers(_endpoint(event, replica) + "/models", replica.api_key), "polls": polls}
 
 
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
@@ -183,9 +183,12 @@ def _endpoint(event: dict[str, Any], replica: Replica) -> str:
     return f"http://{event['floating_ip']}:{int(replica.port)}/v1"
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, api_key: str | None = None) -> bool:
+    """The replica serves: with its bearer, as chat requests will reach it (vLLM's --api-key guards /v1)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    probe = urllib.request.Request(url, headers=headers)  # noqa: S310 - the replica's own URL
     try:
-        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - the replica's own URL
+        with urllib.request.urlopen(probe, timeout=5) as reply:  # noqa: S310 - the replica's own URL
             return reply.status == 200
     except (OSError, ValueError):
         return False
@@ -201,7 +204,8 @@ def _spec(replica: Replica) -> Any:
         flavor_name=replica.flavor_name,
         key_name=replica.key_name,
         assign_floating_ip=bool(replica.assign_floating_ip),
-        user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command),
+        user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command,
+                            replica.secrets.as_dict() if replica.secrets is not None else None),
         labels=[vm_name(int(replica.id)), deployment_label(deployment_id())],
         security_rules=security_rules_of(replica),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -169,6 +170,9 @@ class Replica(Table):
     assign_floating_ip = BooleanAttribute(null=True)
     execution_arn = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
+    # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
+    api_key = UnicodeAttribute(null=True)
+    secrets = MapAttribute(null=True)
     rl_window = NumberAttribute(null=True)
     rl_count = NumberAttribute(null=True)
 

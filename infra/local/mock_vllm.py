@@ -21,6 +21,10 @@ Modes (the `mode` attribute, read once per chat request; `/v1/models` and `/heal
 - Other servers' SSE dialects and faults, with the "ok" mode's content: "crlf", "split_cr", "keepalive",
   "no_done", "done_no_blank", "oversized_event", "trickle", "idle" (each described in sse_faults.py).
 
+With `api_key` set, every `/v1/*` request without `Authorization: Bearer <api_key>` answers 401
+`{"error": "Unauthorized"}`, as `vllm serve --api-key` does (`/health` stays open); such requests are not counted
+in `requests_seen`.
+
 There is no "refuse" mode: a refusing replica is a stopped one (`stop()`, then `port` still names the closed
 port). `start()` after `stop()` binds that same port again: the replica comes back.
 """
@@ -45,6 +49,7 @@ _ERRORS = {
     "error500": (500, mock_replies.error_body("Mock replica in mode error500.", "InternalServerError", 500)),
 }
 _NOT_FOUND = {"detail": "Not Found"}
+_UNAUTHORIZED = {"error": "Unauthorized"}
 
 
 class MockVllm(BackgroundService):
@@ -58,8 +63,9 @@ class MockVllm(BackgroundService):
 
     def __init__(self, model: str = "mock/model", host: str = "127.0.0.1", port: int = 0,
                  pace_seconds: float = 0.0, mode: str = "ok", *, max_model_len: int = 8192,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, api_key: str | None = None) -> None:
         super().__init__(host, port)
+        self.api_key = api_key
         self.model = model
         self.pace_seconds = pace_seconds
         self.mode = mode
@@ -132,6 +138,8 @@ class _Handler(PromptHandler):
         owner = self.server.owner
         if path == "/health":
             self._send(200, b"", "application/json")
+        elif not self._authorized(path):
+            self._send_json(401, _UNAUTHORIZED)
         elif path == "/v1/models":
             self._send_json(200, mock_replies.models_list(owner.model, max_model_len=owner.max_model_len))
         else:
@@ -144,7 +152,11 @@ class _Handler(PromptHandler):
             self.close_connection = True  # the body's framing is unknown: the connection cannot be reused
             self._send_json(400, mock_replies.error_body("Unreadable request body.", "BadRequestError", 400))
             return
-        if self.path.split("?", 1)[0] != "/v1/chat/completions":
+        path = self.path.split("?", 1)[0]
+        if not self._authorized(path):
+            self._send_json(401, _UNAUTHORIZED)
+            return
+        if path != "/v1/chat/completions":
             self._send_json(404, _NOT_FOUND)
             return
         self.server.owner._replying_change(1)
@@ -154,6 +166,13 @@ class _Handler(PromptHandler):
             self.close_connection = True  # the client went away mid-reply
         finally:
             self.server.owner._replying_change(-1)
+
+    def _authorized(self, path: str) -> bool:
+        # vLLM's --api-key guards the /v1 routes only, and compares the whole header.
+        expected = self.server.owner.api_key
+        if expected is None or not path.startswith("/v1"):
+            return True
+        return self.headers.get("Authorization") == f"Bearer {expected}"
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.owner.verbose:
@@ -281,9 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pace", type=float, default=0.0, help="seconds before each generated token")
     parser.add_argument("--mode", default="ok", choices=MODES)
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument("--api-key", help="refuse /v1 requests without this bearer, as vLLM's --api-key")
     options = parser.parse_args(argv)
     replica = MockVllm(options.model, options.host, options.port, options.pace, options.mode,
-                       verbose=not options.quiet)
+                       verbose=not options.quiet, api_key=options.api_key)
     serve_until_signalled(replica, f"mock vLLM serving {options.model!r} in mode {options.mode!r} at {{url}}")
 
 
