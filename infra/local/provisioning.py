@@ -6,11 +6,16 @@ replica (`make run LOCAL_REPLICA=smollm2`), by that replica through a forwarder 
 from __future__ import annotations
 
 import os
+import threading
+import time
+import traceback
 from typing import Any
 
 # Seconds, not the production minutes: a newcomer watches a replica reach SUCCESS.
+# The reconciler's grace stays longer than a local create call (well under a second against the fake).
 LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "120",
-                  "MODEL_READY_TIMEOUT_SECONDS": "300"}
+                  "MODEL_READY_TIMEOUT_SECONDS": "300", "RECONCILE_INTERVAL_SECONDS": "5",
+                  "RECONCILE_GRACE_SECONDS": "10"}
 
 
 def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | None = None) -> list[str]:
@@ -34,7 +39,30 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
         lines.append(f"Hyperstack: {os.environ.get('HYPERSTACK_API_URL') or 'the SDK default host'} (real VMs!)")
     os.environ["PROVISION_STATE_MACHINE_ARN"] = setup_local_workflow(emulator_url, handle)
     lines.append("Provisioning workflow: infra/provisioning.asl.json under the embedded Step Functions")
+    lines.append(_start_reconciler())
     return lines
+
+
+def _start_reconciler() -> str:
+    """The scheduled reconcile function, as EventBridge would run it: every RECONCILE_INTERVAL_SECONDS."""
+    from chalicelib.provisioning import reconciler
+    from chalicelib.settings import get_provision_settings
+    from chalicelib.store.deployment import deployment_id
+
+    settings = get_provision_settings()
+    deployment = deployment_id()  # made now: fresh tables, a fresh id for this run
+
+    def sweep_forever() -> None:
+        while True:
+            time.sleep(settings.reconcile_interval_seconds)
+            try:
+                reconciler.run()
+            except Exception:  # noqa: BLE001 - a failed sweep is shown; the next one runs anyway
+                traceback.print_exc()
+
+    threading.Thread(target=sweep_forever, name="reconciler", daemon=True).start()
+    return (f"Reconciler: deployment {deployment}, every {settings.reconcile_interval_seconds} s "
+            f"(VMs of no replica go after {settings.reconcile_grace_seconds} s)")
 
 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:

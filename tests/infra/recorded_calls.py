@@ -276,11 +276,47 @@ def provision() -> None:
     assert Replica.count() == 0, "the teardown left the replica's row"
 
 
+# --- the reconciler (Reconcile) --------------------------------------------------------------------
+
+class ReconciledHyperstack(FakeHyperstack):
+    """One VM of this deployment that no replica owns, long past the grace period."""
+
+    def find_vms_by_prefix(self, prefix: str) -> list[Any]:
+        from datetime import UTC, datetime
+
+        from chalicelib.hyperstack.client import Vm
+
+        return [Vm(id=8, name=f"{prefix}2", status="ACTIVE", floating_ip=None, fixed_ip=None,
+                   created_at=datetime(2020, 1, 1, tzinfo=UTC))]
+
+    def get_vm(self, vm_id: int) -> Any:
+        return None
+
+
+def reconcile() -> None:
+    from aws_lambda_powertools.utilities.parameters import clear_caches
+
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.provisioning import reconciler
+    from chalicelib.store import deployment
+    from chalicelib.store.tables import Replica
+
+    # A fresh function instance: it reads (here: makes) the deployment id and reads the Hyperstack key.
+    deployment.forget_cached_id()
+    clear_caches()
+    reconciler.hyperstack_client.cache_clear()
+    Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, endpoint="http://10.0.0.9:8000/v1").save()
+    with mock.patch("chalicelib.hyperstack.client.HyperstackClient", ReconciledHyperstack), \
+            RECORDER.recording("Reconcile"):
+        summary = reconciler.run()
+    assert summary.deleted_vms == [8] and summary.failed_replicas == [1], summary
+
+
 def main(out: str) -> int:
     from moto import mock_aws
 
     _install_hook()
-    for scenario in (admin_api, chat, provision):
+    for scenario in (admin_api, chat, provision, reconcile):
         with mock_aws():
             _arrange_aws()
             scenario()

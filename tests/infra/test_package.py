@@ -38,6 +38,19 @@ EXEC_WRAPPER = "/var/task/chalicelib/chat/bootstrap"
 # app.py's `@app.lambda_function(name="provision")`: the one function every Task of the provisioning workflow invokes.
 PROVISION = "Provision"
 PROVISION_ROLE = "ProvisionRole"
+# app.py's `@app.schedule(..., name="reconcile")`: the reconciler, on an EventBridge schedule.
+RECONCILE = "Reconcile"
+RECONCILE_ROLE = "ReconcileRole"
+RECONCILE_SCHEDULE = "rate(15 minutes)"  # RECONCILE_INTERVAL_SECONDS' default, 900 s
+# The reconciler's whole allow-list: replica rows read (one, and the listing), a serving replica failed, the
+# deployment id read or made, the Hyperstack key; Lambda's own log writes come on top.
+RECONCILE_GRANTS = {
+    ("dynamodb:GetItem", "replicas"),
+    ("dynamodb:UpdateItem", "replicas"),
+    ("dynamodb:Query", "replicas/index/listing"),
+    ("dynamodb:GetItem", "bookkeeping"),
+    ("dynamodb:PutItem", "bookkeeping"),
+}
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
 STATE_MACHINE = "ProvisioningStateMachine"
@@ -91,16 +104,18 @@ FUNCTION_VARIABLES = {
     API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN"},
     CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER"},
     PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
+    RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
 }
 # Only the packaged stack has a state machine to name; `chalice deploy` leaves create_vm unconfigured (503).
 PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN"}
-FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE}
+FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE}
 # Each function's name in .chalice/config.json's lambda_functions (the REST API's is Chalice's own).
-CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision"}
+CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision", RECONCILE: "reconcile"}
 # Whose calls each function makes under `chalice deploy`: there the REST API's POST /v1/chat/completions is
 # app.py's buffered route on the API handler, running the chat plane's code (chalicelib/chat/buffered.py);
 # only the packaged stack sends it to the Chat function instead.
-CHALICE_DEPLOY_CALLS = {API_HANDLER: (API_HANDLER, CHAT), CHAT: (CHAT,), PROVISION: (PROVISION,)}
+CHALICE_DEPLOY_CALLS = {API_HANDLER: (API_HANDLER, CHAT), CHAT: (CHAT,), PROVISION: (PROVISION,),
+                        RECONCILE: (RECONCILE,)}
 # What the recorder (tests/infra/recorded_calls.py) stands for: moto's account, its region, this stage.
 RECORDED_ACCOUNT = "123456789012"
 RECORDED_REGION = "us-east-1"
@@ -973,3 +988,35 @@ def test_package_script_refuses_a_definition_with_an_unresolved_substitution() -
     machine["Properties"]["DefinitionSubstitutions"] = {FUNCTION_ARN_SUBSTITUTION: "arn"}
     assert script.inline_definitions({"Resources": {STATE_MACHINE: machine}}) == [STATE_MACHINE]
     assert machine["Properties"]["Definition"] == json.loads((REPO_ROOT / ASL_DEFINITION).read_text())
+
+
+# --- the reconciler -------------------------------------------------------------------------------
+
+
+def test_reconciler_runs_on_an_eventbridge_schedule_every_fifteen_minutes(template: dict[str, Any]) -> None:
+    assert RECONCILE in template["Resources"], "app.py must declare @app.schedule(..., name='reconcile')"
+    events = template["Resources"][RECONCILE]["Properties"].get("Events", {}).values()
+    schedules = [event["Properties"]["Schedule"] for event in events if event["Type"] == "Schedule"]
+    assert schedules == [RECONCILE_SCHEDULE]
+
+
+def test_reconcile_role_allows_exactly_its_item_calls_the_hyperstack_key_and_its_logs(
+    template: dict[str, Any],
+) -> None:
+    properties = template["Resources"][RECONCILE]["Properties"]
+    assert properties["Role"] == {"Fn::GetAtt": [RECONCILE_ROLE, "Arn"]}
+    assert "HYPERSTACK_API_KEY" not in properties["Environment"]["Variables"]
+    statements = _role_statements(template, RECONCILE_ROLE)
+    granted = {(action, _table_or_index(resource, template)) for s in statements if _grants_dynamodb(s)
+               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    assert granted == RECONCILE_GRANTS
+    others = {(action, json.dumps(s["Resource"])) for s in statements if not _grants_dynamodb(s)
+              for action in _actions(s)}
+    assert {action for action, _ in others} == LOG_ACTIONS | {"ssm:GetParameter"}
+    assert any("hyperstack-api-key" in resource for action, resource in others if action == "ssm:GetParameter")
+    updates = [s for s in statements if "dynamodb:UpdateItem" in _actions(s)]
+    assert [set(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]) for s in updates] == [
+        {"id", "vm_status", "error_message", "vm_id"}]
+    bookkeeping = [s for s in statements if "dynamodb:PutItem" in _actions(s)]
+    assert [s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] for s in bookkeeping] == [
+        ["deployment"]]
