@@ -198,6 +198,18 @@ ODD_BODIES = [
     ("CreateReplicaRequest", {"rate_limit": "60"}),
     ("CreateReplicaRequest", {"rate_limit": None}),
     ("CreateReplicaRequest", {"create_vm": "false"}),
+    ("CreateReplicaRequest", {"api_key": "sk-abc"}),
+    ("CreateReplicaRequest", {"api_key": None}),
+    ("CreateReplicaRequest", {"api_key": ""}),
+    ("CreateReplicaRequest", {"api_key": "sk abc"}),
+    ("CreateReplicaRequest", {"api_key": "sk-\u00e9"}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "secrets": {"HF_TOKEN": "hf_x"}}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "secrets": {"HF-TOKEN": "hf_x"}}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "secrets": {"HF_TOKEN": "a\nb"}}}),
+    ("CreateReplicaRequest", {"vm_creation_details": {**VM_DETAILS, "secrets": {f"V{i}": "" for i in range(33)}}}),
+    ("UpdateReplicaRequest", {}),
+    ("UpdateReplicaRequest", {"api_key": "sk-abc"}),
+    ("UpdateReplicaRequest", {"api_key": None}),
     ("CreateReplicaRequest", {"create_vm": 0}),
     ("CreateReplicaRequest", {"create_vm": 0.0}),
     ("CreateReplicaRequest", {"create_vm": "no"}),
@@ -256,3 +268,13 @@ def test_streamed_answer_is_described_event_by_event(document):
 
     assert EcmaValidator(event).is_valid({"event": "message", "data": "[DONE]"})
     assert not EcmaValidator(event).is_valid("data: [DONE]")
+
+
+def test_replica_secrets_are_published_write_only(document):
+    schemas = document["components"]["schemas"]
+    create, update = schemas["CreateReplicaRequest"]["properties"], schemas["UpdateReplicaRequest"]["properties"]
+
+    assert create["api_key"]["writeOnly"] is True
+    assert update["api_key"]["writeOnly"] is True
+    assert create["vm_creation_details"]["properties"]["secrets"]["writeOnly"] is True
+    assert not {"api_key", "secrets"} & set(schemas["Replica"]["properties"])
