@@ -329,3 +329,16 @@ def test_idle_mode_holds_back_half_a_non_streamed_body():
     with MockVllm(model=MODEL, mode="idle") as server:
         with pytest.raises(requests.exceptions.ConnectionError):
             post_chat(server, chat(), timeout=(2, 0.5))
+
+
+def test_replica_with_an_api_key_refuses_v1_without_its_bearer_as_vllm_does():
+    with MockVllm(api_key="sk-mock") as guarded:
+        models = requests.get(guarded.base_url + "/models", timeout=5)
+        wrong = requests.get(guarded.base_url + "/models", headers={"Authorization": "Bearer other"}, timeout=5)
+        right = requests.get(guarded.base_url + "/models", headers={"Authorization": "Bearer sk-mock"}, timeout=5)
+        health = requests.get(f"http://127.0.0.1:{guarded.port}/health", timeout=5)
+
+    assert (models.status_code, models.json()) == (401, {"error": "Unauthorized"})
+    assert wrong.status_code == 401
+    assert right.status_code == 200
+    assert health.status_code == 200
