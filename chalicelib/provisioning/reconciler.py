@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
 from chalicelib.observability import logger
-from chalicelib.settings import get_provision_settings, hyperstack_api_key
+from chalicelib.settings import get_provision_settings
 from chalicelib.store.conditional import update_if
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
@@ -52,15 +51,13 @@ class Summary:
                 "failed_replicas": self.failed_replicas, "errors": self.errors}
 
 
-@lru_cache(maxsize=1)
 def hyperstack_client() -> Any:
-    from chalicelib.hyperstack.client import HyperstackClient
+    from chalicelib.hyperstack import configured_client
 
-    key = hyperstack_api_key()
-    if not key:
+    client = configured_client()
+    if client is None:
         raise RuntimeError("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
-    settings = get_provision_settings()
-    return HyperstackClient(key, host=settings.hyperstack_api_url, timeout_seconds=settings.hyperstack_timeout_seconds)
+    return client
 
 
 def reconcile(client: Any, now: datetime, grace_seconds: float | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
@@ -25,7 +24,6 @@ from chalicelib.provisioning.replica_store import (
     model_name_of,
     security_rules_of,
 )
-from chalicelib.settings import get_provision_settings, hyperstack_api_key
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import deployment_label, replica_vm_name
@@ -40,15 +38,13 @@ def vm_name(replica_id: int) -> str:
     return replica_vm_name(deployment_id(), replica_id)
 
 
-@lru_cache(maxsize=1)
 def _hyperstack() -> Any:
-    from chalicelib.hyperstack.client import HyperstackClient
+    from chalicelib.hyperstack import configured_client
 
-    key = hyperstack_api_key()
-    if not key:
+    client = configured_client()
+    if client is None:
         raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
-    settings = get_provision_settings()
-    return HyperstackClient(key, host=settings.hyperstack_api_url, timeout_seconds=settings.hyperstack_timeout_seconds)
+    return client
 
 
 def handle(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:

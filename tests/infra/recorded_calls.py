@@ -297,6 +297,7 @@ def reconcile() -> None:
     from aws_lambda_powertools.utilities.parameters import clear_caches
 
     from chalicelib import replica_statuses as statuses
+    from chalicelib.hyperstack import configured_client
     from chalicelib.provisioning import reconciler
     from chalicelib.store import deployment
     from chalicelib.store.tables import Replica
@@ -304,7 +305,7 @@ def reconcile() -> None:
     # A fresh function instance: it reads (here: makes) the deployment id and reads the Hyperstack key.
     deployment.forget_cached_id()
     clear_caches()
-    reconciler.hyperstack_client.cache_clear()
+    configured_client.cache_clear()
     Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, endpoint="http://10.0.0.9:8000/v1").save()
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", ReconciledHyperstack), \
             RECORDER.recording("Reconcile"):
