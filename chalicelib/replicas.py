@@ -99,7 +99,11 @@ def update(replica_id: int, body: Any) -> None:
 
 
 def delete(replica_id: int) -> None:
-    """A replica given by URL goes at once; a provisioned one goes when its VM is gone."""
+    """A replica given by URL goes at once; a provisioned one goes when its VM is gone.
+
+    A provisioned replica already DELETING or DELETE_FAILED gets a new teardown: teardowns are
+    idempotent, so a second one running beside a slow first one does no harm.
+    """
     replica = _replica_or_404(replica_id)
     if is_provisioned(replica):
         _start_teardown(replica)
@@ -108,8 +112,17 @@ def delete(replica_id: int) -> None:
 
 
 def delete_all(model: LlmModel) -> None:
-    """The model and its replicas: rows at once, provisioned ones once their VMs are gone."""
-    replicas = of_model(model.id)
+    """The model and its replicas: rows at once, provisioned ones once their VMs are gone.
+
+    The race: a replica inserted while the model is being deleted would be left with no model,
+    its VM still being made. So the model is marked `deleting` first (an insert checks the mark
+    is absent, in its transaction), and only then are its replicas read, with a consistent scan
+    of the base table: the `by_model` index is eventually consistent and could miss one just
+    added. The replicas table holds an admin's handful of rows, so the scan is cheap.
+    """
+    if not update_if(model, [LlmModel.deleting.set(True)], LlmModel.id == model.id):
+        raise NotFound("Model not found")
+    replicas = list(Replica.scan(Replica.model_id == model.id, consistent_read=True))
     for replica in replicas:
         if is_provisioned(replica):
             _start_teardown(replica)
@@ -183,7 +196,8 @@ def _security_rule(replica_id: int, rule: dict[str, Any]) -> ReplicaSecurityRule
 def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule]) -> None:
     try:
         with transaction() as tx:
-            tx.condition_check(LlmModel, model.name, condition=LlmModel.id == model.id)
+            tx.condition_check(LlmModel, model.name,
+                               condition=(LlmModel.id == model.id) & LlmModel.deleting.does_not_exist())
             if replica.endpoint:
                 tx.save(Bookkeeping(endpoint_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
             tx.save(replica, condition=Replica.id.does_not_exist())
@@ -205,18 +219,23 @@ def _start_provisioning(replica: Replica) -> None:
         delete_rows([replica])  # nothing was asked of Hyperstack yet: the request leaves no trace
         logger.exception("provisioning workflow did not start", extra={"replica_id": replica.id})
         raise ServiceUnavailable("The provisioning workflow could not start; nothing was created.") from None
-    replica.update(actions=[Replica.execution_arn.set(execution_arn)])
+    # Only onto a row still there: a DELETE may already have torn it down, and an unconditional
+    # update would bring back a partial row that nothing owns.
+    update_if(replica, [Replica.execution_arn.set(execution_arn)], Replica.id.exists())
 
 
 def _start_teardown(replica: Replica) -> None:
-    if replica.vm_status == statuses.DELETING:
-        return  # a teardown is already on its way
-    replica.update(actions=[Replica.vm_status.set(statuses.DELETING), Replica.error_message.remove()])
+    # DELETING is final for the workflow (no step moves a replica out of it), so once it is written
+    # every later step of a create execution compensates instead of going on.
+    marked = [Replica.vm_status.set(statuses.DELETING), Replica.error_message.remove()]
+    if not update_if(replica, marked, Replica.id.exists()):
+        return  # torn down meanwhile
     try:
         workflow.start("delete", replica.id)
     except Exception as error:  # visible as DELETE_FAILED, never silently dropped
-        replica.update(actions=[Replica.vm_status.set(statuses.DELETE_FAILED),
-                                Replica.error_message.set(f"The teardown workflow could not start: {error}")])
+        failed = [Replica.vm_status.set(statuses.DELETE_FAILED),
+                  Replica.error_message.set(f"The teardown workflow could not start: {error}")]
+        update_if(replica, failed, Replica.id.exists())
         raise ServiceUnavailable("The teardown could not start; the replica is marked DELETE_FAILED.") from None
 
 

@@ -70,8 +70,13 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> di
     try:
         _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id)
     except ReplicaGone:
-        # Deleted while the VM was being created: its teardown may have looked for the VM too early.
-        _call(lambda: client.delete_vm(vm.id))
+        # The race: the replica was deleted (row gone or DELETING) while the create call was in flight.
+        # Nobody else knows this VM yet, so this step deletes it. A refusal (409 while it builds) is
+        # left to the compensation that ReplicaGone leads to, which retries for minutes.
+        try:
+            _call(lambda: client.delete_vm(vm.id), conflict_is_retryable=True)
+        except (HyperstackRetryable, ProvisioningFailed):
+            pass
         raise
     return {"vm_id": vm.id}
 
@@ -120,14 +125,42 @@ def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
     return {"reason": reason}
 
 
+def create_ended(event: dict[str, Any]) -> dict[str, Any]:
+    """Whether the replica's create execution has ended, so that no create call of it is in flight.
+
+    The teardown's invariant: its VM lookup by name happens only once no VM of the replica can
+    still appear. The create execution is not stopped for that: stopping an execution does not
+    stop a Lambda mid-call, whose VM would then appear after the teardown looked, with no later
+    step to delete it. Left running, each of its steps finds the replica DELETING (no step moves a
+    replica out of DELETING) and compensates, deleting any VM it made, then ends by itself.
+    """
+    from chalicelib.provisioning import workflow
+
+    polls = int(event.get("polls") or 0) + 1
+    if find(int(event["replica_id"])) is None:
+        return {"ended": True, "polls": polls}
+    create = workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"])
+    return {"ended": not workflow.is_running(create), "polls": polls}
+
+
+def stop_create(event: dict[str, Any]) -> dict[str, Any]:
+    """The teardown waited its bound for the create execution: stop it, a stuck execution helps nobody.
+
+    A create call in flight at this point may still make a VM after the teardown looked; the
+    reconciler deletes such a VM, as no replica owns it.
+    """
+    from chalicelib.provisioning import workflow
+
+    workflow.stop(workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"]),
+                  "The replica was deleted and its provisioning did not end in time.")
+    return {}
+
+
 def teardown(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+    """Delete every VM of the replica's name, then its rows; runs once its create execution ended."""
     replica = find(int(event["replica_id"]))
     if replica is None:
         return {}
-    if replica.execution_arn:
-        from chalicelib.provisioning import workflow
-
-        workflow.stop(replica.execution_arn, "The replica was deleted.")
     _delete_vm(hyperstack(), int(replica.id), replica.vm_id)
     delete_rows(replica)
     return {}
@@ -231,6 +264,8 @@ _HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, An
 }
 _STEPS_WITHOUT_HYPERSTACK: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "start_create": start_create,
+    "create_ended": create_ended,
+    "stop_create": stop_create,
     "check_model": check_model,
     "mark_ready": mark_ready,
     "mark_failed": mark_failed,

@@ -10,6 +10,10 @@ from typing import Any
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.settings import get_provision_settings, get_settings
 
+# How long a teardown waits for the replica's create execution to end before stopping it: longer
+# than a create call with its retries (~3 min) plus the compensation's delete retries (~12 min).
+CREATE_END_WAIT_SECONDS = 20 * 60
+
 
 @lru_cache(maxsize=1)
 def _client() -> Any:
@@ -36,6 +40,7 @@ def execution_input(action: str, replica_id: int) -> dict[str, Any]:
         "max_polls": max(1, settings.vm_timeout_seconds // poll),
         "model_poll_seconds": poll,
         "max_model_polls": max(1, settings.model_timeout_seconds // poll),
+        "max_create_waits": max(1, CREATE_END_WAIT_SECONDS // poll),
     }
 
 
@@ -47,11 +52,35 @@ def start(action: str, replica_id: int) -> str:
     able to start another (names stay taken for 90 days).
     """
     arn = require_configured()
-    name = f"replica-{replica_id}-create" if action == "create" else f"replica-{replica_id}-{action}-{time.time_ns()}"
+    name = create_execution_name(replica_id)
+    if action != "create":
+        name = f"replica-{replica_id}-{action}-{time.time_ns()}"
     started = _client().start_execution(
         stateMachineArn=arn, name=name, input=json.dumps(execution_input(action, replica_id))
     )
     return started["executionArn"]
+
+
+def create_execution_name(replica_id: int) -> str:
+    return f"replica-{replica_id}-create"
+
+
+def create_execution_of(replica_id: int, sibling_arn: str) -> str:
+    """The ARN of the replica's create execution, from any execution's of the same state machine.
+
+    Derived, not read from the replica row: the admin API records the ARN only after the execution
+    has started, and the teardown must find a create execution that is already running by then.
+    """
+    return sibling_arn.rsplit(":", 1)[0] + ":" + create_execution_name(replica_id)
+
+
+def is_running(execution_arn: str) -> bool:
+    """True while the execution runs; an execution never started counts as not running."""
+    client = _client()
+    try:
+        return client.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
+    except client.exceptions.ExecutionDoesNotExist:
+        return False
 
 
 def stop(execution_arn: str, reason: str) -> None:

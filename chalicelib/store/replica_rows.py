@@ -30,4 +30,7 @@ def delete_rows(replicas: list[Replica], model: LlmModel | None = None) -> None:
     for start in range(0, len(items), MAX_ITEMS):
         with transaction() as tx:
             for item in items[start : start + MAX_ITEMS]:
-                tx.delete(item)
+                if item is model:  # only the model marked deleting: none of its replicas can be added since
+                    tx.delete(item, condition=(LlmModel.id == model.id) & LlmModel.deleting.exists())
+                else:
+                    tx.delete(item)

@@ -146,6 +146,9 @@ class LlmModel(Table):
     listing_index = ListingIndex()
     id = NumberAttribute()
     created_at = NumberAttribute()
+    # Set by DELETE /v1/models/{id} before it looks for the model's replicas: a replica insert
+    # checks it is absent in its transaction, so none can be added that the delete does not see.
+    deleting = BooleanAttribute(null=True)
 
 
 class Replica(Table):

@@ -21,19 +21,23 @@ from chalicelib.hyperstack.client import HyperstackError, Vm, VmSpec
 from chalicelib.provisioning import tasks
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.store.tables import Replica, ReplicaSecurityRule
+from tests.conftest import TEST_STATE_MACHINE_ARN
 from tests.unit.conftest import VM_DETAILS
 
 DEFINITION = Path(__file__).resolve().parents[2] / "infra" / "provisioning.asl.json"
 RETRYABLE = HyperstackError("Hyperstack answered 503", retryable=True, status=503)
 PERMANENT = HyperstackError("Hyperstack answered 422", retryable=False, status=422)
 BUSY = HyperstackError("Hyperstack answered 409: the VM is busy", retryable=False, status=409)
+# The ARN a Task state passes as $$.Execution.Id: a teardown finds the create execution beside it.
+EXECUTION_ARN = TEST_STATE_MACHINE_ARN.replace(":stateMachine:", ":execution:") + ":replica-test-delete"
 
 
 class FakeHyperstack:
     """The `HyperstackClient` methods the steps call, over a dict of VMs; records every call.
 
     `fail[method] = error` makes that method's next call raise; `create_then_fail` makes the next
-    create make its VM and then raise (Hyperstack's answer lost after it acted).
+    create make its VM and then raise (Hyperstack's answer lost after it acted);
+    `refuse_deleting_building` answers 409 to deleting a VM still CREATING, as Hyperstack does.
     """
 
     def __init__(self) -> None:
@@ -43,6 +47,7 @@ class FakeHyperstack:
         self.fail: dict[str, HyperstackError] = {}
         self.create_then_fail: HyperstackError | None = None
         self.on_create: Callable[[], None] = lambda: None
+        self.refuse_deleting_building = False
         self._ids = itertools.count(7001)
 
     def find_vm_by_name(self, name: str) -> Vm | None:
@@ -69,6 +74,9 @@ class FakeHyperstack:
 
     def delete_vm(self, vm_id: int) -> None:
         self._called("delete_vm", vm_id)
+        vm = self.vms.get(int(vm_id))
+        if self.refuse_deleting_building and vm is not None and vm.status == "CREATING":
+            raise BUSY
         self.vms.pop(int(vm_id), None)  # like the client: a VM already gone counts as deleted
 
     def add_vm(self, name: str, status: str = "CREATING", floating_ip: str | None = None) -> Vm:
@@ -113,7 +121,7 @@ def run(step: str, replica_id: int, hyperstack: FakeHyperstack | None = None, **
     def no_hyperstack() -> Any:
         raise AssertionError(f"step {step} asked for a Hyperstack client")
 
-    event = {"step": step, "replica_id": replica_id, "execution_arn": "arn:test", **fields}
+    event = {"step": step, "replica_id": replica_id, "execution_arn": EXECUTION_ARN, **fields}
     return tasks.handle(event, hyperstack=(lambda: hyperstack) if hyperstack else no_hyperstack)
 
 

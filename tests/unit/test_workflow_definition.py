@@ -24,7 +24,7 @@ FUNCTION_ARN = "${ProvisionFunctionArn}"
 
 CREATE_STEPS = {"start_create", "create_vm", "check_vm", "check_model", "mark_ready"}
 COMPENSATION_STEPS = {"delete_vm", "mark_failed"}
-DELETE_STEPS = {"teardown", "mark_delete_failed"}
+DELETE_STEPS = {"create_ended", "stop_create", "teardown", "mark_delete_failed"}
 HYPERSTACK_STEPS = {"create_vm", "check_vm", "check_model", "delete_vm", "teardown"}
 # The task code's exceptions are the error names (their class names) that Retry and Catch match.
 RETRYABLE = HyperstackRetryable.__name__
@@ -126,17 +126,17 @@ def test_hyperstack_steps_retry_with_backoff_and_nothing_retries_final_errors(
         if step in HYPERSTACK_STEPS:
             retrier = _hyperstack_retrier(task)
             assert retrier["MaxAttempts"] >= 5 and retrier["BackoffRate"] > 1, step
-    # Nobody retries the compensation's VM deletion after the workflow, so it tries for longest;
-    # a failed teardown shows as DELETE_FAILED and the admin may DELETE again.
+    # Nobody retries the compensation's VM deletion after the workflow, so it tries for longest; the
+    # teardown as long: Hyperstack refuses (409) to delete a VM still building, for minutes.
     tasks = _tasks(states)
     budgets = {step: _retry_budget(_hyperstack_retrier(tasks[step])) for step in HYPERSTACK_STEPS}
-    assert budgets["delete_vm"] == max(budgets.values()) > budgets["teardown"]
-    assert budgets["teardown"] <= 60, "a failed teardown must show within a minute or so"
+    assert budgets["delete_vm"] == budgets["teardown"] == max(budgets.values())
 
 
 def test_every_create_step_fails_into_compensation_with_the_error_at_error(states: dict[str, dict[str, Any]]) -> None:
     tasks = _tasks(states)
-    expected = {step: COMPENSATION for step in CREATE_STEPS} | {"teardown": DELETE_FAILED}
+    expected = {step: COMPENSATION for step in CREATE_STEPS} | {
+        step: DELETE_FAILED for step in ("create_ended", "stop_create", "teardown")}
     for step, target in expected.items():
         assert tasks[step]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": target}], step
     # A VM that cannot be deleted is still reported: compensation goes on with that error at $.cleanup.
@@ -173,13 +173,14 @@ def test_every_failure_path_goes_through_compensation_or_mark_delete_failed(
 
 def test_polling_waits_come_from_the_input_and_loops_are_bounded(states: dict[str, dict[str, Any]]) -> None:
     waits = {name: s for name, s in states.items() if s["Type"] == "Wait"}
-    assert sorted(w["SecondsPath"] for w in waits.values()) == ["$.model_poll_seconds", "$.poll_seconds"]
+    assert sorted(w["SecondsPath"] for w in waits.values()) == [
+        "$.model_poll_seconds", "$.poll_seconds", "$.poll_seconds"]
     bounds = {
         rule["NumericGreaterThanEqualsPath"]
         for state in states.values() if state["Type"] == "Choice"
         for rule in state["Choices"] if "NumericGreaterThanEqualsPath" in rule
     }
-    assert bounds == {"$.max_polls", "$.max_model_polls"}
+    assert bounds == {"$.max_polls", "$.max_model_polls", "$.max_create_waits"}
     for name in waits:
         # Every loop back into a Wait passes a Choice that gives up after the maximum number of polls.
         loop_choices = [s for s in states.values() if s["Type"] == "Choice" and s.get("Default") == name]
