@@ -19,6 +19,8 @@ Failure switches (attributes of the fake, kept in the model; counters count down
 - `fail_next_creates`: 500 without creating; `fail_next_creates_after_creating`: create, then 500.
 - `vm_goes_to_error`: VMs created while set go ERROR instead of ACTIVE; `never_active`: they stay CREATING.
 - `fail_deletes`: 500 without deleting, N times; `fail_all_deletes`: always.
+- `refuse_deleting_building`: 409 to deleting a VM still CREATING, as Hyperstack does while it builds.
+- `slow_create_seconds`: a create makes its VM at once but answers that much later (a create call in flight).
 - `rate_limit_next`: 429 to the next N requests; `status_false_next`: 200 `{"status": false}` to the next N
   requests, doing nothing.
 - `stall_next`: the next N requests are read, then never answered (for `stall_seconds`, or until `stop()`).
@@ -31,10 +33,11 @@ import copy
 import json
 import re
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from infra.local.hyperstack_vms import InjectedFault, InvalidRequest, VmCallback, VmFleet, VmNotFound
+from infra.local.hyperstack_vms import InjectedFault, InvalidRequest, VmBusy, VmCallback, VmFleet, VmNotFound
 from infra.local.served_vms import ServedVms, mock_replica_for
 from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
 
@@ -86,6 +89,7 @@ class FakeHyperstack(BackgroundService):
     never_active = _Forward("fleet", "faults")
     fail_deletes = _Forward("fleet", "faults")
     fail_all_deletes = _Forward("fleet", "faults")
+    refuse_deleting_building = _Forward("fleet", "faults")
     rate_limit_next = _Forward("fleet", "faults")
     stall_next = _Forward("fleet", "faults")
     status_false_next = _Forward("fleet", "faults")
@@ -98,6 +102,7 @@ class FakeHyperstack(BackgroundService):
         self.fleet = VmFleet(active_after_seconds, floating_ip, on_active, on_deleted)
         self.api_key = api_key
         self.stall_seconds = stall_seconds
+        self.slow_create_seconds = 0.0
         self.verbose = verbose
         self._lock = threading.Lock()
         self._request_log: list[dict[str, Any]] = []
@@ -153,6 +158,8 @@ class FakeHyperstack(BackgroundService):
                     return 400, _error(str(error), "validation_error")
                 except VmNotFound as error:
                     return 404, _error(str(error), "not_found")
+                except VmBusy as error:
+                    return 409, _error(str(error), "conflict")
                 except InjectedFault as fault:
                     return 500, _error(f"Internal server error (fake: {fault.switch})", "internal_error")
             allowed = allowed or bool(match)
@@ -174,6 +181,7 @@ class FakeHyperstack(BackgroundService):
 
     def _create(self, _query: dict[str, list[str]], body: Any) -> Answer:
         vm = self.fleet.create(body)
+        time.sleep(self.slow_create_seconds)  # the VM exists already; only the answer is late
         return 200, {"status": True, "message": "Creating 1 virtual machine(s)", "instances": [_instance(vm)]}
 
     def _get(self, _query: dict[str, list[str]], _body: Any, vm_id: int) -> Answer:

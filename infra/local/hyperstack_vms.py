@@ -27,7 +27,7 @@ CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
 # Counting switches fire that many times, counting down; the flags hold while set.
 COUNTING_SWITCHES = ("fail_next_creates", "fail_next_creates_after_creating", "fail_deletes", "rate_limit_next",
                      "stall_next", "status_false_next")
-FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes")
+FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes", "refuse_deleting_building")
 
 
 class VmNotFound(LookupError):
@@ -36,6 +36,10 @@ class VmNotFound(LookupError):
 
 class InvalidRequest(ValueError):
     """A create or a rule that Hyperstack would refuse (a 400): nothing changes."""
+
+
+class VmBusy(Exception):
+    """Hyperstack's 409: the VM cannot be deleted while it is still being built."""
 
 
 class InjectedFault(Exception):
@@ -134,6 +138,9 @@ class VmFleet:
         if self.faults.take("fail_deletes"):
             raise InjectedFault("fail_deletes")
         with self._lock:
+            building = self._vms.get(vm_id, {}).get("status") == "CREATING"
+            if building and self.faults.refuse_deleting_building:
+                raise VmBusy(f"Virtual machine {vm_id} is still being built")
             vm = self._vms.pop(vm_id, None)
         if vm is None:
             raise VmNotFound(f"Virtual machine {vm_id} not found")

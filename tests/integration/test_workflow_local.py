@@ -28,7 +28,7 @@ VM_ID = 4242
 FLOATING_IP = "203.0.113.10"
 CREATE = {"action": "create", "replica_id": REPLICA_ID, "poll_seconds": 1, "max_polls": 3,
           "model_poll_seconds": 1, "max_model_polls": 3}
-DELETE = {"action": "delete", "replica_id": REPLICA_ID}
+DELETE = {"action": "delete", "replica_id": REPLICA_ID, "poll_seconds": 1, "max_create_waits": 3}
 
 
 def vm(status: str) -> dict[str, Any]:
@@ -43,6 +43,7 @@ class FakeTasks:
         "check_vm": [vm("ACTIVE")],
         "check_model": [{"healthy": True}],
         "delete_vm": [{"vm_deleted": True}],
+        "create_ended": [{"ended": True, "polls": 1}],
     }
 
     def __init__(self, emulator_url: str, **script: list[Any]) -> None:
@@ -190,9 +191,24 @@ def test_delete_tears_the_replica_down(emulator_url: str) -> None:
     tasks = FakeTasks(emulator_url)
     execution, states = run(emulator_url, tasks, DELETE)
     assert execution["status"] == "SUCCEEDED", execution
-    assert tasks.steps == ["teardown"]
+    assert tasks.steps == ["create_ended", "teardown"]
     assert tasks.event("teardown")["replica_id"] == REPLICA_ID
-    assert states == ["Create or delete?", "Tear down replica", "Replica deleted"]
+    assert states == ["Create or delete?", "Start waiting for provisioning to end", "Provisioning ended?",
+                      "May a VM still appear?", "Tear down replica", "Replica deleted"]
+
+
+def test_teardown_waits_for_the_create_execution_to_end_before_it_looks(emulator_url: str) -> None:
+    tasks = FakeTasks(emulator_url, create_ended=[{"ended": False, "polls": 1}, {"ended": True, "polls": 2}])
+    execution, _ = run(emulator_url, tasks, DELETE)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert tasks.steps == ["create_ended", "create_ended", "teardown"]
+
+
+def test_teardown_stops_a_create_execution_that_never_ends_then_tears_down(emulator_url: str) -> None:
+    tasks = FakeTasks(emulator_url, create_ended=[{"ended": False, "polls": n} for n in (1, 2, 3)])
+    execution, _ = run(emulator_url, tasks, DELETE)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert tasks.steps == ["create_ended"] * 3 + ["stop_create", "teardown"]
 
 
 def test_a_failed_teardown_marks_the_deletion_failed(emulator_url: str) -> None:
@@ -200,7 +216,7 @@ def test_a_failed_teardown_marks_the_deletion_failed(emulator_url: str) -> None:
     execution, _ = run(emulator_url, tasks, DELETE)
     assert execution["status"] == "FAILED"
     assert execution["error"] == "DeletionFailed"
-    assert tasks.steps == ["teardown", "mark_delete_failed"]
+    assert tasks.steps == ["create_ended", "teardown", "mark_delete_failed"]
     error = tasks.event("mark_delete_failed")["error"]
     assert error["Error"] == "ProvisioningFailed"
     assert "security rule 9" in error["Cause"]
