@@ -183,11 +183,11 @@ def test_delete_during_provisioning_leaves_no_vm(provisioning_stack, cloud, mode
 def test_failed_teardown_keeps_the_replica_visible_with_the_reason(provisioning_stack, cloud, model_name):
     _, replica_id = create_vm_replica(provisioning_stack, model_name)
     wait_for(provisioning_stack, replica_id, {"SUCCESS"})
-    cloud.hyperstack.fail_all_deletes = True
+    # Refused for good (500s and 409s are retried for minutes): the teardown's first call gets status false.
+    cloud.hyperstack.status_false_next = 1
 
     delete_replica(provisioning_stack, replica_id)
     stuck = wait_for(provisioning_stack, replica_id, {"DELETE_FAILED"}, timeout=90)
-    cloud.hyperstack.fail_all_deletes = False
     delete_replica(provisioning_stack, replica_id)
 
     assert "may still exist" in stuck["error_message"]
