@@ -14,6 +14,7 @@ import pytest
 import requests
 from openai import OpenAI
 
+from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.mock_vllm import MockVllm
 from tests.conftest import TEST_ADMIN_KEY
 
@@ -129,3 +130,69 @@ def served(stack, model_name, replica) -> str:
 def second_replica(model_name: str) -> Iterator[MockVllm]:
     with MockVllm(model=model_name) as running:
         yield running
+
+
+# VM-backed replicas: the fake Hyperstack, a stack provisioning through it, and the no-orphan check.
+
+FAKE_KEY = "fake-hyperstack-key"
+
+
+class Cloud:
+    """The fake Hyperstack, and the replicas its ACTIVE VMs serve."""
+
+    def __init__(self) -> None:
+        self.serve_models = True
+        self.replicas: dict[int, MockVllm] = {}
+        self.hyperstack = FakeHyperstack(api_key=FAKE_KEY, active_after_seconds=0.5,
+                                         on_active=self._vm_active, on_deleted=self._vm_deleted)
+
+    def _vm_active(self, vm: dict) -> None:
+        if self.serve_models:
+            self.replicas[vm["id"]] = MockVllm(model=vm["model"], port=vm["port"]).start()
+
+    def _vm_deleted(self, vm: dict) -> None:
+        replica = self.replicas.pop(vm["id"], None)
+        if replica:
+            replica.stop()
+
+    def stop(self) -> None:
+        for replica in self.replicas.values():
+            replica.stop()
+        self.hyperstack.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    running = Cloud()
+    running.hyperstack.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def provisioning_stack(cloud: Cloud) -> Iterator[LocalStack]:
+    stack = start_local_stack({
+        "HYPERSTACK_API_URL": cloud.hyperstack.url, "HYPERSTACK_API_KEY": FAKE_KEY, "MOCK_REPLICA": "0",
+        "PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "4", "MODEL_READY_TIMEOUT_SECONDS": "4",
+        "REPLICA_CACHE_SECONDS": "0",
+    })
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def no_vm_left_unowned(cloud: Cloud, provisioning_stack: LocalStack) -> Iterator[None]:
+    """After every scenario, Hyperstack holds no VM that no SUCCESS replica owns."""
+    cloud.hyperstack.vm_goes_to_error = cloud.hyperstack.never_active = False
+    cloud.hyperstack.fail_all_deletes = False
+    cloud.serve_models = True
+    yield
+    owned = {row["vm_id"] for row in replica_rows(provisioning_stack) if row["vm_status"] == "SUCCESS"}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and set(cloud.hyperstack.vms) - owned:
+        time.sleep(0.2)
+    assert set(cloud.hyperstack.vms) - owned == set()
+
+
+def replica_rows(stack: LocalStack) -> list[dict]:
+    return stack.admin.get(stack.url("/v1/tables/replicas")).json()["data"]

@@ -13,7 +13,7 @@ import requests
 from infra.local import llama_replica
 from tests.conftest import missing_prerequisite
 from tests.integration.conftest import LocalStack, start_local_stack
-from tests.integration.test_provisioning import create_vm_replica, delete_replica, wait_for
+from tests.integration.provisioned import create_vm_replica, delete_replica, wait_for
 
 MODEL = llama_replica.SMOLLM2_MODEL
 MESSAGES = [{"role": "user", "content": "Name three colours."}]

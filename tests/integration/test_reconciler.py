@@ -9,8 +9,8 @@ import pytest
 
 from chalicelib.hyperstack.client import HyperstackClient, VmSpec
 from chalicelib.vm_naming import replica_id_of, replica_vm_name
-from tests.integration.conftest import LocalStack, start_local_stack
-from tests.integration.test_provisioning import FAKE_KEY, Cloud, create_vm_replica, replica_rows, wait_for
+from tests.integration.conftest import FAKE_KEY, Cloud, LocalStack, replica_rows, start_local_stack
+from tests.integration.provisioned import create_vm_replica, wait_for
 
 # A sweep every second, and a grace of two: the scenarios take seconds, not the production quarter hours.
 RECONCILE_ENV = {"RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "2"}

@@ -7,19 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import LocalStack
-from tests.integration.test_provisioning import (  # noqa: F401 - fixtures: the stack, the fake, the no-VM check
-    Cloud,
-    cloud,
-    create_vm_replica,
-    delete_replica,
-    no_vm_left_unowned,
-    provisioning_stack,
-    replica_rows,
-    wait_for,
-)
+from tests.integration.conftest import Cloud, LocalStack, replica_rows
+from tests.integration.provisioned import create_vm_replica, delete_replica, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+# After every scenario, Hyperstack holds no VM that no SUCCESS replica owns (the fixture, in conftest).
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("no_vm_left_unowned")]
 SLOW_CREATE_SECONDS = 3
 BUILD_SECONDS = 5  # longer than the create call: its first deletes are refused with 409
 
