@@ -33,14 +33,6 @@ def _started(cloud: Cloud) -> Deployment:
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[Cloud]:
-    running = Cloud()
-    running.hyperstack.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def first(cloud: Cloud) -> Iterator[Deployment]:
     deployment = _started(cloud)
     yield deployment

@@ -1,7 +1,8 @@
 """Unit fixtures: the Chalice app against DynamoDB emulated in-process by moto."""
 
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -9,6 +10,7 @@ import pytest
 from chalice.test import Client
 from moto import mock_aws
 
+from chalicelib.observability import logger
 from tests.conftest import TEST_ADMIN_KEY, TEST_STATE_MACHINE_ARN
 
 
@@ -104,3 +106,12 @@ def started_executions(action: str) -> int:
     executions = client.list_executions(stateMachineArn=TEST_STATE_MACHINE_ARN)["executions"]
     return sum(1 for execution in executions if json.loads(client.describe_execution(
         executionArn=execution["executionArn"])["input"])["action"] == action)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The service logger's JSON lines, parsed (modules that need more, such as EMF lines, define their own)."""
+    buffer = io.StringIO()
+    previous = logger.registered_handler.setStream(buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    logger.registered_handler.setStream(previous)

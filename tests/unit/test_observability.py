@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,14 +21,6 @@ from tests.unit.test_chat_events import function_url_event, rest_api_event
 CONTEXT_KEYS = {"function_name", "function_memory_size", "function_arn", "function_request_id", "cold_start",
                 "correlation_id"}
 EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:provision-test:replica-3-create"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    buffer = io.StringIO()
-    previous = logger.registered_handler.setStream(buffer)
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    logger.registered_handler.setStream(previous)
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ spares, which replicas it fails, and the one log line per action."""
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +11,6 @@ import pytest
 
 from chalicelib import replica_statuses as statuses
 from chalicelib.hyperstack.client import HyperstackError, Vm
-from chalicelib.observability import logger
 from chalicelib.provisioning.reconciler import reconcile
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import replica_vm_name
@@ -58,14 +54,6 @@ class FakeHyperstack:
 @pytest.fixture
 def hyperstack(aws) -> FakeHyperstack:
     return FakeHyperstack()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    buffer = io.StringIO()
-    previous = logger.registered_handler.setStream(buffer)
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    logger.registered_handler.setStream(previous)
 
 
 def replica(replica_id: int, status: str, vm_id: int | None = None) -> None:
