@@ -82,7 +82,8 @@ STREAMING_HEADERS = {
 # Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
 _TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
-Handler = Callable[..., ChatResponse]  # (headers, body) or (headers, body, deadline=...)
+# (headers, body, deadline=...): the chat service's `handle`; `deadline` is a time.time() or None.
+Handler = Callable[..., ChatResponse]
 
 
 class Invocation(NamedTuple):
@@ -181,19 +182,10 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
         if method != "POST":
             return error_response(MethodNotAllowed(f"Method {method} is not allowed on {CHAT_PATH}.", "POST",
                                                    code="method_not_allowed"))
-        if _takes_deadline(handler):
-            return handler(headers, body, deadline=invocation.deadline)
-        return handler(headers, body)
+        return handler(headers, body, deadline=invocation.deadline)
     except Exception:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
         logger.exception("chat handler failed before the first byte")
         return internal_error_response()
-
-
-def _takes_deadline(handler: Handler) -> bool:
-    """Whether the handler accepts `deadline` (the chat service does; two-argument handlers remain valid).
-    Read off its code object: importing `inspect` would cost the cold start more than it is worth."""
-    code = getattr(handler, "__code__", None)
-    return code is not None and "deadline" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
 
 
 def _stream(api: str, request_id: str, response: ChatResponse) -> None:

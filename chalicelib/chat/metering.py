@@ -33,7 +33,7 @@ _ids = IdBlocks("metric", get_chat_settings().metric_id_block)
 
 
 class Meter:
-    def __init__(self, caller: Caller, request: ChatRequest, started_at: float) -> None:
+    def __init__(self, caller: Caller, request: ChatRequest, started_at: float, deadline: float | None = None) -> None:
         self.caller = caller
         self.request = request
         self.started_at = started_at
@@ -44,7 +44,7 @@ class Meter:
         self.time_to_first_token: float | None = None
         self.store_content = get_chat_settings().store_content
         self.answer: list[str] = []
-        self.deadline: float | None = None  # time.time() after which the row must not hold the function up
+        self.deadline = deadline  # time.time() after which the row's retries must not hold the function up
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:

@@ -46,8 +46,7 @@ def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = Non
         caller = access.admit(token, request.model, started_at)
     except ApiError as error:
         return error_response(error)
-    meter = Meter(caller, request, started_at)
-    meter.deadline = deadline - _LAST_SAVE_SECONDS
+    meter = Meter(caller, request, started_at, deadline=deadline - _LAST_SAVE_SECONDS)
     try:
         response = _answer(request, caller, meter, started_at, answer_by)
     except ApiError as error:

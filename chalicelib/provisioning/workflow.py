@@ -52,9 +52,8 @@ def start(action: str, replica_id: int) -> str:
     able to start another (names stay taken for 90 days).
     """
     arn = require_configured()
-    name = create_execution_name(replica_id)
-    if action != "create":
-        name = f"replica-{replica_id}-{action}-{time.time_ns()}"
+    create = action == "create"
+    name = create_execution_name(replica_id) if create else f"replica-{replica_id}-{action}-{time.time_ns()}"
     started = _client().start_execution(
         stateMachineArn=arn, name=name, input=json.dumps(execution_input(action, replica_id))
     )

@@ -199,13 +199,13 @@ def runtime_api() -> Iterator[FakeRuntimeApi]:
 # --- fake chat handlers ---------------------------------------------------------------------------
 
 
-def fake_handler(headers: dict[str, str], body: bytes) -> ChatResponse:
+def fake_handler(headers: dict[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
     """The handler the bootstrap test selects with CHAT_HANDLER=tests.unit.test_lambda_runtime:fake_handler."""
     return ChatResponse(200, {"content-type": "text/plain", "x-fake": "yes"}, iter([b"echo: ", body]))
 
 
 def serving(*pieces: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Callable[..., ChatResponse]:
-    return lambda _headers, _body: ChatResponse(status, headers or SSE, iter(pieces))
+    return lambda _headers, _body, deadline=None: ChatResponse(status, headers or SSE, iter(pieces))
 
 
 def chat_event(body: bytes = b'{"model": "m", "stream": true}') -> dict[str, Any]:
@@ -281,7 +281,7 @@ def test_chunks_are_sent_as_they_are_produced_not_buffered(runtime_api):
         yield b"three"
 
     runtime_api.invoke(chat_event())
-    serve(runtime_api, lambda _h, _b: ChatResponse(200, SSE, body(), streamed=True))
+    serve(runtime_api, lambda _h, _b, deadline=None: ChatResponse(200, SSE, body(), streamed=True))
 
     posted = runtime_api.response()
     assert produced["first_arrived_before_last_produced"] is True
@@ -296,7 +296,7 @@ def test_body_failing_mid_stream_ends_with_error_trailers_after_the_chunks_sent(
         raise ConnectionError("replica went away")
 
     runtime_api.invoke(chat_event())
-    serve(runtime_api, lambda _h, _b: ChatResponse(200, SSE, body()))
+    serve(runtime_api, lambda _h, _b, deadline=None: ChatResponse(200, SSE, body()))
 
     posted = runtime_api.response()
     assert posted.payload() == b"data: 1\n\ndata: 2\n\n"
@@ -336,7 +336,7 @@ class Tracked:
             self.generator_exited = True
             raise
 
-    def handler(self, _headers: dict[str, str], _body: bytes) -> ChatResponse:
+    def handler(self, _headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
         return self.response
 
 
@@ -370,7 +370,7 @@ def test_response_is_closed_when_lambda_drops_the_stream_and_the_next_invocation
     runtime_api.invoke(chat_event())
     handlers = iter([tracked.handler, serving(b"next one")])
 
-    serve(runtime_api, lambda headers, body: next(handlers)(headers, body), invocations=2)
+    serve(runtime_api, lambda headers, body, deadline=None: next(handlers)(headers, body), invocations=2)
 
     assert tracked.close_calls == 1
     assert tracked.generator_exited  # the service saw the early close: it stops the upstream request
@@ -403,9 +403,10 @@ def test_runtime_api_answering_before_the_end_stops_the_body_at_once(runtime_api
     dropped = runtime_api.invoke(chat_event())
     runtime_api.answer_early_on.add(dropped)
     runtime_api.invoke(chat_event())
-    handlers = iter([lambda _h, _b: ChatResponse(200, SSE, iter(body), streamed=True), serving(b"next one")])
+    handlers = iter([lambda _h, _b, deadline=None: ChatResponse(200, SSE, iter(body), streamed=True),
+                     serving(b"next one")])
 
-    serve(runtime_api, lambda headers, b: next(handlers)(headers, b), invocations=2)
+    serve(runtime_api, lambda headers, b, deadline=None: next(handlers)(headers, b), invocations=2)
 
     assert body.closed
     assert body.pulled == 1  # the piece in hand when the answer came is not sent, and nothing more is pulled
@@ -418,7 +419,7 @@ def test_client_gone_is_metered_499_and_ends_the_upstream_request(runtime_api):
     meter, body = SimpleNamespace(status=200), Counted()
     runtime_api.hang_up_on.add(runtime_api.invoke(chat_event()))
 
-    serve(runtime_api, lambda _h, _b: ChatResponse(200, SSE, _Metered(iter(body), meter), streamed=True))
+    serve(runtime_api, lambda _h, _b, deadline=None: ChatResponse(200, SSE, _Metered(iter(body), meter), streamed=True))
 
     assert meter.status == 499
     assert body.closed  # its finally ran: the upstream request is closed
@@ -456,7 +457,7 @@ def test_handler_taking_a_deadline_gets_the_invocations(runtime_api):
 
 
 def test_handler_exception_before_the_first_byte_answers_a_500_in_openai_error_shape(runtime_api):
-    def broken(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+    def broken(_headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
         raise KeyError("bug")
 
     runtime_api.invoke(chat_event())
@@ -493,7 +494,7 @@ def test_only_post_to_the_chat_path_reaches_the_handler(runtime_api, event, stat
     calls = []
     runtime_api.invoke(event)
 
-    serve(runtime_api, lambda headers, body: calls.append(1) or serving(b"")(headers, body))
+    serve(runtime_api, lambda headers, body, deadline=None: calls.append(1) or serving(b"")(headers, body))
 
     posted = runtime_api.response()
     assert calls == []
@@ -507,7 +508,7 @@ def test_only_post_to_the_chat_path_reaches_the_handler(runtime_api, event, stat
 def test_both_event_shapes_reach_the_handler_as_lower_case_headers_and_raw_body(runtime_api):
     seen = []
 
-    def recording(headers: dict[str, str], body: bytes) -> ChatResponse:
+    def recording(headers: dict[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
         seen.append((headers["authorization"], headers["content-type"], body))
         return ChatResponse(200, SSE, iter([b"ok"]))
 
@@ -522,7 +523,7 @@ def test_both_event_shapes_reach_the_handler_as_lower_case_headers_and_raw_body(
 def test_loop_serves_several_invocations_in_a_row_and_survives_a_failed_one(runtime_api):
     ids = [runtime_api.invoke(chat_event(f'{{"n": {n}}}'.encode())) for n in range(3)]
 
-    def handler(_headers: dict[str, str], body: bytes) -> ChatResponse:
+    def handler(_headers: dict[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
         if json.loads(body)["n"] == 1:
             return ChatResponse(200, SSE, failing([b"partial"], ValueError("lost")))
         return ChatResponse(200, SSE, iter([body]))
@@ -539,7 +540,7 @@ def test_trace_id_of_each_invocation_is_exported_to_the_handler(runtime_api, mon
     monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
     seen = []
 
-    def recording(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+    def recording(_headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
         seen.append(os.environ.get("_X_AMZN_TRACE_ID"))
         return ChatResponse(200, SSE, iter([b"ok"]))
 
@@ -616,7 +617,7 @@ def logging(message: str) -> Callable[..., ChatResponse]:
         logger.info(f"{message} streaming")
         yield b"ok"
 
-    def handler(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+    def handler(_headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
         logger.info(f"{message} called")
         return ChatResponse(200, SSE, body())
 
@@ -653,7 +654,7 @@ def test_the_next_invocation_carries_its_own_ids_and_none_of_the_previous(runtim
     second = runtime_api.invoke(chat_event())
     handlers = iter([logging("first"), logging("second")])
 
-    def handler(headers: dict[str, str], body: bytes) -> ChatResponse:
+    def handler(headers: dict[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
         if headers.get("x-correlation-id"):
             logger.append_keys(replica_id=3)  # as the service might, for the rest of its invocation
         return next(handlers)(headers, body)
@@ -673,7 +674,7 @@ def test_the_next_invocation_carries_its_own_ids_and_none_of_the_previous(runtim
 
 
 def test_a_handler_failure_is_logged_as_powertools_json_with_its_traceback(runtime_api, log_lines):
-    def broken(_headers: dict[str, str], _body: bytes) -> ChatResponse:
+    def broken(_headers: dict[str, str], _body: bytes, deadline: float | None = None) -> ChatResponse:
         raise KeyError("bug")
 
     request_id = runtime_api.invoke(with_headers(**{"x-request-id": "client-7"}))
