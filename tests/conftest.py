@@ -32,3 +32,18 @@ def missing_prerequisite(what: str, install: str) -> NoReturn:
     if os.environ.get(REQUIRE_ALL_PREREQUISITES, "").strip() not in ("", "0"):
         pytest.fail(f"{message} ({REQUIRE_ALL_PREREQUISITES} is set, as `make test` does)", pytrace=False)
     pytest.skip(message)
+
+
+def free_run(length: int) -> int:
+    """A port p with p .. p+length-1 all free on 127.0.0.1 (for stacks whose side ports follow PORT)."""
+    import socket
+
+    from infra.local.ports import is_free
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + length <= 65535 and all(is_free(base + offset) for offset in range(1, length)):
+            return base
+    raise RuntimeError(f"no {length} free ports in a row")

@@ -29,10 +29,11 @@ def side_port(variable: str) -> int:
     preferred = api + SIDE_PORT_OFFSETS[variable]
     # Probed just before the listener binds it: a process that takes it in between makes that start fail,
     # as any fixed port would; the OS's pick (0) is only for when it is already taken.
-    return preferred if api and _free(preferred) else 0
+    return preferred if api and is_free(preferred) else 0
 
 
-def _free(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` now (and it is a port we may bind)."""
     if not _LOWEST_UNPRIVILEGED <= port <= 65535:
         return False
     with socket.socket() as probe:

@@ -1,14 +1,14 @@
 """Two `make run`s side by side: only PORT differs, every side listener keeps its default (PORT+1 ..)."""
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import LocalStack, free_port, start_local_stack
+from tests.conftest import free_run
+from tests.integration.conftest import LocalStack, start_local_stack
 
 SIDE_LISTENERS = 4  # demo replica, real model, AWS emulator, fake Hyperstack: PORT+1 .. PORT+4
 LAST_LINE = "Provisioning workflow:"
@@ -34,24 +34,6 @@ class Output:
         while not any(line.startswith(prefix) for line in self.lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         return list(self.lines)
-
-
-def free_run(length: int) -> int:
-    """A port p with p .. p+length-1 all free."""
-    for _ in range(50):
-        base = free_port()
-        if base + length <= 65535 and all(_free(base + offset) for offset in range(1, length)):
-            return base
-    raise RuntimeError(f"no {length} free ports in a row")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")

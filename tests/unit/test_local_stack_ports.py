@@ -5,19 +5,9 @@ import socket
 from types import SimpleNamespace
 
 from infra.local import ports
+from tests.conftest import free_run
 
 run = importlib.import_module("infra.local.__main__")
-
-
-def free_run(length: int) -> int:
-    """A port p with p .. p+length-1 all free."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + length <= 65535 and all(ports._free(base + offset) for offset in range(1, length)):
-            return base
-    raise RuntimeError(f"no {length} free ports in a row")
 
 
 def test_side_ports_follow_port_when_free(monkeypatch):
