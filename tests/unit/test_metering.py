@@ -79,6 +79,15 @@ def test_content_over_the_item_limit_is_cut_to_fit_and_marked(api):
     assert row.choices.startswith("ü") and len(row.choices.encode()) >= MAX_CONTENT_BYTES // 2
 
 
+def test_table_view_shows_that_a_rows_content_was_cut(api):
+    meter = meter_for(content="x" * (MAX_CONTENT_BYTES + 1), store_content=True)
+    meter.write()
+
+    rows = api.get("/v1/tables/metric").json["data"]
+
+    assert [row["content_truncated"] for row in rows] == [True]
+
+
 def test_content_that_fits_is_stored_whole_and_not_marked(api):
     meter = meter_for(content="hello", store_content=True)
     meter.answer.append("world")
