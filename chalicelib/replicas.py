@@ -17,6 +17,7 @@ from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.provisioning import workflow
+from chalicelib.provisioning.cloud_init import FRONT_PORT
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
 from chalicelib.store.conditional import update_if
@@ -30,6 +31,8 @@ from chalicelib.validation import field_error, validate
 SUCCESS = statuses.SUCCESS
 _CHAT_SUFFIX = "/chat/completions"
 MIN_KEY_LENGTH_TO_HINT = 16
+# A provisioned VM's bearer is fixed when it boots, and spliced into its TLS front's configuration.
+_MADE_BY_THE_PROXY = "A provisioned replica's api_key is made by the proxy for its VM; it cannot be set."
 PUBLIC_FIELDS = (
     "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
     "name", "environment_name", "image_name", "flavor_name", "key_name", "port",
@@ -46,7 +49,7 @@ def describe_row(replica: Replica) -> dict[str, Any]:
     """The raw table view: the public fields, the api_key masked, the secrets by name only."""
     secrets = replica.secrets.as_dict() if replica.secrets is not None else None
     return {**describe(replica), "api_key": masked_api_key(replica.api_key),
-            "secrets": sorted(secrets) if secrets is not None else None}
+            "secrets": sorted(secrets) if secrets is not None else None, "tls_fingerprint": replica.tls_fingerprint}
 
 
 def masked_api_key(api_key: str | None) -> str | None:
@@ -79,10 +82,14 @@ def create(model_id: int, body: Any) -> int:
         return replica.id
     if details is None:
         raise field_error("vm_creation_details", "VM creation details must be provided when create_vm is True.")
+    if request.get("api_key"):
+        raise field_error("api_key", _MADE_BY_THE_PROXY)
+    if details["port"] == FRONT_PORT:
+        raise field_error("vm_creation_details", f"Port {FRONT_PORT} is the replica's TLS front on the VM: "
+                                                 "choose another port.")
     _check_port_ranges(details.get("security_rules") or [])
     workflow.require_configured()
     replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
-    replica.api_key = request.get("api_key")
     _insert(model, replica, rules)
     _start_provisioning(replica)
     return replica.id
@@ -92,6 +99,8 @@ def update(replica_id: int, body: Any) -> None:
     """Set the fields given (null clears one); those not given stay as they are."""
     request = validate(UPDATE_REPLICA, body)
     replica = _replica_or_404(replica_id)
+    if "api_key" in request and is_provisioned(replica):
+        raise field_error("api_key", _MADE_BY_THE_PROXY)
     attributes = {"rate_limit": Replica.rate_limit, "api_key": Replica.api_key}
     actions = [attributes[name].set(value) if value else attributes[name].remove() for name, value in request.items()]
     if not update_if(replica, actions, Replica.id.exists()):  # it went away between the read and the write

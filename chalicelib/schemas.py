@@ -87,7 +87,8 @@ SECURITY_RULE: dict[str, Any] = {
 REPLICA_API_KEY: dict[str, Any] = {
     "type": ["string", "null"], "minLength": 1, "maxLength": 1024, "pattern": r"^[!-~]*$",
     "x-pattern-message": "Must be visible ASCII characters, without spaces.", "writeOnly": True,
-    "description": "Sent to the replica as `Authorization: Bearer <api_key>`; never shown back. null: none.",
+    "description": ("A replica given by URL: sent to it as `Authorization: Bearer <api_key>`; never shown back. "
+                    "null: none. A provisioned replica's key is made by the proxy and cannot be set."),
 }
 
 # Environment variables of the VM's run command (a Hugging Face token, say): written into the VM's

@@ -32,6 +32,7 @@ class Target:
     endpoint: str
     rate_limit: int | None
     api_key: str | None = field(default=None, repr=False)  # the replica's bearer: kept out of reprs and logs
+    tls_fingerprint: str | None = None  # a provisioned replica's certificate pin (chalicelib.pinned_tls)
 
     @property
     def chat_url(self) -> str:
@@ -104,7 +105,7 @@ def _fetch(model: str) -> _CachedModel:
         return _CachedModel(fetched_at, False, ())
     serving = tuple(
         Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None,
-               replica.api_key)
+               replica.api_key, replica.tls_fingerprint)
         for replica in Replica.by_model.query(found.id)
         if replica.vm_status == SUCCESS and replica.endpoint
     )

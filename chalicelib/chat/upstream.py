@@ -17,11 +17,13 @@ from collections.abc import Iterator
 
 import urllib3
 from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.util import parse_url
 
 from chalicelib.chat import routing
 from chalicelib.chat.routing import Target
 from chalicelib.errors import ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
 from chalicelib.observability import logger
+from chalicelib.pinned_tls import pool_options
 from chalicelib.settings import get_chat_settings
 
 # One pool per function instance: connections to replicas are reused across invocations.
@@ -46,8 +48,7 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float,
         timeout = urllib3.Timeout(connect=min(settings.connect_timeout, left),
                                   read=min(settings.first_byte_timeout, left))
         try:
-            response = _pool.urlopen("POST", target.chat_url, body=body, headers=_with_key(headers, target),
-                                     timeout=timeout, preload_content=False, redirect=False)
+            response = _post(target, body, _with_key(headers, target), timeout)
         except ReadTimeoutError:
             timed_out += 1
             if _time_left(deadline) <= 0:
@@ -111,6 +112,15 @@ def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = Non
             response.release_conn()  # read to its end: the connection can serve the next request
         else:
             discard(response)
+
+
+def _post(target: Target, body: bytes, headers: dict[str, str], timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
+    # A pinned replica gets pools of its own: urllib3 keys pools by their TLS options too.
+    url = parse_url(target.chat_url)
+    pool = _pool.connection_from_host(url.host, url.port, url.scheme,
+                                      pool_kwargs=pool_options(target.tls_fingerprint))
+    return pool.urlopen("POST", url.request_uri, body=body, headers=headers, timeout=timeout,
+                        preload_content=False, redirect=False)
 
 
 def _with_key(headers: dict[str, str], target: Target) -> dict[str, str]:

@@ -1,8 +1,12 @@
-"""The `user_data` a replica's VM boots with: install what the image lacks, run the model server.
+"""The `user_data` a replica's VM boots with: its credentials, a TLS front, the model server.
 
 The first comment line is the replica marker (`chalicelib.vm_naming`): the port and the model.
-The user's `secrets` are exported before the run command starts; the script is not logged (it
-carries them), and its own output goes to the VM's log only.
+The replica port answers TLS only, with the certificate made for this replica, and only requests
+carrying its bearer: an nginx front on FRONT_PORT does both, and every connection from outside to
+the replica port is redirected to it (iptables), so the run command keeps serving plain HTTP on the
+port it was given, reachable from the VM itself only. vLLM checks the bearer too (`VLLM_API_KEY`).
+The user's `secrets` are exported before the run command starts. The script carries the private
+key and the secrets: it is never logged, and its own output goes to the VM's log only.
 """
 
 from __future__ import annotations
@@ -14,11 +18,20 @@ from collections.abc import Mapping
 from chalicelib.schemas import ENV_NAME_PATTERN
 from chalicelib.vm_naming import replica_marker
 
+FRONT_PORT = 59443  # on the VM only; chosen out of the way of the ports model servers use
+CONFIG_DIR = "/etc/llm-replica"
+_HEREDOC_END = "LLM_REPLICA_EOF"
+
 _SCRIPT = """#!/bin/bash
 {marker}
 # Written by the Hyperstack LLM inference proxy. Output: /var/log/llm-replica.log
 set -uo pipefail
 exec >>/var/log/llm-replica.log 2>&1
+(umask 077 && mkdir -p {config_dir})
+(umask 077 && cat > {config_dir}/tls.crt) <<'{end}'
+{certificate}{end}
+(umask 077 && cat > {config_dir}/tls.key) <<'{end}'
+{private_key}{end}
 if ! command -v docker >/dev/null 2>&1; then
   curl -fsSL https://get.docker.com | sh
 fi
@@ -32,15 +45,59 @@ if command -v nvidia-smi >/dev/null 2>&1 && ! command -v nvidia-ctk >/dev/null 2
   apt-get update && apt-get install -y nvidia-container-toolkit
   nvidia-ctk runtime configure --runtime=docker && systemctl restart docker
 fi
-{secrets}export PORT={port}
+# The TLS front: the replica's certificate, its bearer on every request, answers streamed as they come.
+if ! command -v nginx >/dev/null 2>&1; then
+  apt-get update && apt-get install -y nginx
+fi
+(umask 077 && cat > /etc/nginx/conf.d/llm-replica.conf) <<'{end}'
+map $http_authorization $llm_replica_caller {{
+  default 0;
+  "Bearer {api_key}" 1;
+}}
+server {{
+  listen {front_port} ssl;
+  ssl_certificate {config_dir}/tls.crt;
+  ssl_certificate_key {config_dir}/tls.key;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  client_max_body_size 16m;
+  location / {{
+    if ($llm_replica_caller = 0) {{
+      return 401 '{{"error": "Unauthorized"}}';
+    }}
+    proxy_pass http://127.0.0.1:{port};
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+    proxy_request_buffering off;
+    proxy_read_timeout 3600s;
+  }}
+}}
+{end}
+rm -f /etc/nginx/sites-enabled/default
+systemctl enable nginx && systemctl restart nginx
+# From outside, the replica port is the front; the model server behind it is reachable from this VM only.
+iptables -t nat -I PREROUTING 1 -p tcp --dport {port} -j REDIRECT --to-ports {front_port}
+{secrets}export VLLM_API_KEY={quoted_api_key}
+export PORT={port}
 nohup bash -lc {command} &
 """
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
+# The bearer is spliced into nginx's configuration and the script: only characters inert in both.
+_SAFE_API_KEY = re.compile(r"[A-Za-z0-9_.~+/=-]{16,512}")
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----\n[A-Za-z0-9+/=\n]+-----END [A-Z ]+-----\n")
 
 
-def user_data(model: str, port: int, run_command: str, secrets: Mapping[str, str] | None = None) -> str:
-    return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), command=shlex.quote(run_command),
-                          secrets=_exports(secrets or {}))
+def user_data(model: str, port: int, run_command: str, *, api_key: str, certificate_pem: str,
+              private_key_pem: str, secrets: Mapping[str, str] | None = None) -> str:
+    if not _SAFE_API_KEY.fullmatch(api_key):
+        raise ValueError("a replica's api_key must be 16 to 512 URL-safe characters")
+    for pem in (certificate_pem, private_key_pem):
+        if not _PEM.fullmatch(pem):  # a line equal to the heredoc's end would cut it short
+            raise ValueError("not a single PEM block")
+    return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), front_port=FRONT_PORT,
+                          config_dir=CONFIG_DIR, end=_HEREDOC_END, certificate=certificate_pem,
+                          private_key=private_key_pem, api_key=api_key, quoted_api_key=shlex.quote(api_key),
+                          command=shlex.quote(run_command), secrets=_exports(secrets or {}))
 
 
 def _exports(secrets: Mapping[str, str]) -> str:

@@ -10,11 +10,12 @@ compensation (delete the VM, then mark the replica FAILED unless it is being del
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
+from chalicelib.pinned_tls import pool_options
+from chalicelib.provisioning import replica_tls
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import (
@@ -24,6 +25,7 @@ from chalicelib.provisioning.replica_store import (
     model_name_of,
     security_rules_of,
 )
+from chalicelib.provisioning.replica_tls import ReplicaCredentials
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import deployment_label, replica_vm_name
@@ -64,11 +66,17 @@ def start_create(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+    """Make the replica's VM, or adopt the one an earlier attempt made, and record it with its credentials."""
     replica = _live(event, allowed=(statuses.CREATING_VM,))
+    if replica.vm_id is not None:  # recorded by an attempt whose answer was lost; its credentials are gone
+        return {"vm_id": int(replica.vm_id)}
+    name = vm_name(int(replica.id))
+    credentials = replica_tls.credentials_for(int(replica.id), name)
     client = hyperstack()
-    vm = _call(lambda: client.find_vm_by_name(vm_name(replica.id)) or client.create_vm(_spec(replica)))
+    vm = _call(lambda: client.find_vm_by_name(name) or client.create_vm(_spec(replica, credentials)))
     try:
-        _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id)
+        _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id,
+                 api_key=credentials.api_key, tls_fingerprint=credentials.fingerprint)
     except ReplicaGone:
         # The race: the replica was deleted (row gone or DELETING) while the create call was in flight.
         # Nobody else knows this VM yet, so this step deletes it. A refusal (409 while it builds) is
@@ -78,6 +86,7 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> di
         except (HyperstackRetryable, ProvisioningFailed):
             pass
         raise
+    replica_tls.forget(int(replica.id))  # the VM holds the private key now; the replica, the pin
     return {"vm_id": vm.id}
 
 
@@ -98,7 +107,8 @@ def check_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dic
 def check_model(event: dict[str, Any]) -> dict[str, Any]:
     replica = _live(event, allowed=(statuses.BOOTING,))
     polls = int(event.get("polls") or 0) + 1
-    return {"healthy": _answers(_endpoint(event, replica) + "/models", replica.api_key), "polls": polls}
+    healthy = _answers(_endpoint(event, replica) + "/models", replica.api_key, replica.tls_fingerprint)
+    return {"healthy": healthy, "polls": polls}
 
 
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
@@ -200,30 +210,33 @@ def _advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fie
 
 def _delete_vm(client: Any, replica_id: int, vm_id: int | None) -> None:
     """Delete the replica's VM: the one recorded, and any other by its name (a create retried
-    after a lost answer could have made one the replica never recorded)."""
+    after a lost answer could have made one the replica never recorded); then its credentials."""
     ids = {int(vm.id) for vm in _call(lambda: client.find_vms_by_name(vm_name(replica_id)))}
     if vm_id is not None:
         ids.add(int(vm_id))
     for each in sorted(ids):
         _call(lambda each=each: client.delete_vm(each), conflict_is_retryable=True)
+    replica_tls.forget(replica_id)
 
 
 def _endpoint(event: dict[str, Any], replica: Replica) -> str:
-    return f"http://{event['floating_ip']}:{int(replica.port)}/v1"
+    return f"https://{event['floating_ip']}:{int(replica.port)}/v1"
 
 
-def _answers(url: str, api_key: str | None = None) -> bool:
-    """The replica serves: with its bearer, as chat requests will reach it (vLLM's --api-key guards /v1)."""
+def _answers(url: str, api_key: str | None = None, fingerprint: str | None = None) -> bool:
+    """The replica serves, reached as chat requests will reach it: over TLS with its pinned
+    certificate, with its bearer. A yes proves the VM is ours, up, and holding its key."""
+    import urllib3
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    probe = urllib.request.Request(url, headers=headers)  # the replica's own URL, from its row
     try:
-        with urllib.request.urlopen(probe, timeout=5) as reply:
-            return reply.status == 200
-    except (OSError, ValueError):
+        with urllib3.PoolManager(retries=False, **pool_options(fingerprint)) as pool:
+            return pool.request("GET", url, headers=headers, timeout=5, redirect=False).status == 200
+    except (urllib3.exceptions.HTTPError, OSError, ValueError):
         return False
 
 
-def _spec(replica: Replica) -> Any:
+def _spec(replica: Replica, credentials: ReplicaCredentials) -> Any:
     from chalicelib.hyperstack.client import VmSpec
 
     return VmSpec(
@@ -234,7 +247,9 @@ def _spec(replica: Replica) -> Any:
         key_name=replica.key_name,
         assign_floating_ip=bool(replica.assign_floating_ip),
         user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command,
-                            replica.secrets.as_dict() if replica.secrets is not None else None),
+                            api_key=credentials.api_key, certificate_pem=credentials.certificate_pem,
+                            private_key_pem=credentials.private_key_pem,
+                            secrets=replica.secrets.as_dict() if replica.secrets is not None else None),
         labels=[vm_name(int(replica.id)), deployment_label(deployment_id())],
         security_rules=security_rules_of(replica),
     )

@@ -176,6 +176,8 @@ class Replica(Table):
     # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
     api_key = UnicodeAttribute(null=True)
     secrets = MapAttribute(null=True)
+    # A provisioned replica's certificate: its SHA-256 fingerprint, the one TLS peer the proxy accepts.
+    tls_fingerprint = UnicodeAttribute(null=True)
     rl_window = NumberAttribute(null=True)
     rl_count = NumberAttribute(null=True)
 
@@ -195,11 +197,15 @@ class ReplicaSecurityRule(Table):
 
 
 class Bookkeeping(Table):
-    """What DynamoDB lacks natively: id sequences (`seq#<table>`) and uniqueness guards."""
+    """What DynamoDB lacks natively: id sequences (`seq#<table>`) and uniqueness guards; and a
+    provisioned replica's credentials until its VM is recorded (`store.replica_credentials`)."""
 
     Meta = _meta("bookkeeping")
     pk = UnicodeAttribute(hash_key=True)
     value = NumberAttribute(null=True)
+    secret = UnicodeAttribute(null=True)
+    certificate = UnicodeAttribute(null=True)
+    private_key = UnicodeAttribute(null=True)
 
 
 TABLES_BY_LOGICAL_NAME: dict[str, type[Model]] = {

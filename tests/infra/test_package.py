@@ -726,6 +726,16 @@ def test_chat_role_cannot_mint_keys_delete_rows_scan_or_read_a_secret(template: 
     assert [call for call in forbidden if call not in denied] == []
 
 
+@pytest.mark.parametrize("function", sorted(FUNCTION_ROLES))
+def test_only_the_provision_role_can_read_a_replicas_private_key(template: dict[str, Any], function: str) -> None:
+    statements = _role_statements(template, FUNCTION_ROLES[function])
+    read = _chat_call("dynamodb:GetItem", "bookkeeping", "pk", "private_key", leading_key="replica-tls#1")
+
+    allowed = not _denied_calls(statements, [read], lambda r: _template_arn(r, template))
+
+    assert allowed == (function == PROVISION)
+
+
 def test_each_function_is_given_only_the_variables_its_code_reads(
     template: dict[str, Any], chalice_config: dict[str, Any]
 ) -> None:

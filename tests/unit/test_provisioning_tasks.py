@@ -6,10 +6,8 @@ by moto. A GPU VM costs dollars an hour, so the tests that matter most are those
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +18,20 @@ from chalicelib import replica_statuses as statuses
 from chalicelib.hyperstack.client import HyperstackError, Vm, VmSpec
 from chalicelib.provisioning import tasks
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from chalicelib.provisioning.replica_tls import new_credentials
+from chalicelib.store import replica_credentials
 from chalicelib.store.tables import Replica, ReplicaSecurityRule
 from tests.conftest import TEST_STATE_MACHINE_ARN
 from tests.unit.conftest import VM_DETAILS
+from tests.unit.replica_server import TlsReplicaServer
 
 DEFINITION = Path(__file__).resolve().parents[2] / "infra" / "provisioning.asl.json"
 RETRYABLE = HyperstackError("Hyperstack answered 503", retryable=True, status=503)
 PERMANENT = HyperstackError("Hyperstack answered 422", retryable=False, status=422)
 BUSY = HyperstackError("Hyperstack answered 409: the VM is busy", retryable=False, status=409)
 # The ARN a Task state passes as $$.Execution.Id: a teardown finds the create execution beside it.
+# The credentials each replica of these tests gets, so that a server can be started with them beforehand.
+CREDENTIALS = new_credentials("test-replica")
 EXECUTION_ARN = TEST_STATE_MACHINE_ARN.replace(":stateMachine:", ":execution:") + ":replica-test-delete"
 
 
@@ -141,6 +144,8 @@ def creating(api, model_id: int, hyperstack: FakeHyperstack, **details: Any) -> 
     """A replica whose VM was asked for: (replica id, VM id)."""
     replica_id = new_replica(api, model_id, **details)
     run("start_create", replica_id)
+    replica_credentials.keep_first(replica_id, CREDENTIALS.api_key, CREDENTIALS.certificate_pem,
+                                   CREDENTIALS.private_key_pem)
     return replica_id, run("create_vm", replica_id, hyperstack)["vm_id"]
 
 
@@ -320,53 +325,34 @@ def test_vm_that_disappeared_while_being_created_fails_provisioning(api, model_i
 # Check model and Mark ready
 
 
-class ModelServer(http.server.BaseHTTPRequestHandler):
-    answer = 200
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's dispatch name
-        self.server.paths.append(self.path)
-        self.send_response(self.answer)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def model_server() -> Iterator[http.server.HTTPServer]:
-    """The model server a booted VM would run, on 127.0.0.1 (the VM's floating IP in these tests)."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), ModelServer)
-    server.paths = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def model_server() -> Iterator[TlsReplicaServer]:
+    """The model server a booted VM would run, on 127.0.0.1 (the VM's floating IP in these tests),
+    behind TLS with the credentials the replica gets (`creating` keeps them for it)."""
+    with TlsReplicaServer(CREDENTIALS) as server:
+        yield server
 
 
 def test_check_model_is_healthy_when_the_model_server_answers_its_models(api, model_id, hyperstack, model_server):
-    replica_id, vm_id = booting(api, model_id, hyperstack, port=model_server.server_port)
+    replica_id, vm_id = booting(api, model_id, hyperstack, port=model_server.port)
 
     result = run("check_model", replica_id, vm_id=vm_id, floating_ip="127.0.0.1", polls=4)
 
     assert result == {"healthy": True, "polls": 5}
-    assert model_server.paths == ["/v1/models"]
+    assert model_server.seen == [("/v1/models", f"Bearer {CREDENTIALS.api_key}")]
 
 
 def test_check_model_is_not_healthy_while_the_model_server_answers_an_error(api, model_id, hyperstack, model_server,
                                                                             monkeypatch):
-    monkeypatch.setattr(ModelServer, "answer", 503)
-    replica_id, vm_id = booting(api, model_id, hyperstack, port=model_server.server_port)
+    model_server.answer = 503
+    replica_id, vm_id = booting(api, model_id, hyperstack, port=model_server.port)
 
     assert run("check_model", replica_id, vm_id=vm_id, floating_ip="127.0.0.1", polls=0)["healthy"] is False
 
 
 def test_check_model_is_not_healthy_while_nothing_listens(api, model_id, hyperstack, model_server):
-    port = model_server.server_port
-    model_server.shutdown()
-    model_server.server_close()
+    port = model_server.port
+    model_server.stop()
     replica_id, vm_id = booting(api, model_id, hyperstack, port=port)
 
     assert run("check_model", replica_id, vm_id=vm_id, floating_ip="127.0.0.1", polls=0)["healthy"] is False
@@ -379,7 +365,7 @@ def test_mark_ready_makes_the_replica_serve_at_its_vms_address(api, model_id, hy
 
     replica = row(replica_id)
     assert replica.vm_status == statuses.SUCCESS
-    assert replica.endpoint == "http://203.0.113.9:8123/v1"
+    assert replica.endpoint == "https://203.0.113.9:8123/v1"
 
 
 # Delete VM and Mark failed (compensation)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shlex
 import subprocess
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from chalicelib.chat import routing
-from chalicelib.provisioning import tasks
 from chalicelib.provisioning.cloud_init import user_data
+from chalicelib.provisioning.replica_tls import new_credentials
 from chalicelib.store.tables import Replica
 from tests.unit.conftest import VM_DETAILS
 from tests.unit.test_provisioning_tasks import FakeHyperstack, run
 
 KEY = "sk-replica-0123456789abcdef-wxyz"
+CREDENTIALS = new_credentials("test-replica")
 SECRET = "hf_s3cr3t-'$(touch /tmp/pwned)' \"quoted\" `ls`"
 
 
@@ -39,6 +37,12 @@ def provisioned(api, model_id: int, *, api_key: str | None = None, **details: An
     reply = api.post(f"/v1/models/{model_id}/replicas", body)
     assert reply.status == 201, reply.json
     return reply.json["replica_id"]
+
+
+def vm_script(run_command: str, secrets: dict[str, str] | None = None) -> str:
+    return user_data("org/model", 8000, run_command, api_key=CREDENTIALS.api_key,
+                     certificate_pem=CREDENTIALS.certificate_pem, private_key_pem=CREDENTIALS.private_key_pem,
+                     secrets=secrets)
 
 
 def every_admin_answer(api, model_id: int) -> str:
@@ -95,7 +99,7 @@ def test_vm_secrets_are_stored_for_the_workflow(api, model_id):
 
 def test_no_admin_answer_contains_the_api_key_or_the_secrets(api, model_id):
     api.create_replica(model_id, api_key=KEY)
-    provisioned(api, model_id, api_key=KEY + "-vm", secrets={"HF_TOKEN": SECRET})
+    provisioned(api, model_id, secrets={"HF_TOKEN": SECRET})
 
     answers = every_admin_answer(api, model_id)
 
@@ -193,7 +197,7 @@ def test_bad_api_key_update_changes_nothing(api, model_id):
 
 
 def test_user_data_exports_each_secret_quoted_before_the_run_command():
-    script = user_data("org/model", 8000, "vllm serve org/model", {"HF_TOKEN": SECRET})
+    script = vm_script("vllm serve org/model", {"HF_TOKEN": SECRET})
 
     (line,) = [line for line in script.splitlines() if line.startswith("export HF_TOKEN=")]
     assert shlex.split(line) == ["export", f"HF_TOKEN={SECRET}"]
@@ -201,7 +205,7 @@ def test_user_data_exports_each_secret_quoted_before_the_run_command():
 
 
 def test_exported_secret_reaches_the_run_command_as_it_was_given():
-    script = user_data("org/model", 8000, "printenv HF_TOKEN", {"HF_TOKEN": SECRET})
+    script = vm_script("printenv HF_TOKEN", {"HF_TOKEN": SECRET})
     exports = "".join(line + "\n" for line in script.splitlines() if line.startswith("export "))
 
     shown = subprocess.run(["bash", "-c", exports + "printenv HF_TOKEN"], capture_output=True, text=True, check=True)
@@ -209,15 +213,16 @@ def test_exported_secret_reaches_the_run_command_as_it_was_given():
     assert shown.stdout == SECRET + "\n"
 
 
-def test_user_data_without_secrets_exports_only_the_port():
-    script = user_data("org/model", 8000, "vllm serve org/model")
+def test_user_data_without_secrets_exports_only_the_replicas_key_and_the_port():
+    script = vm_script("vllm serve org/model")
 
-    assert [line for line in script.splitlines() if line.startswith("export ")] == ["export PORT=8000"]
+    exports = [line for line in script.splitlines() if line.startswith("export ")]
+    assert exports == [f"export VLLM_API_KEY={CREDENTIALS.api_key}", "export PORT=8000"]
 
 
 def test_user_data_refuses_a_name_that_is_not_an_environment_variable():
     with pytest.raises(ValueError, match="environment variable"):
-        user_data("org/model", 8000, "vllm serve", {"A=1;rm -rf /;B": "x"})
+        vm_script("vllm serve", {"A=1;rm -rf /;B": "x"})
 
 
 def test_create_vm_sends_the_secrets_in_the_user_data(api, model_id):
@@ -229,67 +234,3 @@ def test_create_vm_sends_the_secrets_in_the_user_data(api, model_id):
 
     (spec,) = hyperstack.specs
     assert "export HF_TOKEN=hf_abc\n" in spec.user_data
-
-
-# The health check
-
-
-class BearerServer(http.server.BaseHTTPRequestHandler):
-    """A model server that wants `Bearer <KEY>` on /v1, as `vllm serve --api-key` does."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's dispatch name
-        self.server.seen.append(self.headers.get("Authorization"))
-        ok = self.headers.get("Authorization") == f"Bearer {KEY}"
-        body = b"{}" if ok else b'{"error": "Unauthorized"}'
-        self.send_response(200 if ok else 401)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def bearer_server() -> Iterator[http.server.HTTPServer]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), BearerServer)
-    server.seen = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def booting_replica(api, model_id: int, port: int, api_key: str | None) -> tuple[int, int]:
-    hyperstack = FakeHyperstack()
-    replica_id = provisioned(api, model_id, api_key=api_key, port=port)
-    run("start_create", replica_id)
-    vm_id = run("create_vm", replica_id, hyperstack)["vm_id"]
-    hyperstack.set_vm(vm_id, "ACTIVE", floating_ip="127.0.0.1")
-    run("check_vm", replica_id, hyperstack, vm_id=vm_id, polls=0)
-    return replica_id, vm_id
-
-
-def test_health_check_sends_the_replicas_bearer(api, model_id, bearer_server):
-    replica_id, vm_id = booting_replica(api, model_id, bearer_server.server_port, KEY)
-
-    result = run("check_model", replica_id, vm_id=vm_id, floating_ip="127.0.0.1", polls=0)
-
-    assert result["healthy"] is True
-    assert bearer_server.seen == [f"Bearer {KEY}"]
-
-
-def test_health_check_without_the_key_a_replica_demands_is_not_healthy(api, model_id, bearer_server):
-    replica_id, vm_id = booting_replica(api, model_id, bearer_server.server_port, None)
-
-    result = run("check_model", replica_id, vm_id=vm_id, floating_ip="127.0.0.1", polls=0)
-
-    assert result["healthy"] is False
-    assert bearer_server.seen == [None]
-
-
-def test_health_check_with_a_wrong_key_is_not_healthy(bearer_server):
-    url = f"http://127.0.0.1:{bearer_server.server_port}/v1/models"
-
-    assert tasks._answers(url, "wrong") is False  # noqa: SLF001 - the probe itself
