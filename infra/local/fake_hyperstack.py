@@ -24,6 +24,8 @@ Failure switches (attributes of the fake, kept in the model; counters count down
 - `rate_limit_next`: 429 to the next N requests; `status_false_next`: 200 `{"status": false}` to the next N
   requests, doing nothing.
 - `stall_next`: the next N requests are read, then never answered (for `stall_seconds`, or until `stop()`).
+- `impostor_certificate`: the next N VMs to turn ACTIVE are served (by `on_active`'s server, see
+  infra/local/served_vms.py) with a certificate of their own instead of their user_data's: an impostor.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class FakeHyperstack(BackgroundService):
     rate_limit_next = _Forward("fleet", "faults")
     stall_next = _Forward("fleet", "faults")
     status_false_next = _Forward("fleet", "faults")
+    impostor_certificate = _Forward("fleet", "faults")
 
     def __init__(self, api_key: str = "fake-key", host: str = "127.0.0.1", port: int = 0,
                  active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",

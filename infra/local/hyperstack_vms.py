@@ -5,6 +5,8 @@ Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls o
 - A created VM is CREATING without IPs; `active_after_seconds` later (checked lazily, by `advance()`, which every
   read calls) it becomes ACTIVE with `floating_ip`, once `on_active(vm)` has returned. `vm["port"]` and
   `vm["model"]` come from the user_data marker line (chalicelib/vm_naming.py), else None.
+- `impostor_certificate` (a counting switch): the next N VMs to turn ACTIVE reach `on_active` flagged
+  `vm[IMPOSTOR_FLAG] = True`: whoever serves them answers with a certificate other than their user_data's.
 - Deleting removes a VM at once (no lingering DELETING) and then calls `on_deleted(vm)`.
 - Names are not unique, as far as this fake knows: a second create with a taken name makes a second VM.
 """
@@ -26,8 +28,9 @@ RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")
 CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
 # Counting switches fire that many times, counting down; the flags hold while set.
 COUNTING_SWITCHES = ("fail_next_creates", "fail_next_creates_after_creating", "fail_deletes", "rate_limit_next",
-                     "stall_next", "status_false_next")
+                     "stall_next", "status_false_next", "impostor_certificate")
 FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes", "refuse_deleting_building")
+IMPOSTOR_FLAG = "impostor_certificate"  # in the VM dict on_active gets (only there): serve another certificate
 
 
 class VmNotFound(LookupError):
@@ -178,6 +181,8 @@ class VmFleet:
             ready = [{**_public(vm), "status": "ACTIVE", "floating_ip": self._floating_ip(vm),
                       "fixed_ip": _fixed_ip(vm["id"])} for vm in due if vm["_fate"] == "ACTIVE"]
         for snapshot in ready:
+            if self.faults.take("impostor_certificate"):
+                snapshot[IMPOSTOR_FLAG] = True
             _notify(self.on_active, snapshot)
             with self._lock:
                 vm = self._vms.get(snapshot["id"])

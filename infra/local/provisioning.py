@@ -1,7 +1,8 @@
 """Provisioning on one machine: the real workflow under the embedded emulator's Step Functions,
 its task code in this process, and (without a HYPERSTACK_API_KEY) a fake Hyperstack whose
 ACTIVE VMs are served by mock vLLM replicas on the ports they were asked for, or, given a real local
-replica (`make run LOCAL_REPLICA=smollm2`), by that replica through a forwarder on each VM's port."""
+replica (`make run LOCAL_REPLICA=smollm2`), by that replica; behind each VM's TLS front when its user_data
+carries one (infra/local/vm_front.py), as a booted VM would be."""
 
 from __future__ import annotations
 
@@ -69,11 +70,14 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
     from infra.local.fake_hyperstack import FakeHyperstack
     from infra.local.forwarder import TcpForwarder
     from infra.local.ports import side_port
-    from infra.local.served_vms import ServedVms, mock_replica_for
+    from infra.local.served_vms import ServedVm, ServedVms, mock_replica_for
+    from infra.local.vm_front import front_for
 
-    def real_replica_for(vm: dict[str, Any]) -> Any:
-        # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it.
-        return TcpForwarder(real_replica, port=vm["port"]).start()
+    def real_replica_for(vm: dict[str, Any]) -> ServedVm:
+        # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it. The VM's
+        # TLS front relays to it; a VM without one answers plain, through a forwarder.
+        front = front_for(vm, real_replica)
+        return ServedVm(front=front) if front else ServedVm(TcpForwarder(real_replica, port=vm["port"]).start())
 
     served = ServedVms(real_replica_for if real_replica else mock_replica_for)
     return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), on_active=served.on_active,

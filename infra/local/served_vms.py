@@ -1,34 +1,72 @@
-"""Replicas for the fake Hyperstack's VMs: each ACTIVE VM gets a server on the port its user_data names."""
+"""Replicas for the fake Hyperstack's VMs: each ACTIVE VM is served on the port its user_data names.
+
+As a booted VM would: when the user_data carries a replica's TLS material, its port is a TLS front
+(infra/local/vm_front.py) that checks the bearer and relays to a model server elsewhere; without it, the
+model server answers the port itself, plain.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass
+class ServedVm:
+    """What serves one VM: its model server (`replica`: a MockVllm, say; None for a server shared by every VM),
+    behind `front` (a VmFront) when the VM's user_data asks for one."""
+
+    replica: Any = None
+    front: Any = None
+
+    def stop(self) -> None:
+        for server in (self.front, self.replica):  # the front first: its clients see the VM go away
+            if server is not None:
+                server.stop()
+
+
 class ServedVms:
-    """`on_active`/`on_deleted` callbacks that give each ACTIVE VM a replica on the port its
-    user_data names (whatever `serve(vm)` starts: a mock replica, a forwarder), stopped with the VM."""
+    """`on_active`/`on_deleted` callbacks that give each ACTIVE VM the servers `serve(vm)` starts (a ServedVm,
+    or anything with `stop()`; None: the VM answers nothing), stopped with the VM."""
 
     def __init__(self, serve: Callable[[dict[str, Any]], Any]) -> None:
         self._serve = serve
-        self._replicas: dict[int, Any] = {}
+        self._served: dict[int, Any] = {}
+
+    @property
+    def replicas(self) -> dict[int, Any]:
+        """VM id -> the model server behind it (tests flip a MockVllm's `mode` through this)."""
+        return {vm_id: getattr(served, "replica", served) for vm_id, served in self._served.items()}
 
     def on_active(self, vm: dict[str, Any]) -> None:
         if vm.get("port"):
-            self._replicas[vm["id"]] = self._serve(vm)
+            served = self._serve(vm)
+            if served is not None:
+                self._served[vm["id"]] = served
 
     def on_deleted(self, vm: dict[str, Any]) -> None:
-        replica = self._replicas.pop(vm["id"], None)
-        if replica is not None:
-            replica.stop()
+        served = self._served.pop(vm["id"], None)
+        if served is not None:
+            served.stop()
 
     def stop_all(self) -> None:
-        for replica in list(self._replicas.values()):
-            replica.stop()
+        while self._served:
+            self._served.popitem()[1].stop()
 
 
-def mock_replica_for(vm: dict[str, Any]) -> Any:
+def mock_replica_for(vm: dict[str, Any], pace_seconds: float = 0.02) -> ServedVm:
+    """A mock vLLM serving the VM's model: behind the VM's TLS front (and checking its bearer too, as vLLM
+    given VLLM_API_KEY does), or on the VM's port itself for a user_data without TLS material."""
     from infra.local.mock_vllm import MockVllm
+    from infra.local.vm_front import credentials_in, front_for
 
-    return MockVllm(model=vm["model"], port=vm["port"], pace_seconds=0.02).start()
+    credentials = credentials_in(vm.get("user_data"))
+    if credentials is None:
+        return ServedVm(MockVllm(model=vm["model"], port=vm["port"], pace_seconds=pace_seconds).start())
+    replica = MockVllm(model=vm["model"], pace_seconds=pace_seconds, api_key=credentials.api_key).start()
+    try:
+        return ServedVm(replica, front_for(vm, (replica.loopback_host, replica.port)))
+    except BaseException:
+        replica.stop()
+        raise

@@ -16,6 +16,7 @@ from openai import OpenAI
 
 from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.mock_vllm import MockVllm
+from infra.local.served_vms import ServedVm, ServedVms, mock_replica_for
 from tests.conftest import TEST_ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,26 +139,25 @@ FAKE_KEY = "fake-hyperstack-key"
 
 
 class Cloud:
-    """The fake Hyperstack, and the replicas its ACTIVE VMs serve."""
+    """The fake Hyperstack, and the replicas its ACTIVE VMs serve: each a MockVllm, behind the VM's TLS front
+    when its user_data carries one (infra/local/served_vms.py, as `make run` serves them)."""
 
     def __init__(self) -> None:
         self.serve_models = True
-        self.replicas: dict[int, MockVllm] = {}
+        self.served = ServedVms(self._serve)
         self.hyperstack = FakeHyperstack(api_key=FAKE_KEY, active_after_seconds=0.5,
-                                         on_active=self._vm_active, on_deleted=self._vm_deleted)
+                                         on_active=self.served.on_active, on_deleted=self.served.on_deleted)
 
-    def _vm_active(self, vm: dict) -> None:
-        if self.serve_models:
-            self.replicas[vm["id"]] = MockVllm(model=vm["model"], port=vm["port"]).start()
+    @property
+    def replicas(self) -> dict[int, MockVllm]:
+        """VM id -> the MockVllm behind that VM (flip its `mode`); its own port, not the VM's, when fronted."""
+        return self.served.replicas
 
-    def _vm_deleted(self, vm: dict) -> None:
-        replica = self.replicas.pop(vm["id"], None)
-        if replica:
-            replica.stop()
+    def _serve(self, vm: dict) -> ServedVm | None:
+        return mock_replica_for(vm, pace_seconds=0.0) if self.serve_models else None
 
     def stop(self) -> None:
-        for replica in self.replicas.values():
-            replica.stop()
+        self.served.stop_all()
         self.hyperstack.stop()
 
 

@@ -15,6 +15,7 @@ import requests
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
 from chalicelib.vm_naming import replica_marker
 from infra.local.fake_hyperstack import FakeHyperstack
+from infra.local.hyperstack_vms import IMPOSTOR_FLAG
 from tests.integration.conftest import ROOT, free_port
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -151,6 +152,18 @@ def test_a_second_create_with_the_same_name_makes_a_second_vm(client, fake):
     client.create_vm(spec())
 
     assert fake.live_vm_names() == ["llm-proxy-replica-7", "llm-proxy-replica-7"]
+
+
+def test_impostor_certificate_switch_flags_the_next_vms_to_turn_active(client, fake, events):
+    fake.impostor_certificate = 1
+    first, second = client.create_vm(spec()), client.create_vm(spec())
+
+    assert wait_until(lambda: all(vm["status"] == "ACTIVE" for vm in fake.vms.values()))
+
+    flagged = {announced["id"]: announced.get(IMPOSTOR_FLAG, False) for announced in events.active}
+    assert flagged == {first.id: True, second.id: False}
+    assert fake.impostor_certificate == 0
+    assert IMPOSTOR_FLAG not in fake.vms[first.id]  # only on_active is told; the API shows nothing
 
 
 def test_requests_without_the_api_key_header_answer_401(fake):
