@@ -48,9 +48,9 @@ def get_settings() -> Settings:
         aws_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
         admin_api_key=os.environ.get("ADMIN_API_KEY") or None,
         admin_api_key_parameter=os.environ.get("ADMIN_API_KEY_PARAMETER") or None,
-        # Who may reach a provisioned replica's port. Deliberately not 0.0.0.0/0 by default:
-        # an operator who wants the world must say so.
-        replica_ingress_cidr=os.environ.get("REPLICA_INGRESS_CIDR", "127.0.0.1/32"),
+        # Who may reach a provisioned replica's port: anyone by default, since a Lambda has no fixed
+        # source address and the port answers only TLS with the replica's pinned certificate and bearer.
+        replica_ingress_cidr=os.environ.get("REPLICA_INGRESS_CIDR", "0.0.0.0/0"),
         max_admin_body_bytes=_int("MAX_ADMIN_BODY_BYTES", 64 * 1024),
         metric_ttl_days=_int("METRIC_TTL_DAYS", 400),
         secret_cache_seconds=_int("SECRET_CACHE_SECONDS", 300),

@@ -39,6 +39,10 @@ class ServedVms:
         """VM id -> the model server behind it (tests flip a MockVllm's `mode` through this)."""
         return {vm_id: getattr(served, "replica", served) for vm_id, served in self._served.items()}
 
+    def served(self, vm_id: int) -> Any:
+        """What serves the VM (a ServedVm): tests swap its front for an impostor through this."""
+        return self._served[vm_id]
+
     def on_active(self, vm: dict[str, Any]) -> None:
         if vm.get("port"):
             served = self._serve(vm)

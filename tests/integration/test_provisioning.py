@@ -23,7 +23,7 @@ def test_vm_replica_is_created_serves_chat_and_is_torn_down(provisioning_stack, 
     gone = wait_for(provisioning_stack, replica_id, {None})
 
     assert ready["vm_status"] == "SUCCESS", ready["error_message"]
-    assert ready["endpoint"].startswith("http://127.0.0.1:") and ready["vm_id"]
+    assert ready["endpoint"].startswith("https://127.0.0.1:") and ready["vm_id"]
     assert answer.choices[0].message.content
     assert gone is None
     assert ready["vm_id"] not in cloud.hyperstack.vms
