@@ -5,7 +5,8 @@ never match) and
 
 - deletes a VM that no replica owns once it is older than the grace period. A replica owns its VM while
   its row is being provisioned (PENDING, CREATING_VM, BOOTING: the workflow may not have recorded the
-  VM id yet, and its own compensation deletes what it made), or is SUCCESS with that VM's id. A VM
+  VM id yet, and its own compensation deletes what it made), or is SUCCESS (or hibernating, hibernated,
+  waking) with that VM's id. A VM
   whose row is gone, FAILED, DELETING or DELETE_FAILED, or a second VM beside a SUCCESS replica's, is
   unowned. The grace period (longer than a create call) spares a VM whose create answer is still on
   its way; a VM of unknown age is spared too.
@@ -101,7 +102,8 @@ def _owns(row: Replica | None, vm_id: int) -> bool:
         return False
     if row.vm_status in _PROVISIONING:
         return True
-    return row.vm_status == statuses.SUCCESS and row.vm_id is not None and int(row.vm_id) == int(vm_id)
+    # Serving, or dormant (hibernating, hibernated, waking): the VM is the one recorded.
+    return row.vm_status in statuses.HOLDING_VM and row.vm_id is not None and int(row.vm_id) == int(vm_id)
 
 
 def _check_serving(client: Any, replica: Replica, listed: dict[int, Any], summary: Summary) -> None:

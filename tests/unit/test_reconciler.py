@@ -185,3 +185,19 @@ def test_a_refused_delete_is_logged_and_the_sweep_goes_on(hyperstack, log_lines)
 
     assert summary.deleted_vms == [] and summary.failed_replicas == [5]
     assert "reconciler action failed" in [line["message"] for line in log_lines()]
+
+
+@pytest.mark.parametrize("status", [statuses.HIBERNATING, statuses.HIBERNATED, statuses.WAKING])
+def test_the_vm_of_a_dormant_replica_is_kept(hyperstack, status):
+    vm = hyperstack.add(replica_vm_name(DEPLOYMENT, 5), status="HIBERNATED")
+    replica(5, status, vm_id=vm.id)
+
+    assert sweep(hyperstack).deleted_vms == [] and vm.id in hyperstack.vms
+
+
+def test_a_second_vm_beside_a_hibernated_replicas_is_deleted(hyperstack):
+    kept = hyperstack.add(replica_vm_name(DEPLOYMENT, 5), status="HIBERNATED")
+    extra = hyperstack.add(replica_vm_name(DEPLOYMENT, 5))
+    replica(5, statuses.HIBERNATED, vm_id=kept.id)
+
+    assert sweep(hyperstack).deleted_vms == [extra.id]
