@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 SMOLLM2 := $(VENV)/.smollm2
 
-.PHONY: run test unit integration infra-test lint package bench fuzz clean
+.PHONY: run test unit integration infra-test lint package bench cost fuzz clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ clean:
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
 bench: $(INSTALLED) $(SMOLLM2)
 	$(PY) tests/bench/run.py
+
+## cost: GPU-hours and dollars a week, always-on versus hibernating idle replicas, on a synthetic bursty week (offline)
+cost: $(INSTALLED)
+	$(PY) tests/bench/cost.py
 
 ## fuzz: a longer, unseeded schemathesis campaign against the local stack (every operation, stateful)
 fuzz: $(INSTALLED)
