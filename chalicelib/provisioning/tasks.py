@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.pinned_tls import pool_options
 from chalicelib.provisioning import replica_tls
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
@@ -26,13 +25,18 @@ from chalicelib.provisioning.replica_store import (
     security_rules_of,
 )
 from chalicelib.provisioning.replica_tls import ReplicaCredentials
+from chalicelib.provisioning.step_helpers import (
+    Hyperstack,
+    advance,
+    answers,
+    call,
+    configured_hyperstack,
+    endpoint,
+    live,
+)
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import deployment_label, replica_vm_name
-
-# Builds the Hyperstack client. Called when a step first needs it, not before: a step that finds
-# its replica gone, or a step that never calls Hyperstack, must not fail for want of an API key.
-Hyperstack = Callable[[], Any]
 
 
 def vm_name(replica_id: int) -> str:
@@ -40,16 +44,7 @@ def vm_name(replica_id: int) -> str:
     return replica_vm_name(deployment_id(), replica_id)
 
 
-def _hyperstack() -> Any:
-    from chalicelib.hyperstack import configured_client
-
-    client = configured_client()
-    if client is None:
-        raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
-    return client
-
-
-def handle(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack."""
     name = event.get("step", "")
     if name in _HYPERSTACK_STEPS:
@@ -60,29 +55,29 @@ def handle(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[
 
 
 def start_create(event: dict[str, Any]) -> dict[str, Any]:
-    _live(event, allowed=(statuses.PENDING, statuses.CREATING_VM))
-    _advance(event, statuses.CREATING_VM, allowed=(statuses.PENDING, statuses.CREATING_VM))
+    live(event, allowed=(statuses.PENDING, statuses.CREATING_VM))
+    advance(event, statuses.CREATING_VM, allowed=(statuses.PENDING, statuses.CREATING_VM))
     return {}
 
 
-def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Make the replica's VM, or adopt the one an earlier attempt made, and record it with its credentials."""
-    replica = _live(event, allowed=(statuses.CREATING_VM,))
+    replica = live(event, allowed=(statuses.CREATING_VM,))
     if replica.vm_id is not None:  # recorded by an attempt whose answer was lost; its credentials are gone
         return {"vm_id": int(replica.vm_id)}
     name = vm_name(int(replica.id))
     credentials = replica_tls.credentials_for(int(replica.id), name)
     client = hyperstack()
-    vm = _call(lambda: client.find_vm_by_name(name) or client.create_vm(_spec(replica, credentials)))
+    vm = call(lambda: client.find_vm_by_name(name) or client.create_vm(_spec(replica, credentials)))
     try:
-        _advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id,
+        advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id,
                  api_key=credentials.api_key, tls_fingerprint=credentials.fingerprint)
     except ReplicaGone:
         # The race: the replica was deleted (row gone or DELETING) while the create call was in flight.
         # Nobody else knows this VM yet, so this step deletes it. A refusal (409 while it builds) is
         # left to the compensation that ReplicaGone leads to, which retries for minutes.
         try:
-            _call(lambda: client.delete_vm(vm.id), conflict_is_retryable=True)
+            call(lambda: client.delete_vm(vm.id), conflict_is_retryable=True)
         except (HyperstackRetryable, ProvisioningFailed):
             pass
         raise
@@ -90,35 +85,35 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> di
     return {"vm_id": vm.id}
 
 
-def check_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
-    _live(event, allowed=(statuses.CREATING_VM,))
+def check_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
+    live(event, allowed=(statuses.CREATING_VM,))
     client = hyperstack()
-    vm = _call(lambda: client.get_vm(event["vm_id"]))
+    vm = call(lambda: client.get_vm(event["vm_id"]))
     polls = int(event.get("polls") or 0) + 1
     if vm is None:
         raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being created.")
     if vm.status == "ACTIVE" and vm.floating_ip:
-        _advance(event, statuses.BOOTING, allowed=(statuses.CREATING_VM,))
+        advance(event, statuses.BOOTING, allowed=(statuses.CREATING_VM,))
         return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
     status = "ERROR" if vm.status in ("ERROR", "FAILED") else "CREATING"
     return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
 
 
 def check_model(event: dict[str, Any]) -> dict[str, Any]:
-    replica = _live(event, allowed=(statuses.BOOTING,))
+    replica = live(event, allowed=(statuses.BOOTING,))
     polls = int(event.get("polls") or 0) + 1
-    healthy = _answers(_endpoint(event, replica) + "/models", replica.api_key, replica.tls_fingerprint)
+    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
     return {"healthy": healthy, "polls": polls}
 
 
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
-    replica = _live(event, allowed=(statuses.BOOTING,))
-    _advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=_endpoint(event, replica),
+    replica = live(event, allowed=(statuses.BOOTING,))
+    advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=endpoint(event["floating_ip"], replica),
              error_message=None)
     return {}
 
 
-def delete_vm(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+def delete_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     _delete_vm(hyperstack(), int(event["replica_id"]), event.get("vm_id"))
     return {}
 
@@ -166,7 +161,7 @@ def stop_create(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def teardown(event: dict[str, Any], hyperstack: Hyperstack = _hyperstack) -> dict[str, Any]:
+def teardown(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Delete every VM of the replica's name, then its rows; runs once its create execution ended."""
     replica = find(int(event["replica_id"]))
     if replica is None:
@@ -197,43 +192,15 @@ def failure_reason(error: Any) -> str:
     return str(cause or error.get("Error") or "Provisioning failed.")[:2000]
 
 
-def _live(event: dict[str, Any], allowed: tuple[str, ...]) -> Replica:
-    replica = find(int(event["replica_id"]))
-    if replica is None or replica.vm_status not in allowed:
-        raise ReplicaGone(f"Replica {event['replica_id']} is no longer being provisioned.")
-    return replica
-
-
-def _advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fields: Any) -> None:
-    mark(int(event["replica_id"]), status, allowed=allowed, **fields)
-
-
 def _delete_vm(client: Any, replica_id: int, vm_id: int | None) -> None:
     """Delete the replica's VM: the one recorded, and any other by its name (a create retried
     after a lost answer could have made one the replica never recorded); then its credentials."""
-    ids = {int(vm.id) for vm in _call(lambda: client.find_vms_by_name(vm_name(replica_id)))}
+    ids = {int(vm.id) for vm in call(lambda: client.find_vms_by_name(vm_name(replica_id)))}
     if vm_id is not None:
         ids.add(int(vm_id))
     for each in sorted(ids):
-        _call(lambda each=each: client.delete_vm(each), conflict_is_retryable=True)
+        call(lambda each=each: client.delete_vm(each), conflict_is_retryable=True)
     replica_tls.forget(replica_id)
-
-
-def _endpoint(event: dict[str, Any], replica: Replica) -> str:
-    return f"https://{event['floating_ip']}:{int(replica.port)}/v1"
-
-
-def _answers(url: str, api_key: str | None = None, fingerprint: str | None = None) -> bool:
-    """The replica serves, reached as chat requests will reach it: over TLS with its pinned
-    certificate, with its bearer. A yes proves the VM is ours, up, and holding its key."""
-    import urllib3
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with urllib3.PoolManager(retries=False, **pool_options(fingerprint)) as pool:
-            return pool.request("GET", url, headers=headers, timeout=5, redirect=False).status == 200
-    except (urllib3.exceptions.HTTPError, OSError, ValueError):
-        return False
 
 
 def _spec(replica: Replica, credentials: ReplicaCredentials) -> Any:
@@ -253,22 +220,6 @@ def _spec(replica: Replica, credentials: ReplicaCredentials) -> Any:
         labels=[vm_name(int(replica.id)), deployment_label(deployment_id())],
         security_rules=security_rules_of(replica),
     )
-
-
-def _call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any:
-    """Hyperstack's errors as the workflow's: retry what may pass, fail on what will not.
-
-    A delete refused with 409 (the VM is still being built) is worth retrying: giving up there
-    would leave a GPU VM running.
-    """
-    from chalicelib.hyperstack.client import HyperstackError
-
-    try:
-        return action()
-    except HyperstackError as error:
-        if error.retryable or (conflict_is_retryable and error.status == 409):
-            raise HyperstackRetryable(str(error)) from None
-        raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
 
 
 _HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, Any]]] = {

@@ -94,11 +94,12 @@ VARIABLE_READERS = {
     "STAGE": "chalicelib/settings.py: the stage, which names the tables when TABLE_PREFIX is absent",
     "TABLE_PREFIX": "chalicelib/store/tables.py: every table's name",
     "LOG_LEVEL": "chalicelib/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
-    "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: require_admin, through settings.admin_api_key",
+    "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: is_admin, through settings.admin_api_key",
     "PROVISION_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start, for create_vm and teardowns",
     "MOCK_LLM": "chalicelib/chat/service.py: through settings.get_chat_settings",
     "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
-    "HYPERSTACK_API_KEY_PARAMETER": "chalicelib/provisioning/tasks.py: _hyperstack, via settings.hyperstack_api_key",
+    "HYPERSTACK_API_KEY_PARAMETER": ("chalicelib/provisioning/step_helpers.py: configured_hyperstack, "
+                                     "via settings.hyperstack_api_key"),
 }
 READ_OUTSIDE_SETTINGS = {"LOG_LEVEL", "AWS_LAMBDA_EXEC_WRAPPER"}
 # The observability logger is imported by all three (provision's teardown through chalicelib/replicas.py).

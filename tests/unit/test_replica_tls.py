@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from chalicelib.chat import upstream
 from chalicelib.chat.routing import Target
 from chalicelib.errors import UpstreamFailed
-from chalicelib.provisioning import tasks
+from chalicelib.provisioning import step_helpers
 from chalicelib.provisioning.cloud_init import FRONT_PORT
 from chalicelib.provisioning.errors import HyperstackRetryable
 from chalicelib.provisioning.replica_tls import ReplicaCredentials, fingerprint_of, new_credentials
@@ -211,8 +211,8 @@ def test_health_check_with_a_wrong_bearer_is_not_healthy():
     with TlsReplicaServer(OTHER, api_key=OTHER.api_key) as server:
         url = f"https://127.0.0.1:{server.port}/v1/models"
 
-        assert tasks._answers(url, "sk-wrong", OTHER.fingerprint) is False  # noqa: SLF001 - the probe itself
-        assert tasks._answers(url, OTHER.api_key, OTHER.fingerprint) is True  # noqa: SLF001
+        assert step_helpers.answers(url, "sk-wrong", OTHER.fingerprint) is False
+        assert step_helpers.answers(url, OTHER.api_key, OTHER.fingerprint) is True
 
 
 def test_chat_reaches_a_pinned_replica_and_skips_an_impostor():

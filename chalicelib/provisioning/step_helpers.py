@@ -1,0 +1,70 @@
+"""What every workflow's steps share: the Hyperstack client, its errors as the workflow's, the replica row's
+conditional moves, and the health check that proves a VM serves as chat requests will reach it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.pinned_tls import pool_options
+from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from chalicelib.provisioning.replica_store import find, mark
+from chalicelib.store.tables import Replica
+
+# Builds the Hyperstack client. Called when a step first needs it, not before: a step that finds
+# its replica gone, or a step that never calls Hyperstack, must not fail for want of an API key.
+Hyperstack = Callable[[], Any]
+
+
+def configured_hyperstack() -> Any:
+    from chalicelib.hyperstack import configured_client
+
+    client = configured_client()
+    if client is None:
+        raise ProvisioningFailed("No Hyperstack API key is configured (HYPERSTACK_API_KEY).")
+    return client
+
+
+def live(event: dict[str, Any], allowed: tuple[str, ...]) -> Replica:
+    """The event's replica, if its status is one of `allowed`; else ReplicaGone (deleted, or moved on)."""
+    replica = find(int(event["replica_id"]))
+    if replica is None or replica.vm_status not in allowed:
+        raise ReplicaGone(f"Replica {event['replica_id']} is no longer {' or '.join(allowed)}.")
+    return replica
+
+
+def advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fields: Any) -> None:
+    mark(int(event["replica_id"]), status, allowed=allowed, **fields)
+
+
+def endpoint(floating_ip: str, replica: Replica) -> str:
+    return f"https://{floating_ip}:{int(replica.port)}/v1"
+
+
+def answers(url: str, api_key: str | None = None, fingerprint: str | None = None) -> bool:
+    """The replica serves, reached as chat requests will reach it: over TLS with its pinned
+    certificate, with its bearer. A yes proves the VM is ours, up, and holding its key."""
+    import urllib3
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with urllib3.PoolManager(retries=False, **pool_options(fingerprint)) as pool:
+            return pool.request("GET", url, headers=headers, timeout=5, redirect=False).status == 200
+    except (urllib3.exceptions.HTTPError, OSError, ValueError):
+        return False
+
+
+def call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any:
+    """Hyperstack's errors as the workflow's: retry what may pass, fail on what will not.
+
+    A delete refused with 409 (the VM is still being built) is worth retrying: giving up there
+    would leave a GPU VM running.
+    """
+    from chalicelib.hyperstack.client import HyperstackError
+
+    try:
+        return action()
+    except HyperstackError as error:
+        if error.retryable or (conflict_is_retryable and error.status == 409):
+            raise HyperstackRetryable(str(error)) from None
+        raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
