@@ -3,7 +3,7 @@
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib import api_keys, llm_models, replicas, table_browser
+from chalicelib import api_keys, llm_models, model_catalog, replicas, table_browser
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
 from chalicelib.observability import log_invocation
@@ -13,6 +13,12 @@ PUBLIC_ROUTES = frozenset({
     "/v1/openapi.json",  # so that Swagger UI and client generators can read it without a key
     "/v1/chat/completions",  # users' keys, checked by the chat service itself
 })
+# Routes a user's key may call too, by (path, method): the admin key gets the route's view (the original's
+# answer), any other caller is authenticated as a user's key and gets the answer named here (OpenAI's).
+USER_ROUTES = {
+    ("/v1/models", "GET"): lambda key, path: model_catalog.list_models(key),
+    ("/v1/models/{model_ref}", "GET"): lambda key, path: model_catalog.retrieve(key, path["model_ref"]),
+}
 
 # Chalice's own logger (app.log: a view's unhandled exception) has the Powertools Logger's name, so it is
 # that logger: configure_logs=False keeps Chalice from adding a plain-text handler of its own.
@@ -21,7 +27,7 @@ app = Chalice(app_name="hyperstack-llm-proxy", configure_logs=False)
 # request id and the correlation id ("all": the routes, `chat` and `provision` alike).
 app.register_middleware(log_invocation, "all")
 app.register_middleware(json_errors, "http")
-app.register_middleware(admin_only(PUBLIC_ROUTES), "http")
+app.register_middleware(admin_only(PUBLIC_ROUTES, USER_ROUTES), "http")
 route = json_route(app)  # app.route, answering the domain's errors as JSON
 
 NO_CONTENT = Response(body="", status_code=204)
@@ -55,6 +61,7 @@ def read_table(table_name: str) -> dict:
     return table_browser.page(table_name, query.get("limit"), query.get("next_token"))
 
 
+# With a user's key, this GET and the model's below answer OpenAI's model list and object (USER_ROUTES).
 @route("/v1/models", methods=["GET"])
 def list_models() -> list:
     query = request().query_params or {}

@@ -1,24 +1,29 @@
-"""The HTTP edge of the admin API: parsing what arrives, and shaping every error as JSON."""
+"""The HTTP edge of the admin API: parsing what arrives, who calls, and shaping every error as JSON."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalice import Chalice
 from chalice.app import Request, Response
 
-from chalicelib import bounded_json
+from chalicelib import bounded_json, model_catalog
 from chalicelib.bearer import bearer_token
+from chalicelib.chat import openai_errors
+from chalicelib.clock import now
 from chalicelib.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized
 from chalicelib.observability import logger
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import admin_api_key, get_settings
 
 View = Callable[..., Any]
+Middleware = Callable[[Request, Callable[[Request], Response]], Response]
+# A user's answer on a route a user's key may call: the authenticated key and the path's parameters in.
+UserAnswer = Callable[[model_catalog.UserKey, Mapping[str, str]], Any]
 
 
 def json_body(request: Request) -> Any:
@@ -38,23 +43,45 @@ def path_id(segment: str, what: str) -> int:
     raise NotFound(f"{what} not found")
 
 
-def admin_only(public_routes: frozenset[str]) -> Callable[[Request, Callable[[Request], Response]], Response]:
-    """Chalice middleware: the admin key is required on every route but `public_routes` (route paths)."""
+def admin_only(public_routes: frozenset[str], user_routes: Mapping[tuple[str, str], UserAnswer]) -> Middleware:
+    """Chalice middleware: the admin key is required on every route but `public_routes` (route paths).
+
+    On a (route path, method) of `user_routes`, the admin key gets the route's view, as everywhere,
+    and any other caller is authenticated as a user's key and answered by that entry instead, in
+    OpenAI's shape. No view ever runs without the admin key: it cannot give a user the admin's answer.
+    """
 
     def middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
-        if request.context.get("resourcePath") not in public_routes:
-            require_admin(request)
-        return get_response(request)
+        route = request.context.get("resourcePath")
+        if route in public_routes or is_admin(request):
+            return get_response(request)
+        user_answer = user_routes.get((route, request.method))
+        if user_answer is None:
+            raise Unauthorized("Invalid Admin API key.")
+        return _answer_user(request, user_answer)
 
     return middleware
 
 
-def require_admin(request: Request) -> None:
+def is_admin(request: Request) -> bool:
     expected = admin_api_key()
     presented = bearer_token(request.headers.get("authorization"))
     # Compare digests so that neither the content nor the length of the key leaks through timing.
-    if not expected or not presented or not hmac.compare_digest(_digest(presented), _digest(expected)):
-        raise Unauthorized("Invalid Admin API key.")
+    return bool(expected and presented and hmac.compare_digest(_digest(presented), _digest(expected)))
+
+
+def _answer_user(request: Request, user_answer: UserAnswer) -> Response:
+    """A user's key on a route it may call: OpenAI's answer, and every error in OpenAI's shape."""
+    try:
+        key = model_catalog.authenticate(bearer_token(request.headers.get("authorization")), now())
+        return _json(Response(body=user_answer(key, request.uri_params or {}), status_code=200))
+    except ApiError as error:
+        failure = error
+    except Exception:
+        logger.exception("unhandled error", extra={"path": request.path})
+        failure = ApiError(openai_errors.INTERNAL_ERROR)
+    return _json(Response(body=openai_errors.error_body(failure), status_code=failure.status,
+                          headers=dict(failure.headers)))
 
 
 def json_route(app: Chalice) -> Callable[..., Callable[[View], View]]:

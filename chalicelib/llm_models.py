@@ -9,7 +9,7 @@ from chalicelib import replicas
 from chalicelib.clock import iso, now
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.patterns import matches
-from chalicelib.schemas import CREATE_MODEL, MODEL_NAME_PATTERN
+from chalicelib.schemas import CREATE_MODEL, MODEL_NAME, MODEL_NAME_PATTERN
 from chalicelib.store.conditional import save_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.sequences import next_id
@@ -34,15 +34,23 @@ def list_models(active_only: bool) -> list[dict[str, Any]]:
 
 
 def get(name_in_path: str) -> dict[str, Any]:
-    # Names are validated to contain no '%', so decoding an already-decoded name is harmless.
-    name = unquote(name_in_path)
-    if not matches(MODEL_NAME_PATTERN, name) or len(name) > 256:
+    name = name_from_path(name_in_path)
+    if name is None:
         raise NotFound("Model not found")
     try:
         model = LlmModel.get(name)
     except LlmModel.DoesNotExist:
         raise NotFound("Model not found") from None
     return {**describe(model), "replicas": [replicas.describe(replica) for replica in replicas.of_model(model.id)]}
+
+
+def name_from_path(name_in_path: str) -> str | None:
+    """The model name a path segment holds (URL-encoded or not), or None if no model could have it."""
+    # Names are validated to contain no '%', so decoding an already-decoded name is harmless.
+    name = unquote(name_in_path)
+    if not matches(MODEL_NAME_PATTERN, name) or len(name) > MODEL_NAME["maxLength"]:
+        return None
+    return name
 
 
 def delete(model_id: int) -> None:

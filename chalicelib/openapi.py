@@ -44,7 +44,8 @@ def build_document(routes: Mapping[str, Mapping[str, Any]], server_url: str) -> 
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION,
-                 "description": "Admin routes take the admin key; the chat route takes a user's key."},
+                 "description": "Admin routes take the admin key; the chat route takes a user's key; "
+                                "`GET /v1/models` and `GET /v1/models/{model_ref}` take either."},
         "servers": [{"url": server_url}],
         "tags": TAGS,
         "paths": paths,

@@ -66,6 +66,16 @@ SCHEMAS: dict[str, Any] = {
         "properties": {**_MODEL["properties"], "replicas": {"type": "array", "items": ref("Replica")}},
     },
     "ModelCreated": _object({"model_name": _STRING, "id": _ID}),
+    # OpenAI's, as a user's key sees them: the models it may use that have a serving replica.
+    "OpenAIModel": _object({
+        "id": {**_STRING, "description": "The model's name: what a client sends as `model`."},
+        "object": {"type": "string", "const": "model"},
+        "created": {"type": "integer", "description": "When the model was registered, in Unix seconds."},
+        "owned_by": _STRING,
+    }),
+    "OpenAIModelList": _object({
+        "object": {"type": "string", "const": "list"}, "data": {"type": "array", "items": ref("OpenAIModel")},
+    }),
     "Replica": _REPLICA,
     "ReplicaCreated": _object({"replica_id": _ID}),
     "ApiKey": _API_KEY,

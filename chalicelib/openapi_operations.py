@@ -16,6 +16,7 @@ from chalicelib.table_browser import MAX_PAGE
 
 ADMIN = [{"adminKey": []}]
 USER = [{"userKey": []}]
+ADMIN_OR_USER = [*ADMIN, *USER]  # either key: the admin's gets the original's answer, a user's OpenAI's
 PUBLIC: list[dict[str, list[str]]] = []
 
 _JSON = "application/json"
@@ -31,6 +32,10 @@ def _error(description: str) -> dict[str, Any]:
 
 def _openai_error(description: str) -> dict[str, Any]:
     return _answer(description, ref("OpenAIError"))
+
+
+def _admin_or_openai(description: str, admin: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    return _answer(description, {"oneOf": [admin, user]})
 
 
 _BAD_BODY = _answer("The body is not JSON (`error`) or breaks its schema (`errors`, per field).",
@@ -63,11 +68,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _answer("The OpenAPI 3.1 document.", {"type": "object"})},
     },
     ("/v1/models", "GET"): {
-        "operationId": "listModels", "tags": ["models"], "security": ADMIN, "summary": "List models.",
+        "operationId": "listModels", "tags": ["models"], "security": ADMIN_OR_USER,
+        "summary": "List models: all of them to the admin key; to a user's key, OpenAI's list of those it may use "
+                   "that have a serving replica.",
         "parameters": [{"name": "active", "in": "query", "required": False,
-                        "description": "`true` or `1`: only models with a replica in SUCCESS. Anything else: all.",
+                        "description": "Admin key only: `true` or `1`: only models with a replica in SUCCESS. "
+                                       "Anything else: all. A user's key sees only served models anyway.",
                         "schema": {"type": "string", "examples": ["true"]}}],
-        "responses": {"200": _answer("The models.", {"type": "array", "items": ref("Model")}), **_ADMIN_ONLY},
+        "responses": {
+            "200": _admin_or_openai("The models: an array (admin key) or OpenAI's list (a user's key).",
+                                    {"type": "array", "items": ref("Model")}, ref("OpenAIModelList")),
+            "401": _openai_error("No key, or neither the admin key nor a usable user's key."),
+        },
     },
     ("/v1/models", "POST"): {
         "operationId": "createModel", "tags": ["models"], "security": ADMIN, "summary": "Register a model.",
@@ -83,11 +95,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/v1/models/{model_ref}", "GET"): {
-        "operationId": "getModel", "tags": ["models"], "security": ADMIN, "summary": "A model and its replicas.",
+        "operationId": "getModel", "tags": ["models"], "security": ADMIN_OR_USER,
+        "summary": "A model and its replicas (admin key), or OpenAI's model object (a user's key).",
         "parameters": [{"name": "model_ref", "in": "path", "required": True,
                         "description": "The model's name, URL-encoded ('/' as %2F).", "schema": {"type": "string"}}],
-        "responses": {"200": _answer("The model.", ref("ModelWithReplicas")),
-                      "404": _error("No such model."), **_ADMIN_ONLY},
+        "responses": {
+            "200": _admin_or_openai("The model.", ref("ModelWithReplicas"), ref("OpenAIModel")),
+            "401": _openai_error("No key, or neither the admin key nor a usable user's key."),
+            "404": _admin_or_openai("No such model; to a user's key also one it may not use or that no replica "
+                                    "serves (`model_not_found`).", ref("Error"), ref("OpenAIError")),
+        },
     },
     ("/v1/models/{model_ref}", "DELETE"): {
         "operationId": "deleteModel", "tags": ["models"], "security": ADMIN,

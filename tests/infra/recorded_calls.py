@@ -151,10 +151,10 @@ def admin_api() -> None:
     from chalicelib.store.tables import Metric
 
     with Client(app) as client:
-        def call(method: str, path: str, body: Any = None, status: int | None = None) -> Any:
+        def call(method: str, path: str, body: Any = None, status: int | None = None, key: str = ADMIN_KEY) -> Any:
             response = getattr(client.http, method)(
                 path, body=json.dumps(body) if body is not None else None,
-                headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"})
+                headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
             expected = response.status_code == status if status else response.status_code < 400
             assert expected, (method, path, response.status_code, response.body)
             return json.loads(response.body) if response.body else None
@@ -175,6 +175,9 @@ def admin_api() -> None:
             call("get", f"/v1/models/{model_id}/replicas")
             used = call("post", "/v1/generate_api_key", {"user_id": "alice", "allowed_rpm": 5})
             unused = call("post", "/v1/generate_api_key", {"user_id": "bob", "allowed_rpm": 5})
+            # A user's key on the OpenAI model routes: authenticated by reading its item, nothing written.
+            call("get", "/v1/models", key=used["api_key"])
+            call("get", "/v1/models/m%2Fone", key=used["api_key"])
             for table in call("get", "/v1/tables")["tables"]:
                 call("get", f"/v1/tables/{table}?limit=1")
         Metric(1, api_key_id=used["id"], created=0, model="m/one").save()

@@ -27,6 +27,19 @@ ROUTES = [
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in ROUTES]
 
+
+def is_user_route(method: str, path: str) -> bool:
+    """Whether a request is to one of app.USER_ROUTES, which a user's key may call too."""
+    from app import USER_ROUTES
+
+    return any(method == route_method and re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", route_path), path)
+               for route_path, route_method in USER_ROUTES)
+
+
+# What a user's key may not call: all of ROUTES but the user routes (GET /v1/models, GET /v1/models/{model}).
+ADMIN_ONLY_ROUTES = [(method, path, body) for method, path, body in ROUTES if not is_user_route(method, path)]
+ADMIN_ONLY_ROUTE_IDS = [f"{method} {path}" for method, path, _ in ADMIN_ONLY_ROUTES]
+
 BODY_ROUTES = [
     ("POST", "/v1/generate_api_key"),
     ("POST", "/v1/delete_api_key"),
@@ -69,19 +82,41 @@ def assert_json_error(reply):
 
 
 def every_admin_route() -> list[tuple[str, str]]:
-    """Every (method, path) the app serves but its public ones, read from the route table itself."""
-    from app import PUBLIC_ROUTES, app
+    """Every (method, path) the app serves but its public and user ones, read from the route table itself."""
+    from app import PUBLIC_ROUTES, USER_ROUTES, app
 
     return [(method, re.sub(r"\{[^}]+\}", "1", path)) for path, methods in sorted(app.routes.items())
-            if path not in PUBLIC_ROUTES for method in sorted(methods)]
+            if path not in PUBLIC_ROUTES for method in sorted(methods) if (path, method) not in USER_ROUTES]
+
+
+def every_user_route() -> list[tuple[str, str]]:
+    """Every (method, path) a user's key may call as well as the admin's."""
+    from app import USER_ROUTES
+
+    return [(method, re.sub(r"\{[^}]+\}", "1", path)) for path, method in sorted(USER_ROUTES)]
 
 
 @pytest.mark.parametrize(("method", "path"), every_admin_route())
-def test_every_route_but_the_public_ones_needs_the_admin_key(api, method, path):
+def test_every_route_but_the_public_and_user_ones_needs_the_admin_key(api, method, path):
     reply = api.call(method, path, {}, key=None)
 
     assert reply.status == 401
     assert reply.json == {"error": "Invalid Admin API key."}
+
+
+@pytest.mark.parametrize(("method", "path"), every_user_route())
+def test_every_user_route_needs_a_key_and_says_so_in_openais_shape(api, method, path):
+    reply = api.call(method, path, None, key=None)
+
+    assert reply.status == 401
+    assert reply.json["error"]["code"] == "invalid_api_key"
+
+
+def test_user_routes_are_routes_of_the_app_and_only_reads():
+    from app import USER_ROUTES, app
+
+    assert USER_ROUTES
+    assert all(method == "GET" and method in app.routes.get(path, {}) for path, method in USER_ROUTES)
 
 
 def test_every_route_answers_domain_errors_through_the_json_edge():
@@ -114,7 +149,7 @@ def test_request_with_a_wrong_admin_key_is_unauthorized(api, method, path, body)
     assert set(reply.json) == {"error"}
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=ROUTE_IDS)
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ONLY_ROUTES, ids=ADMIN_ONLY_ROUTE_IDS)
 def test_users_api_key_is_not_an_admin_key(api, method, path, body):
     user_key = api.create_key("alice")["api_key"]
 

@@ -57,10 +57,14 @@ def test_document_lists_every_route_and_no_other(document):
 
 
 def test_document_gives_each_route_the_key_it_needs(document):
+    from app import USER_ROUTES
+
     security = {(path, method.upper()): operation["security"]
                 for path, item in document["paths"].items() for method, operation in item.items()}
     assert security.pop(("/v1/chat/completions", "POST")) == [{"userKey": []}]
     assert security.pop(("/v1/openapi.json", "GET")) == []
+    for path, method in USER_ROUTES:
+        assert security.pop((path, method)) == [{"adminKey": []}, {"userKey": []}], (path, method)
     assert all(needs == [{"adminKey": []}] for needs in security.values())
     assert set(document["components"]["securitySchemes"]) == {"adminKey", "userKey"}
 
@@ -278,3 +282,28 @@ def test_replica_secrets_are_published_write_only(document):
     assert update["api_key"]["writeOnly"] is True
     assert create["vm_creation_details"]["properties"]["secrets"]["writeOnly"] is True
     assert not {"api_key", "secrets"} & set(schemas["Replica"]["properties"])
+
+
+def _conforms(document, path, method, status, body):
+    schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    return EcmaValidator({**schema, "components": document["components"]}).is_valid(body)
+
+
+def test_user_and_admin_answers_of_the_model_routes_are_each_documented(api, document):
+    model_id = api.create_model("org/served")
+    api.create_replica(model_id)
+    key = api.create_key()["api_key"]
+    answers = [
+        ("/v1/models", "200", api.get("/v1/models")),
+        ("/v1/models", "200", api.get("/v1/models", key=key)),
+        ("/v1/models", "401", api.get("/v1/models", key="hsk_wrong")),
+        ("/v1/models/{model_ref}", "200", api.get("/v1/models/org%2Fserved")),
+        ("/v1/models/{model_ref}", "200", api.get("/v1/models/org%2Fserved", key=key)),
+        ("/v1/models/{model_ref}", "404", api.get("/v1/models/org%2Fnone")),
+        ("/v1/models/{model_ref}", "404", api.get("/v1/models/org%2Fnone", key=key)),
+        ("/v1/models/{model_ref}", "401", api.get("/v1/models/org%2Fserved", key=None)),
+    ]
+
+    for path, status, reply in answers:
+        assert str(reply.status) == status, (path, reply.json)
+        assert _conforms(document, path, "get", status, reply.json), (path, status, reply.json)
