@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, Vm, VmSpec
+from chalicelib.hyperstack.client import (
+    VM_ACTIVE,
+    VM_HIBERNATED,
+    VM_HIBERNATING,
+    VM_RESTORING,
+    HibernationUnsupported,
+    HyperstackClient,
+    HyperstackError,
+    Vm,
+    VmSpec,
+)
 from chalicelib.settings import get_provision_settings, hyperstack_api_key
 
-__all__ = ["HyperstackClient", "HyperstackError", "Vm", "VmSpec", "configured_client"]
+__all__ = ["VM_ACTIVE", "VM_HIBERNATED", "VM_HIBERNATING", "VM_RESTORING", "HibernationUnsupported",
+           "HyperstackClient", "HyperstackError", "Vm", "VmSpec", "configured_client"]
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,20 @@ which never reached Hyperstack, so a create is never silently sent twice.
 
 Hyperstack may have created a VM even when `create_vm` raised (a 5xx or a timeout after the request went out):
 before creating again, or before giving up, look the VM up with `find_vm_by_name`.
+
+Hibernation (a VM keeps its root disk, and its floating IP if asked, and stops costing its GPU):
+`hibernate_vm` takes an ACTIVE VM through HIBERNATING to HIBERNATED, `restore_vm` a HIBERNATED one through
+RESTORING back to ACTIVE (poll `get_vm` for the outcome; a restore can end in ERROR). Hyperstack answers a
+refusal of either with the same 400 (`error_reason: bad_request`), whether the VM is in the wrong state or its
+flavor cannot hibernate at all, and words it as it likes. So on a 400 the wrapper reads the VM back and decides
+by its status, never by the message:
+- already where it was sent (HIBERNATING/HIBERNATED for a hibernate, RESTORING/ACTIVE for a restore): success,
+  so a call retried after a timeout or a 5xx that in fact went through is harmless;
+- hibernating a VM that is ACTIVE: `HibernationUnsupported` (a `HyperstackError`, status 400, not retryable):
+  its flavor cannot hibernate, and never will; keep it running or delete it;
+- in a transition that leads to a state the call accepts (CREATING/BUILD/RESTORING for a hibernate, HIBERNATING
+  for a restore): retryable;
+- anything else (SHUTOFF, ERROR, ...): not retryable.
 """
 
 from __future__ import annotations
@@ -27,7 +41,19 @@ SECURITY_RULE_KEYS = frozenset(
 
 _PAGE_SIZE = 100
 _MAX_PAGES = 50
+# Hyperstack's VM statuses that callers act on (the API's spelling).
+VM_ACTIVE = "ACTIVE"
+VM_HIBERNATING = "HIBERNATING"
+VM_HIBERNATED = "HIBERNATED"
+VM_RESTORING = "RESTORING"  # Hyperstack's name for the way back from HIBERNATED to ACTIVE
+
 _GONE_STATUSES = frozenset({"DELETING", "DELETED"})
+# A refused hibernate or restore of a VM in one of these is Hyperstack saying "already on it": success.
+_HIBERNATION_DONE = frozenset({VM_HIBERNATING, VM_HIBERNATED})
+_RESTORE_DONE = frozenset({VM_RESTORING, VM_ACTIVE})
+# ... in one of these, "not yet": the same call may succeed once the transition is over.
+_HIBERNATION_LATER = frozenset({"CREATING", "BUILD", VM_RESTORING})
+_RESTORE_LATER = frozenset({VM_HIBERNATING})
 _HINTS = {
     401: "check the Hyperstack API key",
     403: "the Hyperstack API key lacks the permission for this",
@@ -56,7 +82,7 @@ class VmSpec:
 class Vm:
     id: int
     name: str
-    status: str  # Hyperstack's: CREATING, BUILD, ACTIVE, ERROR, DELETING, ...
+    status: str  # Hyperstack's: CREATING, BUILD, ACTIVE, ERROR, DELETING, HIBERNATING, HIBERNATED, RESTORING, ...
     floating_ip: str | None
     fixed_ip: str | None
     created_at: datetime | None = None  # aware; the reconciler's grace period counts from it
@@ -70,6 +96,13 @@ class HyperstackError(Exception):
         self.message = message
         self.retryable = retryable
         self.status = status
+
+
+class HibernationUnsupported(HyperstackError):
+    """Hyperstack refused to hibernate an ACTIVE VM: its flavor cannot hibernate (a 400, never retryable)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False, status=400)
 
 
 class HyperstackClient:
@@ -162,6 +195,56 @@ class HyperstackClient:
         except HyperstackError as error:
             if error.status != 404:  # 404: already gone, which is what was asked
                 raise
+
+    def hibernate_vm(self, vm_id: int, retain_ip: bool = True) -> None:
+        """Start hibernating an ACTIVE VM (it becomes HIBERNATING, then HIBERNATED); `retain_ip` keeps its floating
+        IP attached (and billed) meanwhile, else it gets one again on restore. A VM already hibernating or
+        hibernated is success; `HibernationUnsupported` when its flavor cannot hibernate; a 404 for a VM that
+        does not exist is raised (not retryable)."""
+        action = f"hibernate VM {vm_id}"
+        try:
+            self._call(action, self._vms.hibernate_vm, int(vm_id), retain_ip="true" if retain_ip else "false")
+        except HyperstackError as refused:
+            if refused.status != 400:
+                raise
+            status = self._status_after_refusal(action, vm_id, refused)
+            if status in _HIBERNATION_DONE:
+                return
+            if status == VM_ACTIVE:
+                raise HibernationUnsupported(f"{refused.message}; VM {vm_id} is ACTIVE, so its flavor cannot "
+                                             "hibernate") from refused
+            raise self._wrong_state(refused, vm_id, status, _HIBERNATION_LATER) from refused
+
+    def restore_vm(self, vm_id: int) -> None:
+        """Start restoring a HIBERNATED VM (it becomes RESTORING, then ACTIVE, or ERROR if the restore fails).
+        A VM already restoring or ACTIVE is success; one still HIBERNATING is a retryable error."""
+        action = f"restore VM {vm_id} from hibernation"
+        try:
+            self._call(action, self._vms.restore_vm_from_hibernation, int(vm_id))
+        except HyperstackError as refused:
+            if refused.status != 400:
+                raise
+            status = self._status_after_refusal(action, vm_id, refused)
+            if status in _RESTORE_DONE:
+                return
+            raise self._wrong_state(refused, vm_id, status, _RESTORE_LATER) from refused
+
+    def _status_after_refusal(self, action: str, vm_id: int, refused: HyperstackError) -> str | None:
+        """The VM's status once Hyperstack refused `action` with a 400 (None: it is gone): what the 400 meant."""
+        try:
+            vm = self.get_vm(vm_id)
+        except HyperstackError as unreadable:
+            raise HyperstackError(f"{refused.message}; reading VM {vm_id} back to see why failed: "
+                                  f"{unreadable.message}", retryable=unreadable.retryable,
+                                  status=refused.status) from unreadable
+        return vm.status if vm is not None else None
+
+    def _wrong_state(self, refused: HyperstackError, vm_id: int, status: str | None,
+                     later: frozenset[str]) -> HyperstackError:
+        state = f"VM {vm_id} is {status}" if status else f"VM {vm_id} no longer exists"
+        retryable = status in later
+        hint = "retry once its transition is over" if retryable else "this call cannot succeed from that state"
+        return HyperstackError(f"{refused.message}; {state}: {hint}", retryable=retryable, status=refused.status)
 
     def _payload(self, spec: VmSpec) -> Any:
         rules = [self._rule_payload(rule) for rule in spec.security_rules]

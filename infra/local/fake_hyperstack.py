@@ -14,6 +14,11 @@ lives. Answers follow the official SDK's models (CreateInstancesResponse, Instan
 SecurityGroupRule, ErrorResponseModel), so the real SDK parses every one. Requests need the `api_key` header.
 `GET /core/virtual-machines` takes `page` (from 1), `pageSize`, `search` (case-insensitive part of the name, or
 the id) and `environment`; answers oldest first with `count`, the total that matched.
+`GET /core/virtual-machines/{id}/hibernate?retain_ip=true|false` (absent: false) and `.../hibernate-restore` answer
+a ResponseModel; 404 for an unknown VM; 400 `bad_request` (Hyperstack's answer, it has no 409 for these) for a
+VM in the wrong state or, for a hibernate, a flavor in `fake.flavors_without_hibernation` (a set tests fill).
+`hibernate_after_seconds`/`restore_after_seconds` pace the transitions; `fake.hibernate_calls`/`restore_calls`
+list the VM ids asked for.
 
 Failure switches (attributes of the fake, kept in the model; counters count down as they fire):
 - `fail_next_creates`: 500 without creating; `fail_next_creates_after_creating`: create, then 500.
@@ -26,6 +31,8 @@ Failure switches (attributes of the fake, kept in the model; counters count down
 - `stall_next`: the next N requests are read, then never answered (for `stall_seconds`, or until `stop()`).
 - `impostor_certificate`: the next N VMs to turn ACTIVE are served (by `on_active`'s server, see
   infra/local/served_vms.py) with a certificate of their own instead of their user_data's: an impostor.
+- `fail_next_hibernates`, `fail_next_restores`: 500 to the next N hibernates or restores, doing nothing.
+- `restore_goes_to_error`: the next N restores (True: the next one) end in ERROR instead of ACTIVE.
 """
 
 from __future__ import annotations
@@ -39,7 +46,15 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from infra.local.hyperstack_vms import InjectedFault, InvalidRequest, VmBusy, VmCallback, VmFleet, VmNotFound
+from infra.local.hyperstack_vms import (
+    ActionRefused,
+    InjectedFault,
+    InvalidRequest,
+    VmBusy,
+    VmCallback,
+    VmFleet,
+    VmNotFound,
+)
 from infra.local.served_vms import ServedVms, mock_replica_for
 from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, serve_until_signalled
 
@@ -54,6 +69,8 @@ _ROUTES = [
     ("DELETE", re.compile(_VMS + r"/(\d+)"), "_delete"),
     ("POST", re.compile(_VMS + r"/(\d+)/sg-rules"), "_add_rule"),
     ("DELETE", re.compile(_VMS + r"/(\d+)/sg-rules/(\d+)"), "_delete_rule"),
+    ("GET", re.compile(_VMS + r"/(\d+)/hibernate"), "_hibernate"),
+    ("GET", re.compile(_VMS + r"/(\d+)/hibernate-restore"), "_restore"),
 ]
 
 
@@ -85,6 +102,10 @@ class FakeHyperstack(BackgroundService):
     floating_ip = _Forward("fleet")
     on_active = _Forward("fleet")
     on_deleted = _Forward("fleet")
+    on_hibernated = _Forward("fleet")
+    hibernate_after_seconds = _Forward("fleet")
+    restore_after_seconds = _Forward("fleet")
+    flavors_without_hibernation = _Forward("fleet")
     fail_next_creates = _Forward("fleet", "faults")
     fail_next_creates_after_creating = _Forward("fleet", "faults")
     vm_goes_to_error = _Forward("fleet", "faults")
@@ -96,13 +117,19 @@ class FakeHyperstack(BackgroundService):
     stall_next = _Forward("fleet", "faults")
     status_false_next = _Forward("fleet", "faults")
     impostor_certificate = _Forward("fleet", "faults")
+    fail_next_hibernates = _Forward("fleet", "faults")
+    fail_next_restores = _Forward("fleet", "faults")
+    restore_goes_to_error = _Forward("fleet", "faults")
 
     def __init__(self, api_key: str = "fake-key", host: str = "127.0.0.1", port: int = 0,
                  active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
                  on_active: VmCallback | None = None, on_deleted: VmCallback | None = None, *,
-                 stall_seconds: float = 30.0, verbose: bool = False) -> None:
+                 on_hibernated: VmCallback | None = None, hibernate_after_seconds: float = 0.2,
+                 restore_after_seconds: float = 0.2, stall_seconds: float = 30.0, verbose: bool = False) -> None:
         super().__init__(host, port)
-        self.fleet = VmFleet(active_after_seconds, floating_ip, on_active, on_deleted)
+        self.fleet = VmFleet(active_after_seconds, floating_ip, on_active, on_deleted, on_hibernated=on_hibernated,
+                             hibernate_after_seconds=hibernate_after_seconds,
+                             restore_after_seconds=restore_after_seconds)
         self.api_key = api_key
         self.stall_seconds = stall_seconds
         self.slow_create_seconds = 0.0
@@ -119,6 +146,16 @@ class FakeHyperstack(BackgroundService):
     def vms(self) -> dict[int, dict[str, Any]]:
         """A snapshot: VM id -> {id, name, status, labels, floating_ip, user_data, security_rules, port, ...}."""
         return self.fleet.snapshot()
+
+    @property
+    def hibernate_calls(self) -> list[int]:
+        """The VM id of every hibernate that reached the fleet (refused or failed ones too), in order."""
+        return list(self.fleet.hibernate_calls)
+
+    @property
+    def restore_calls(self) -> list[int]:
+        """The VM id of every restore that reached the fleet (refused or failed ones too), in order."""
+        return list(self.fleet.restore_calls)
 
     def live_vm_names(self) -> list[str]:
         """Names of the VMs that exist (in any status), sorted, duplicates kept."""
@@ -163,6 +200,8 @@ class FakeHyperstack(BackgroundService):
                     return 404, _error(str(error), "not_found")
                 except VmBusy as error:
                     return 409, _error(str(error), "conflict")
+                except ActionRefused as error:
+                    return 400, _error(str(error), "bad_request")
                 except InjectedFault as fault:
                     return 500, _error(f"Internal server error (fake: {fault.switch})", "internal_error")
             allowed = allowed or bool(match)
@@ -193,6 +232,17 @@ class FakeHyperstack(BackgroundService):
     def _delete(self, _query: dict[str, list[str]], _body: Any, vm_id: int) -> Answer:
         self.fleet.delete(vm_id)
         return 200, {"status": True, "message": "Virtual machine deleted"}
+
+    def _hibernate(self, query: dict[str, list[str]], _body: Any, vm_id: int) -> Answer:
+        retain_ip = query.get("retain_ip", ["false"])[0].lower()
+        if retain_ip not in ("true", "false"):
+            return 400, _error("retain_ip must be true or false", "validation_error")
+        self.fleet.hibernate(vm_id, retain_ip == "true")
+        return 200, {"status": True, "message": f"Virtual machine {vm_id} is being hibernated"}
+
+    def _restore(self, _query: dict[str, list[str]], _body: Any, vm_id: int) -> Answer:
+        self.fleet.restore(vm_id)
+        return 200, {"status": True, "message": f"Virtual machine {vm_id} is being restored from hibernation"}
 
     def _add_rule(self, _query: dict[str, list[str]], body: Any, vm_id: int) -> Answer:
         rule = self.fleet.add_rule(vm_id, body)
@@ -282,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--api-key", default="fake-key")
     parser.add_argument("--active-after", type=float, default=1.0, help="seconds from CREATING to ACTIVE")
+    parser.add_argument("--hibernate-after", type=float, default=0.2,
+                        help="seconds from HIBERNATING to HIBERNATED")
+    parser.add_argument("--restore-after", type=float, default=0.2, help="seconds from RESTORING to ACTIVE")
     parser.add_argument("--floating-ip", default="127.0.0.1")
     parser.add_argument("--mock-replicas", action="store_true",
                         help="run a mock vLLM replica for each ACTIVE VM whose user_data names a port and model")
@@ -290,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     served = ServedVms(mock_replica_for) if options.mock_replicas else None
     fake = FakeHyperstack(options.api_key, options.host, options.port, options.active_after, options.floating_ip,
                           served.on_active if served else None, served.on_deleted if served else None,
+                          on_hibernated=served.on_hibernated if served else None,
+                          hibernate_after_seconds=options.hibernate_after, restore_after_seconds=options.restore_after,
                           verbose=not options.quiet)
     try:
         serve_until_signalled(fake, f"fake Hyperstack at {{url}} (api_key {options.api_key!r})")

@@ -8,6 +8,15 @@ Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls o
 - `impostor_certificate` (a counting switch): the next N VMs to turn ACTIVE reach `on_active` flagged
   `vm[IMPOSTOR_FLAG] = True`: whoever serves them answers with a certificate other than their user_data's.
 - Deleting removes a VM at once (no lingering DELETING) and then calls `on_deleted(vm)`.
+- Hibernating (an ACTIVE VM only) makes it HIBERNATING, and `hibernate_after_seconds` later HIBERNATED once
+  `on_hibernated(vm)` has returned (whoever serves it stops: the guest is saved to disk and powered off); it keeps
+  its floating IP if asked to (`retain_ip`), else loses it when HIBERNATED. Restoring (a HIBERNATED VM only)
+  makes it RESTORING, and `restore_after_seconds` later ACTIVE, with a floating IP again, once `on_active(vm)`
+  has returned, as after a create. A flavor in `flavors_without_hibernation` is refused, as Hyperstack refuses
+  flavors that cannot hibernate; so is a VM in the wrong state. Both are Hyperstack's 400 `bad_request`.
+  `hibernate_calls` and `restore_calls` list the VM id of every such call that reached the fleet.
+- `fail_next_hibernates`, `fail_next_restores` (counting): a 500 without doing anything. `restore_goes_to_error`
+  (counting; True counts as 1): the next N restores end in ERROR instead of ACTIVE.
 - Names are not unique, as far as this fake knows: a second create with a taken name makes a second VM.
 """
 
@@ -28,9 +37,12 @@ RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")
 CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
 # Counting switches fire that many times, counting down; the flags hold while set.
 COUNTING_SWITCHES = ("fail_next_creates", "fail_next_creates_after_creating", "fail_deletes", "rate_limit_next",
-                     "stall_next", "status_false_next", "impostor_certificate")
+                     "stall_next", "status_false_next", "impostor_certificate", "fail_next_hibernates",
+                     "fail_next_restores", "restore_goes_to_error")
 FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes", "refuse_deleting_building")
 IMPOSTOR_FLAG = "impostor_certificate"  # in the VM dict on_active gets (only there): serve another certificate
+# A VM in one of these moves on by itself once due (`_due`), to its `_fate`: ACTIVE, HIBERNATED or ERROR.
+TRANSITIONS = ("CREATING", "HIBERNATING", "RESTORING")
 
 
 class VmNotFound(LookupError):
@@ -43,6 +55,10 @@ class InvalidRequest(ValueError):
 
 class VmBusy(Exception):
     """Hyperstack's 409: the VM cannot be deleted while it is still being built."""
+
+
+class ActionRefused(Exception):
+    """Hyperstack's 400 `bad_request` to a hibernate or a restore: the VM's state or flavor does not allow it."""
 
 
 class InjectedFault(Exception):
@@ -77,11 +93,19 @@ class VmFleet:
     """Every VM of the fake Hyperstack; thread-safe, as the HTTP layer serves requests concurrently."""
 
     def __init__(self, active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
-                 on_active: VmCallback | None = None, on_deleted: VmCallback | None = None) -> None:
+                 on_active: VmCallback | None = None, on_deleted: VmCallback | None = None, *,
+                 on_hibernated: VmCallback | None = None, hibernate_after_seconds: float = 0.2,
+                 restore_after_seconds: float = 0.2) -> None:
         self.active_after_seconds = active_after_seconds
+        self.hibernate_after_seconds = hibernate_after_seconds
+        self.restore_after_seconds = restore_after_seconds
         self.floating_ip = floating_ip
         self.on_active = on_active
         self.on_deleted = on_deleted
+        self.on_hibernated = on_hibernated
+        self.flavors_without_hibernation: set[str] = set()
+        self.hibernate_calls: list[int] = []
+        self.restore_calls: list[int] = []
         self.faults = Faults()
         self._lock = threading.Lock()
         self._vms: dict[int, dict[str, Any]] = {}
@@ -127,7 +151,8 @@ class VmFleet:
                 "assign_floating_ip": bool(request.get("assign_floating_ip")),
                 "enable_port_randomization": request.get("enable_port_randomization", True),
                 "created_at": _now(), "request": copy.deepcopy(request),
-                "_due": time.monotonic() + self.active_after_seconds, "_fate": fate, "_activating": False,
+                "_due": time.monotonic() + self.active_after_seconds, "_fate": fate, "_landing": False,
+                "_retain_ip": True,
             }
             self._vms[vm_id] = vm
             created = _public(vm)
@@ -147,8 +172,38 @@ class VmFleet:
             vm = self._vms.pop(vm_id, None)
         if vm is None:
             raise VmNotFound(f"Virtual machine {vm_id} not found")
-        if not vm["_activating"]:  # mid-activation, advance() reports the deletion once on_active is done
+        if not vm["_landing"]:  # mid-callback, advance() reports the deletion once the callback is done
             _notify(self.on_deleted, _public(vm))
+
+    def hibernate(self, vm_id: int, retain_ip: bool) -> None:
+        """ACTIVE -> HIBERNATING; ActionRefused for a flavor that cannot hibernate or a VM that is not ACTIVE."""
+        with self._lock:
+            self.hibernate_calls.append(vm_id)
+        if self.faults.take("fail_next_hibernates"):
+            raise InjectedFault("fail_next_hibernates")
+        with self._lock:
+            vm = self._existing(vm_id)
+            if vm["flavor_name"] in self.flavors_without_hibernation:
+                raise ActionRefused(f"Hibernation is not supported for flavor {vm['flavor_name']}")
+            if vm["status"] != "ACTIVE":
+                raise ActionRefused(f"Virtual machine {vm_id} is {vm['status']}: only an ACTIVE virtual machine "
+                                    "can be hibernated")
+            vm.update(status="HIBERNATING", _due=time.monotonic() + self.hibernate_after_seconds,
+                      _fate="HIBERNATED", _retain_ip=retain_ip)
+
+    def restore(self, vm_id: int) -> None:
+        """HIBERNATED -> RESTORING; ActionRefused for a VM that is not HIBERNATED (HIBERNATING included)."""
+        with self._lock:
+            self.restore_calls.append(vm_id)
+        if self.faults.take("fail_next_restores"):
+            raise InjectedFault("fail_next_restores")
+        with self._lock:
+            vm = self._existing(vm_id)
+            if vm["status"] != "HIBERNATED":
+                raise ActionRefused(f"Virtual machine {vm_id} is {vm['status']}: only a HIBERNATED virtual machine "
+                                    "can be restored")
+            fate = "ERROR" if self.faults.take("restore_goes_to_error") else "ACTIVE"
+            vm.update(status="RESTORING", _due=time.monotonic() + self.restore_after_seconds, _fate=fate)
 
     def add_rule(self, vm_id: int, rule: dict[str, Any]) -> dict[str, Any]:
         _refuse(_rule_problem(rule))
@@ -168,29 +223,36 @@ class VmFleet:
             vm["security_rules"] = kept
 
     def advance(self) -> None:
-        """Move due VMs on; a VM turns ACTIVE only after on_active returned, so a poller never sees it early."""
+        """Move due VMs on. A VM turns ACTIVE only after on_active returned, HIBERNATED only after on_hibernated
+        returned: a poller never sees it serving before it is, nor HIBERNATED while it still serves."""
         now = time.monotonic()
         with self._lock:
-            due = [vm for vm in self._vms.values()
-                   if vm["status"] == "CREATING" and vm["_fate"] and not vm["_activating"] and now >= vm["_due"]]
+            due = [vm for vm in self._vms.values() if vm["status"] in TRANSITIONS and vm["_fate"]
+                   and not vm["_landing"] and now >= vm["_due"]]
             for vm in due:
                 if vm["_fate"] == "ERROR":
                     vm["status"] = "ERROR"
                 else:
-                    vm["_activating"] = True  # claimed: on_active runs once, in this thread
-            ready = [{**_public(vm), "status": "ACTIVE", "floating_ip": self._floating_ip(vm),
-                      "fixed_ip": _fixed_ip(vm["id"])} for vm in due if vm["_fate"] == "ACTIVE"]
-        for snapshot in ready:
-            if self.faults.take("impostor_certificate"):
+                    vm["_landing"] = True  # claimed: its callback runs once, in this thread
+            landing = [self._landed(vm) for vm in due if vm["_fate"] != "ERROR"]
+        for snapshot in landing:
+            if snapshot["status"] == "ACTIVE" and self.faults.take("impostor_certificate"):
                 snapshot[IMPOSTOR_FLAG] = True
-            _notify(self.on_active, snapshot)
+            _notify(self.on_active if snapshot["status"] == "ACTIVE" else self.on_hibernated, snapshot)
             with self._lock:
                 vm = self._vms.get(snapshot["id"])
                 if vm is not None:
-                    vm.update(status="ACTIVE", floating_ip=snapshot["floating_ip"], fixed_ip=snapshot["fixed_ip"],
-                              _activating=False)
-            if vm is None:  # deleted while on_active ran: undo what it started
+                    vm.update(status=snapshot["status"], floating_ip=snapshot["floating_ip"],
+                              fixed_ip=snapshot["fixed_ip"], _landing=False)
+            if vm is None:  # deleted while the callback ran: report it (and undo what on_active started)
                 _notify(self.on_deleted, snapshot)
+
+    def _landed(self, vm: dict[str, Any]) -> dict[str, Any]:
+        """What a VM due to land on its `_fate` (ACTIVE or HIBERNATED) will look like there."""
+        if vm["_fate"] == "ACTIVE":
+            return {**_public(vm), "status": "ACTIVE", "floating_ip": self._floating_ip(vm),
+                    "fixed_ip": _fixed_ip(vm["id"])}
+        return {**_public(vm), "status": "HIBERNATED", "floating_ip": vm["floating_ip"] if vm["_retain_ip"] else None}
 
     def _existing(self, vm_id: int) -> dict[str, Any]:
         vm = self._vms.get(vm_id)

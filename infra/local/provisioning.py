@@ -81,4 +81,4 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
 
     served = ServedVms(real_replica_for if real_replica else mock_replica_for)
     return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), on_active=served.on_active,
-                          on_deleted=served.on_deleted).start()
+                          on_deleted=served.on_deleted, on_hibernated=served.on_hibernated).start()

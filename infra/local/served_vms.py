@@ -1,4 +1,5 @@
-"""Replicas for the fake Hyperstack's VMs: each ACTIVE VM is served on the port its user_data names.
+"""Replicas for the fake Hyperstack's VMs: each ACTIVE VM is served on the port its user_data names, from the
+moment it turns ACTIVE (created or restored) until it is deleted or hibernated.
 
 As a booted VM would: when the user_data carries a replica's TLS material, its port is a TLS front
 (infra/local/vm_front.py) that checks the bearer and relays to a model server elsewhere; without it, the
@@ -27,8 +28,9 @@ class ServedVm:
 
 
 class ServedVms:
-    """`on_active`/`on_deleted` callbacks that give each ACTIVE VM the servers `serve(vm)` starts (a ServedVm,
-    or anything with `stop()`; None: the VM answers nothing), stopped with the VM."""
+    """`on_active`/`on_deleted`/`on_hibernated` callbacks that give each ACTIVE VM the servers `serve(vm)` starts
+    (a ServedVm, or anything with `stop()`; None: the VM answers nothing), stopped when the VM is deleted or
+    hibernated. A restored VM turns ACTIVE again: `on_active` serves it anew (a fresh model server)."""
 
     def __init__(self, serve: Callable[[dict[str, Any]], Any]) -> None:
         self._serve = serve
@@ -53,6 +55,10 @@ class ServedVms:
         served = self._served.pop(vm["id"], None)
         if served is not None:
             served.stop()
+
+    def on_hibernated(self, vm: dict[str, Any]) -> None:
+        """The guest is saved to disk and powered off: its port answers nothing until a restore."""
+        self.on_deleted(vm)
 
     def stop_all(self) -> None:
         while self._served:

@@ -146,7 +146,8 @@ class Cloud:
         self.serve_models = True
         self.served = ServedVms(self._serve)
         self.hyperstack = FakeHyperstack(api_key=FAKE_KEY, active_after_seconds=0.5,
-                                         on_active=self.served.on_active, on_deleted=self.served.on_deleted)
+                                         on_active=self.served.on_active, on_deleted=self.served.on_deleted,
+                                         on_hibernated=self.served.on_hibernated)
 
     @property
     def replicas(self) -> dict[int, MockVllm]:

@@ -8,14 +8,19 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import requests
+import urllib3
 
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
+from chalicelib.provisioning.cloud_init import user_data
+from chalicelib.provisioning.replica_tls import new_credentials
 from chalicelib.vm_naming import replica_marker
 from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.hyperstack_vms import IMPOSTOR_FLAG
+from infra.local.served_vms import ServedVms, mock_replica_for
 from tests.integration.conftest import ROOT, free_port
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -49,6 +54,7 @@ class Events:
     def __init__(self) -> None:
         self.active: list[dict] = []
         self.deleted: list[dict] = []
+        self.hibernated: list[dict] = []
 
 
 @pytest.fixture
@@ -58,8 +64,9 @@ def events() -> Events:
 
 @pytest.fixture
 def fake(events: Events) -> Iterator[FakeHyperstack]:
-    with FakeHyperstack(active_after_seconds=0.2, on_active=events.active.append,
-                        on_deleted=events.deleted.append) as running:
+    with FakeHyperstack(active_after_seconds=0.2, on_active=events.active.append, on_deleted=events.deleted.append,
+                        on_hibernated=events.hibernated.append, hibernate_after_seconds=0.2,
+                        restore_after_seconds=0.2) as running:
         yield running
 
 
@@ -164,6 +171,261 @@ def test_impostor_certificate_switch_flags_the_next_vms_to_turn_active(client, f
     assert flagged == {first.id: True, second.id: False}
     assert fake.impostor_certificate == 0
     assert IMPOSTOR_FLAG not in fake.vms[first.id]  # only on_active is told; the API shows nothing
+
+
+# Hibernation
+
+def active_vm(client: HyperstackClient, fake: FakeHyperstack, vm_spec: VmSpec | None = None) -> int:
+    vm = client.create_vm(vm_spec or spec())
+    assert wait_until(lambda: fake.vms[vm.id]["status"] == "ACTIVE")
+    return vm.id
+
+
+def hibernated_vm(client: HyperstackClient, fake: FakeHyperstack, retain_ip: bool = True) -> int:
+    vm_id = active_vm(client, fake)
+    client.hibernate_vm(vm_id, retain_ip=retain_ip)
+    assert wait_until(lambda: fake.vms[vm_id]["status"] == "HIBERNATED")
+    return vm_id
+
+
+def statuses_seen(fake: FakeHyperstack, vm_id: int, until: str) -> list[str]:
+    """The VM's statuses as a poller sees them until `until`, repeats dropped."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 5
+    while (not seen or seen[-1] != until) and time.monotonic() < deadline:
+        status = fake.vms[vm_id]["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        time.sleep(0.01)
+    return seen
+
+
+def test_hibernate_answers_hyperstacks_response_model(client, fake):
+    vm_id = active_vm(client, fake)
+
+    reply = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate", params={"retain_ip": "true"})
+
+    assert reply.status_code == 200
+    assert reply.json() == {"status": True, "message": f"Virtual machine {vm_id} is being hibernated"}
+
+
+def test_hibernating_goes_through_hibernating_to_hibernated_and_calls_on_hibernated(client, fake, events):
+    vm_id = active_vm(client, fake)
+
+    client.hibernate_vm(vm_id)
+
+    assert statuses_seen(fake, vm_id, "HIBERNATED") == ["HIBERNATING", "HIBERNATED"]
+    assert [(vm["id"], vm["status"], vm["port"]) for vm in events.hibernated] == [(vm_id, "HIBERNATED", 8011)]
+
+
+def test_restoring_goes_through_restoring_to_active_and_calls_on_active_again(client, fake, events):
+    vm_id = hibernated_vm(client, fake)
+
+    client.restore_vm(vm_id)
+
+    assert statuses_seen(fake, vm_id, "ACTIVE") == ["RESTORING", "ACTIVE"]
+    assert [vm["id"] for vm in events.active] == [vm_id, vm_id]
+    assert fake.restore_calls == [vm_id]
+
+
+def test_a_poller_sees_hibernated_only_after_on_hibernated_returned(client, fake):
+    seen_during_callback = []
+    fake.on_hibernated = lambda vm: seen_during_callback.append(
+        raw(fake, "GET", f"/core/virtual-machines/{vm['id']}").json()["instance"]["status"])
+    vm_id = hibernated_vm(client, fake)
+
+    assert seen_during_callback == ["HIBERNATING"]
+    assert fake.vms[vm_id]["status"] == "HIBERNATED"
+
+
+def test_a_vm_hibernated_with_retain_ip_keeps_its_floating_ip_throughout(client, fake):
+    vm_id = hibernated_vm(client, fake, retain_ip=True)
+
+    assert client.get_vm(vm_id).floating_ip == "127.0.0.1"
+    assert raw(fake, "GET", f"/core/virtual-machines/{vm_id}").json()["instance"]["floating_ip_status"] == "ATTACHED"
+
+
+def test_a_vm_hibernated_without_retain_ip_loses_its_floating_ip_and_gets_one_on_restore(client, fake):
+    vm_id = hibernated_vm(client, fake, retain_ip=False)
+    while_hibernated = client.get_vm(vm_id).floating_ip
+
+    client.restore_vm(vm_id)
+    assert wait_until(lambda: fake.vms[vm_id]["status"] == "ACTIVE")
+
+    assert while_hibernated is None
+    assert client.get_vm(vm_id).floating_ip == "127.0.0.1"
+
+
+def test_hibernate_without_retain_ip_in_the_query_lets_the_ip_go(client, fake):
+    vm_id = active_vm(client, fake)
+
+    assert raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate").status_code == 200
+    assert wait_until(lambda: fake.vms[vm_id]["status"] == "HIBERNATED")
+    assert fake.vms[vm_id]["floating_ip"] is None
+
+
+def test_a_flavor_without_hibernation_is_refused_with_400_and_stays_active(client, fake, events):
+    fake.flavors_without_hibernation = {"n3-L40x1"}
+    vm_id = active_vm(client, fake)
+
+    reply = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate", params={"retain_ip": "true"})
+
+    assert reply.status_code == 400
+    assert reply.json() == {"status": False, "message": "Hibernation is not supported for flavor n3-L40x1",
+                            "error_reason": "bad_request"}
+    assert fake.vms[vm_id]["status"] == "ACTIVE"
+    assert events.hibernated == []
+
+
+@pytest.mark.parametrize(("action", "status"), [("hibernate", "CREATING"), ("hibernate-restore", "CREATING"),
+                                                ("hibernate-restore", "ACTIVE")])
+def test_a_vm_in_the_wrong_state_is_refused_with_400_bad_request(client, fake, action, status):
+    vm_id = client.create_vm(spec()).id if status == "CREATING" else active_vm(client, fake)
+
+    reply = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/{action}")
+
+    assert reply.status_code == 400
+    assert reply.json()["error_reason"] == "bad_request"
+    assert status in reply.json()["message"]
+
+
+def test_restoring_a_vm_still_hibernating_is_refused(client, fake):
+    vm_id = active_vm(client, fake)
+    fake.hibernate_after_seconds = 5
+    client.hibernate_vm(vm_id)
+
+    reply = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate-restore")
+
+    assert (reply.status_code, fake.vms[vm_id]["status"]) == (400, "HIBERNATING")
+
+
+@pytest.mark.parametrize("action", ["hibernate", "hibernate-restore"])
+def test_hibernating_or_restoring_an_unknown_vm_answers_404(fake, action):
+    reply = raw(fake, "GET", f"/core/virtual-machines/424242/{action}")
+
+    assert reply.status_code == 404
+    assert reply.json()["status"] is False
+
+
+def test_a_bad_retain_ip_answers_400(client, fake):
+    vm_id = active_vm(client, fake)
+
+    reply = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate", params={"retain_ip": "maybe"})
+
+    assert (reply.status_code, fake.vms[vm_id]["status"]) == (400, "ACTIVE")
+
+
+def test_fail_next_hibernates_answers_500_once_without_hibernating(client, fake):
+    vm_id = active_vm(client, fake)
+    fake.fail_next_hibernates = 1
+
+    failed = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate")
+    status_after_failure = fake.vms[vm_id]["status"]
+    retried = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate")
+
+    assert (failed.status_code, status_after_failure) == (500, "ACTIVE")
+    assert retried.status_code == 200
+    assert fake.hibernate_calls == [vm_id, vm_id]
+
+
+def test_fail_next_restores_answers_500_once_without_restoring(client, fake):
+    vm_id = hibernated_vm(client, fake)
+    fake.fail_next_restores = 1
+
+    failed = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate-restore")
+    status_after_failure = fake.vms[vm_id]["status"]
+    retried = raw(fake, "GET", f"/core/virtual-machines/{vm_id}/hibernate-restore")
+
+    assert (failed.status_code, status_after_failure) == (500, "HIBERNATED")
+    assert retried.status_code == 200
+    assert fake.restore_calls == [vm_id, vm_id]
+
+
+def test_restore_goes_to_error_ends_the_next_restore_in_error_without_on_active(client, fake, events):
+    first, second = hibernated_vm(client, fake), hibernated_vm(client, fake)
+    fake.restore_goes_to_error = True  # counts as 1
+
+    client.restore_vm(first)
+    client.restore_vm(second)
+
+    assert statuses_seen(fake, first, "ERROR") == ["RESTORING", "ERROR"]
+    assert wait_until(lambda: fake.vms[second]["status"] == "ACTIVE")
+    assert [vm["id"] for vm in events.active] == [first, second, second]
+    assert fake.restore_goes_to_error == 0
+
+
+def test_restore_calls_counts_every_restore_asked_for_refused_ones_too(client, fake):
+    vm_id = hibernated_vm(client, fake)
+
+    client.restore_vm(vm_id)
+    client.restore_vm(vm_id)  # RESTORING already: refused, which the client takes for success
+
+    assert fake.restore_calls == [vm_id, vm_id]
+
+
+def test_deleting_a_hibernated_vm_removes_it_and_calls_on_deleted(client, fake, events):
+    vm_id = hibernated_vm(client, fake)
+
+    client.delete_vm(vm_id)
+
+    assert fake.live_vm_names() == []
+    assert [vm["id"] for vm in events.deleted] == [vm_id]
+
+
+def test_deleting_a_vm_while_on_hibernated_runs_reports_it_deleted_once(client, fake, events):
+    vm_id = active_vm(client, fake)
+    fake.on_hibernated = lambda vm: (events.hibernated.append(vm), client.delete_vm(vm["id"]))
+
+    client.hibernate_vm(vm_id)
+
+    assert wait_until(lambda: vm_id not in fake.vms)
+    assert [vm["id"] for vm in events.hibernated] == [vm_id]
+    assert [vm["id"] for vm in events.deleted] == [vm_id]
+
+
+# Serving: a hibernated VM's port answers nothing until it is restored
+
+MODEL_CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Are you awake?"}]}
+
+
+@pytest.fixture
+def served_cloud() -> Iterator[tuple[HyperstackClient, FakeHyperstack, ServedVms]]:
+    served = ServedVms(lambda vm: mock_replica_for(vm, pace_seconds=0.0))
+    with FakeHyperstack(active_after_seconds=0.05, on_active=served.on_active, on_deleted=served.on_deleted,
+                        on_hibernated=served.on_hibernated, hibernate_after_seconds=0.05,
+                        restore_after_seconds=0.05) as fake, \
+            HyperstackClient(fake.api_key, host=fake.url, timeout_seconds=2) as client:
+        yield client, fake, served
+    served.stop_all()
+
+
+def chat_over_tls(port: int, fingerprint: str, api_key: str) -> int:
+    with urllib3.HTTPSConnectionPool("127.0.0.1", port, cert_reqs="CERT_NONE", assert_fingerprint=fingerprint,
+                                     retries=False, timeout=5) as pool:
+        return pool.request("POST", "/v1/chat/completions", json=MODEL_CHAT,
+                            headers={"Authorization": f"Bearer {api_key}"}).status
+
+
+def test_a_hibernated_vm_stops_serving_and_serves_again_once_restored(served_cloud):
+    client, fake, served = served_cloud
+    credentials, port = new_credentials("it-hibernate"), free_port()
+    script = user_data(MODEL, port, f"vllm serve {MODEL} --port {port}", api_key=credentials.api_key,
+                       certificate_pem=credentials.certificate_pem, private_key_pem=credentials.private_key_pem)
+    vm_id = active_vm(client, fake, replace(spec(), user_data=script))
+    before = chat_over_tls(port, credentials.fingerprint, credentials.api_key)
+
+    client.hibernate_vm(vm_id)
+    assert wait_until(lambda: client.get_vm(vm_id).status == "HIBERNATED")
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        chat_over_tls(port, credentials.fingerprint, credentials.api_key)
+    assert vm_id not in served.replicas
+
+    client.restore_vm(vm_id)
+    assert wait_until(lambda: client.get_vm(vm_id).status == "ACTIVE")
+    after = chat_over_tls(port, credentials.fingerprint, credentials.api_key)
+
+    assert (before, after) == (200, 200)
+    assert served.replicas[vm_id].requests_seen == 1  # a fresh model server: the guest booted back
 
 
 def test_requests_without_the_api_key_header_answer_401(fake):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from chalicelib.hyperstack import client as client_module
-from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
+from chalicelib.hyperstack.client import HibernationUnsupported, HyperstackClient, HyperstackError, VmSpec
 from chalicelib.vm_naming import (
     VM_NAME_MAX_LENGTH,
     parse_replica_marker,
@@ -287,6 +287,173 @@ def test_a_too_long_vm_name_is_refused_before_anything_is_sent(client, fake):
 
     assert not failure.value.retryable
     assert fake.request_log == []
+
+
+# Hibernation
+
+def active_vm(client: HyperstackClient) -> int:
+    vm = client.create_vm(spec())
+    assert wait_for_status(client, vm.id, "ACTIVE").status == "ACTIVE"
+    return vm.id
+
+
+def hibernated_vm(client: HyperstackClient, retain_ip: bool = True) -> int:
+    vm_id = active_vm(client)
+    client.hibernate_vm(vm_id, retain_ip=retain_ip)
+    assert wait_for_status(client, vm_id, "HIBERNATED").status == "HIBERNATED"
+    return vm_id
+
+
+def test_hibernate_vm_takes_an_active_vm_to_hibernated_keeping_its_floating_ip(client, fake):
+    vm_id = active_vm(client)
+
+    client.hibernate_vm(vm_id)
+    hibernating = client.get_vm(vm_id)
+    hibernated = wait_for_status(client, vm_id, "HIBERNATED")
+
+    assert hibernating.status == "HIBERNATING"
+    assert (hibernated.status, hibernated.floating_ip) == ("HIBERNATED", fake.floating_ip)
+    assert [entry["query"] for entry in fake.request_log if entry["path"].endswith("/hibernate")] == [
+        {"retain_ip": ["true"]}]
+
+
+def test_hibernate_vm_without_retain_ip_lets_the_floating_ip_go(client, fake):
+    vm_id = hibernated_vm(client, retain_ip=False)
+
+    assert client.get_vm(vm_id).floating_ip is None
+    assert [entry["query"] for entry in fake.request_log if entry["path"].endswith("/hibernate")] == [
+        {"retain_ip": ["false"]}]
+
+
+def test_restore_vm_brings_a_hibernated_vm_back_to_active_with_a_floating_ip(client, fake):
+    vm_id = hibernated_vm(client, retain_ip=False)
+
+    client.restore_vm(vm_id)
+    restoring = client.get_vm(vm_id)
+    restored = wait_for_status(client, vm_id, "ACTIVE")
+
+    assert restoring.status == "RESTORING"
+    assert (restored.status, restored.floating_ip) == ("ACTIVE", fake.floating_ip)
+    assert fake.restore_calls == [vm_id]
+
+
+@pytest.mark.parametrize("settled", [False, True], ids=["hibernating", "hibernated"])
+def test_hibernating_a_vm_already_hibernating_or_hibernated_is_success(client, fake, settled):
+    vm_id = active_vm(client)
+    client.hibernate_vm(vm_id)
+    if settled:
+        wait_for_status(client, vm_id, "HIBERNATED")
+
+    client.hibernate_vm(vm_id)  # Hyperstack refuses it (400): the wrapper reads the VM back
+
+    assert fake.hibernate_calls == [vm_id, vm_id]
+    assert wait_for_status(client, vm_id, "HIBERNATED").status == "HIBERNATED"
+
+
+@pytest.mark.parametrize("settled", [False, True], ids=["restoring", "active"])
+def test_restoring_a_vm_already_restoring_or_active_is_success(client, fake, settled):
+    vm_id = hibernated_vm(client)
+    client.restore_vm(vm_id)
+    if settled:
+        wait_for_status(client, vm_id, "ACTIVE")
+
+    client.restore_vm(vm_id)
+
+    assert fake.restore_calls == [vm_id, vm_id]
+    assert wait_for_status(client, vm_id, "ACTIVE").status == "ACTIVE"
+
+
+def test_a_flavor_that_cannot_hibernate_is_hibernation_unsupported_and_not_retryable(client, fake):
+    fake.flavors_without_hibernation = {spec().flavor_name}
+    vm_id = active_vm(client)
+
+    with pytest.raises(HibernationUnsupported) as failure:
+        client.hibernate_vm(vm_id)
+
+    assert isinstance(failure.value, HyperstackError)
+    assert (failure.value.status, failure.value.retryable) == (400, False)
+    assert "n3-A100x1" in str(failure.value)  # Hyperstack's own words come along
+    assert client.get_vm(vm_id).status == "ACTIVE"
+
+
+def test_hibernating_a_vm_still_being_created_is_retryable_and_not_unsupported(client, fake):
+    fake.never_active = True
+    vm = client.create_vm(spec())
+
+    with pytest.raises(HyperstackError) as failure:
+        client.hibernate_vm(vm.id)
+
+    assert not isinstance(failure.value, HibernationUnsupported)
+    assert (failure.value.status, failure.value.retryable) == (400, True)
+    assert "CREATING" in str(failure.value)
+
+
+def test_restoring_a_vm_still_hibernating_is_retryable(client, fake):
+    vm_id = active_vm(client)
+    fake.hibernate_after_seconds = 5
+    client.hibernate_vm(vm_id)
+
+    with pytest.raises(HyperstackError) as failure:
+        client.restore_vm(vm_id)
+
+    assert (failure.value.status, failure.value.retryable) == (400, True)
+    assert "HIBERNATING" in str(failure.value)
+
+
+def test_restoring_a_vm_in_error_is_not_retryable(client, fake):
+    fake.vm_goes_to_error = True
+    vm = client.create_vm(spec())
+    wait_for_status(client, vm.id, "ERROR")
+
+    with pytest.raises(HyperstackError) as failure:
+        client.restore_vm(vm.id)
+
+    assert (failure.value.status, failure.value.retryable) == (400, False)
+
+
+@pytest.mark.parametrize("call", ["hibernate_vm", "restore_vm"])
+def test_hibernating_or_restoring_an_unknown_vm_is_a_404_not_retryable(client, call):
+    with pytest.raises(HyperstackError) as failure:
+        getattr(client, call)(424242)
+
+    assert (failure.value.status, failure.value.retryable) == (404, False)
+
+
+def test_a_failed_hibernate_is_retryable_and_the_vm_stays_active(client, fake):
+    vm_id = active_vm(client)
+    fake.fail_next_hibernates = 1
+
+    with pytest.raises(HyperstackError) as failure:
+        client.hibernate_vm(vm_id)
+
+    assert (failure.value.status, failure.value.retryable) == (500, True)
+    assert client.get_vm(vm_id).status == "ACTIVE"
+
+
+def test_a_failed_restore_is_retryable_and_the_vm_stays_hibernated(client, fake):
+    vm_id = hibernated_vm(client)
+    fake.fail_next_restores = 1
+
+    with pytest.raises(HyperstackError) as failure:
+        client.restore_vm(vm_id)
+
+    assert (failure.value.status, failure.value.retryable) == (500, True)
+    assert client.get_vm(vm_id).status == "HIBERNATED"
+
+
+def test_a_refusal_whose_vm_cannot_be_read_back_is_as_retryable_as_the_read(client, monkeypatch):
+    vm_id = hibernated_vm(client)
+
+    def unreadable(_vm_id: int) -> None:
+        raise HyperstackError("Hyperstack get VM: HTTP 503", retryable=True, status=503)
+
+    monkeypatch.setattr(client, "get_vm", unreadable)
+
+    with pytest.raises(HyperstackError) as failure:
+        client.hibernate_vm(vm_id)
+
+    assert (failure.value.status, failure.value.retryable) == (400, True)
+    assert "503" in str(failure.value)
 
 
 # Names and the user_data marker
