@@ -107,6 +107,18 @@ def delete_replica(replica_id: str) -> Response:
     return NO_CONTENT
 
 
+@route("/v1/replicas/{replica_id}/hibernate", methods=["POST"], content_types=ANY_BODY)
+def hibernate_replica(replica_id: str) -> Response:
+    replicas.hibernate(path_id(replica_id, "Replica"))
+    return Response(body={"message": "Hibernation started"}, status_code=202)
+
+
+@route("/v1/replicas/{replica_id}/wake", methods=["POST"], content_types=ANY_BODY)
+def wake_replica(replica_id: str) -> Response:
+    replicas.wake(path_id(replica_id, "Replica"))
+    return Response(body={"message": "Wake started"}, status_code=202)
+
+
 @route("/v1/openapi.json", methods=["GET"])
 def openapi_document() -> dict:
     from chalicelib import openapi  # here, so that no other route's cold start pays for it
@@ -147,3 +159,12 @@ def reconcile(event: object) -> dict:
     from chalicelib.provisioning import reconciler  # here, so the admin API's cold start stays lean
 
     return reconciler.run().as_dict()
+
+
+# Hibernates replicas idle for their hibernate_after_seconds (chalicelib/provisioning/idle_check.py): every
+# IDLE_CHECK_SECONDS' default, 60 s, EventBridge's finest rate (`make run` checks every second).
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="idle_check")
+def idle_check(event: object) -> dict:
+    from chalicelib.provisioning import idle_check as check
+
+    return check.run()

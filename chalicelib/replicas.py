@@ -7,6 +7,7 @@ written in the same transaction as the replica, on condition that it does not ex
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ from chalicelib.store.replica_rows import delete_rows, endpoint_guard
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
 from chalicelib.store.transactions import failed_conditions, transaction
+from chalicelib.store.wake_requests import request_wake
 from chalicelib.validation import field_error, validate
 
 SUCCESS = statuses.SUCCESS
@@ -33,10 +35,11 @@ _CHAT_SUFFIX = "/chat/completions"
 MIN_KEY_LENGTH_TO_HINT = 16
 # A provisioned VM's bearer is fixed when it boots, and spliced into its TLS front's configuration.
 _MADE_BY_THE_PROXY = "A provisioned replica's api_key is made by the proxy for its VM; it cannot be set."
+_ONLY_PROVISIONED = "Only a provisioned replica (create_vm) can hibernate."
 PUBLIC_FIELDS = (
     "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
     "name", "environment_name", "image_name", "flavor_name", "key_name", "port",
-    "run_command", "assign_floating_ip", "created_at",
+    "run_command", "assign_floating_ip", "created_at", "hibernate_after_seconds", "wake_seconds",
 )
 
 
@@ -75,6 +78,8 @@ def create(model_id: int, body: Any) -> int:
     if not request["create_vm"]:
         if not request.get("endpoint"):
             raise field_error("endpoint", "LLM EndPoint URL must not be empty.")
+        if request.get("hibernate_after_seconds"):
+            raise field_error("hibernate_after_seconds", _ONLY_PROVISIONED)
         endpoint = normalize_endpoint(request["endpoint"])
         replica = _existing_replica(model, endpoint, request.get("rate_limit"))
         replica.api_key = request.get("api_key")
@@ -90,6 +95,7 @@ def create(model_id: int, body: Any) -> int:
     _check_port_ranges(details.get("security_rules") or [])
     workflow.require_configured()
     replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
+    replica.hibernate_after_seconds = request.get("hibernate_after_seconds")
     _insert(model, replica, rules)
     _start_provisioning(replica)
     return replica.id
@@ -101,7 +107,10 @@ def update(replica_id: int, body: Any) -> None:
     replica = _replica_or_404(replica_id)
     if "api_key" in request and is_provisioned(replica):
         raise field_error("api_key", _MADE_BY_THE_PROXY)
-    attributes = {"rate_limit": Replica.rate_limit, "api_key": Replica.api_key}
+    if request.get("hibernate_after_seconds") and not is_provisioned(replica):
+        raise field_error("hibernate_after_seconds", _ONLY_PROVISIONED)
+    attributes = {"rate_limit": Replica.rate_limit, "api_key": Replica.api_key,
+                  "hibernate_after_seconds": Replica.hibernate_after_seconds}
     actions = [attributes[name].set(value) if value else attributes[name].remove() for name, value in request.items()]
     if not update_if(replica, actions, Replica.id.exists()):  # it went away between the read and the write
         raise NotFound("Replica not found")
@@ -118,6 +127,26 @@ def delete(replica_id: int) -> None:
         _start_teardown(replica)
     else:
         delete_rows([replica])
+
+
+def hibernate(replica_id: int) -> None:
+    """Hibernate a serving provisioned replica now, idle or not (its workflow checks it is SUCCESS)."""
+    replica = _replica_or_404(replica_id)
+    if not is_provisioned(replica) or replica.vm_status != statuses.SUCCESS:
+        raise Conflict(f"Replica {replica_id} is {replica.vm_status}: only a SUCCESS provisioned replica can "
+                       "hibernate.")
+    workflow.start_hibernate(replica_id, None)
+
+
+def wake(replica_id: int) -> None:
+    """Wake a hibernated (or hibernating) replica: one wake however many ask (a conditional write)."""
+    replica = _replica_or_404(replica_id)
+    if replica.vm_status not in (statuses.HIBERNATING, statuses.HIBERNATED):
+        raise Conflict(f"Replica {replica_id} is {replica.vm_status}: only a hibernated replica can wake.")
+    requested_at = request_wake(replica_id, time.time_ns() // 1_000_000)
+    if requested_at is None:
+        raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
+    workflow.start_wake(replica_id, requested_at)
 
 
 def delete_all(model: LlmModel) -> None:

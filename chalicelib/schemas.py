@@ -129,6 +129,14 @@ VM_CREATION_DETAILS: dict[str, Any] = {
     },
 }
 
+# A week at most: longer idle than that is better served by deleting the replica.
+MAX_HIBERNATE_AFTER_SECONDS = 7 * 24 * 3600
+HIBERNATE_AFTER_SECONDS: dict[str, Any] = {
+    **integer(1, MAX_HIBERNATE_AFTER_SECONDS, nullable=True),
+    "description": ("A provisioned replica: hibernate its VM after this many seconds without a request (null: "
+                    "never). It wakes on the next request."),
+}
+
 CREATE_REPLICA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -138,6 +146,7 @@ CREATE_REPLICA: dict[str, Any] = {
         "create_vm": boolean(default=False),
         "vm_creation_details": VM_CREATION_DETAILS,
         "api_key": REPLICA_API_KEY,
+        "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS,
     },
 }
 
@@ -148,5 +157,6 @@ UPDATE_REPLICA: dict[str, Any] = {
     "additionalProperties": False,
     "minProperties": 1,
     "x-missing-when-empty": ["rate_limit"],
-    "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True), "api_key": REPLICA_API_KEY},
+    "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True), "api_key": REPLICA_API_KEY,
+                   "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS},
 }

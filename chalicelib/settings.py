@@ -85,6 +85,8 @@ class ChatSettings:
     replica_cache_seconds: float
     max_body_bytes: int
     metric_id_block: int
+    wake_state_machine_arn: str | None
+    default_wake_seconds: int
 
 
 def _flag(name: str) -> bool:
@@ -114,6 +116,10 @@ def get_chat_settings() -> ChatSettings:
         max_body_bytes=_int("MAX_CHAT_BODY_BYTES", 4 * 1024 * 1024),
         # Metric ids are reserved in blocks: one counter write per block, not per request.
         metric_id_block=_int("METRIC_ID_BLOCK", 50),
+        # A request for a model whose replicas all hibernate starts a wake (chalicelib/chat/waking.py).
+        wake_state_machine_arn=os.environ.get("WAKE_STATE_MACHINE_ARN") or None,
+        # The Retry-After of a model that has never been woken yet: a GPU VM's restore and model load.
+        default_wake_seconds=max(1, _int("DEFAULT_WAKE_SECONDS", 180)),
     )
 
 
@@ -122,6 +128,8 @@ class ProvisionSettings:
     """What the provisioning workflow needs. Production waits are minutes; locally seconds."""
 
     state_machine_arn: str | None
+    hibernate_state_machine_arn: str | None
+    wake_state_machine_arn: str | None
     hyperstack_api_url: str | None
     hyperstack_api_key: str | None
     hyperstack_api_key_parameter: str | None
@@ -131,12 +139,15 @@ class ProvisionSettings:
     model_timeout_seconds: int
     reconcile_interval_seconds: int
     reconcile_grace_seconds: int
+    idle_check_seconds: int
 
 
 @lru_cache(maxsize=1)
 def get_provision_settings() -> ProvisionSettings:
     return ProvisionSettings(
         state_machine_arn=os.environ.get("PROVISION_STATE_MACHINE_ARN") or None,
+        hibernate_state_machine_arn=os.environ.get("HIBERNATE_STATE_MACHINE_ARN") or None,
+        wake_state_machine_arn=os.environ.get("WAKE_STATE_MACHINE_ARN") or None,
         hyperstack_api_url=os.environ.get("HYPERSTACK_API_URL") or None,
         hyperstack_api_key=os.environ.get("HYPERSTACK_API_KEY") or None,
         hyperstack_api_key_parameter=os.environ.get("HYPERSTACK_API_KEY_PARAMETER") or None,
@@ -149,6 +160,8 @@ def get_provision_settings() -> ProvisionSettings:
         # Longer than a create call and its retries (Hyperstack timeouts of 30 s, retried with backoff for
         # minutes): a VM younger than this may still be about to be recorded by its workflow.
         reconcile_grace_seconds=max(0, _int("RECONCILE_GRACE_SECONDS", 30 * 60)),
+        # How often idle replicas are looked for (EventBridge's finest rate in AWS is a minute).
+        idle_check_seconds=max(1, _int("IDLE_CHECK_SECONDS", 60)),
     )
 
 

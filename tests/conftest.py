@@ -11,6 +11,8 @@ TEST_ADMIN_KEY = "test-admin-key"
 REQUIRE_ALL_PREREQUISITES = "REQUIRE_ALL_PREREQUISITES"
 # moto's default account; the unit fixtures create this state machine (executions are recorded, not run).
 TEST_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:provision-test"
+TEST_HIBERNATE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:hibernate-test"
+TEST_WAKE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:wake-test"
 
 for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "ADMIN_API_KEY_PARAMETER", "AWS_PROFILE",
                  "LOCALSTACK_HOST", "MOTO_PORT", "HYPERSTACK_API_KEY", "HYPERSTACK_API_URL"):
@@ -23,6 +25,8 @@ os.environ.update(
     TABLE_PREFIX="test",
     ADMIN_API_KEY=TEST_ADMIN_KEY,
     PROVISION_STATE_MACHINE_ARN=TEST_STATE_MACHINE_ARN,
+    HIBERNATE_STATE_MACHINE_ARN=TEST_HIBERNATE_ARN,
+    WAKE_STATE_MACHINE_ARN=TEST_WAKE_ARN,
 )
 
 

@@ -1,5 +1,5 @@
-"""Errors of the workflow's Task steps. Their class names are the error names that the state
-machine's Retry and Catch rules match, so renaming one means editing infra/provisioning.asl.json."""
+"""Errors of the workflows' Task steps. Their class names are the error names that the state
+machines' Retry and Catch rules match, so renaming one means editing infra/*.asl.json."""
 
 
 class HyperstackRetryable(Exception):
@@ -12,3 +12,11 @@ class ProvisioningFailed(Exception):
 
 class ReplicaGone(Exception):
     """The replica was deleted, or moved on, while this step ran."""
+
+
+class HibernationRefused(Exception):
+    """The VM's flavor cannot hibernate: the replica stays serving, with the reason."""
+
+
+class StillHibernating(Exception):
+    """A wake asked while the VM was still hibernating: retried until it is hibernated."""

@@ -3,6 +3,7 @@ conditional moves, and the health check that proves a VM serves as chat requests
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -68,3 +69,15 @@ def call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any:
         if error.retryable or (conflict_is_retryable and error.status == 409):
             raise HyperstackRetryable(str(error)) from None
         raise ProvisioningFailed(f"Hyperstack refused: {error}") from None
+
+
+def failure_reason(error: Any) -> str:
+    """A person's reading of a Step Functions Catch result (`{"Error", "Cause"}`)."""
+    if not isinstance(error, dict):
+        return "Provisioning failed."
+    cause = error.get("Cause") or ""
+    try:
+        cause = json.loads(cause).get("errorMessage") or cause
+    except (ValueError, AttributeError):
+        pass
+    return str(cause or error.get("Error") or "Provisioning failed.")[:2000]

@@ -1,4 +1,5 @@
-"""The Task steps of the provisioning workflow (infra/provisioning.asl.json), one Lambda for all.
+"""The Task steps of the provisioning workflow (infra/provisioning.asl.json), one Lambda for all
+(the hibernate and wake workflows' steps are in chalicelib/provisioning/power.py, dispatched here too).
 
 Each step is idempotent, since Step Functions retries them: a VM is found by its deterministic
 name before one is created, and a VM that is already gone counts as deleted. Exceptions end a
@@ -9,12 +10,12 @@ compensation (delete the VM, then mark the replica FAILED unless it is being del
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.provisioning import replica_tls
+from chalicelib.provisioning import power, replica_tls
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import (
@@ -32,11 +33,15 @@ from chalicelib.provisioning.step_helpers import (
     call,
     configured_hyperstack,
     endpoint,
+    failure_reason,
     live,
 )
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.vm_naming import deployment_label, replica_vm_name
+
+# Compensation may end these: provisioning, and a hibernation or a wake that lost its VM.
+_MAY_FAIL = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)
 
 
 def vm_name(replica_id: int) -> str:
@@ -47,10 +52,12 @@ def vm_name(replica_id: int) -> str:
 def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack."""
     name = event.get("step", "")
-    if name in _HYPERSTACK_STEPS:
-        return _HYPERSTACK_STEPS[name](event, hyperstack)
-    if name in _STEPS_WITHOUT_HYPERSTACK:
-        return _STEPS_WITHOUT_HYPERSTACK[name](event)
+    with_hyperstack = {**_HYPERSTACK_STEPS, **power.HYPERSTACK_STEPS}
+    if name in with_hyperstack:
+        return with_hyperstack[name](event, hyperstack)
+    without_hyperstack = {**_STEPS_WITHOUT_HYPERSTACK, **power.STEPS_WITHOUT_HYPERSTACK}
+    if name in without_hyperstack:
+        return without_hyperstack[name](event)
     raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
 
 
@@ -109,7 +116,7 @@ def check_model(event: dict[str, Any]) -> dict[str, Any]:
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
     replica = live(event, allowed=(statuses.BOOTING,))
     advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=endpoint(event["floating_ip"], replica),
-             error_message=None)
+            error_message=None, serving_since=int(time.time()))
     return {}
 
 
@@ -124,7 +131,7 @@ def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cleanup, dict) and cleanup.get("Error"):
         reason += f" Deleting its VM failed too, so it may still exist: {failure_reason(cleanup)}"
     try:
-        mark(int(event["replica_id"]), statuses.FAILED, allowed=(*statuses.IN_PROGRESS,), error_message=reason)
+        mark(int(event["replica_id"]), statuses.FAILED, allowed=_MAY_FAIL, error_message=reason)
     except ReplicaGone:
         pass  # deleted meanwhile: its teardown owns it now
     return {"reason": reason}
@@ -178,18 +185,6 @@ def mark_delete_failed(event: dict[str, Any]) -> dict[str, Any]:
     except ReplicaGone:
         pass
     return {"reason": reason}
-
-
-def failure_reason(error: Any) -> str:
-    """A person's reading of a Step Functions Catch result (`{"Error", "Cause"}`)."""
-    if not isinstance(error, dict):
-        return "Provisioning failed."
-    cause = error.get("Cause") or ""
-    try:
-        cause = json.loads(cause).get("errorMessage") or cause
-    except (ValueError, AttributeError):
-        pass
-    return str(cause or error.get("Error") or "Provisioning failed.")[:2000]
 
 
 def _delete_vm(client: Any, replica_id: int, vm_id: int | None) -> None:

@@ -1,26 +1,22 @@
-"""Starting the provisioning workflow's executions (Step Functions), from the admin API."""
+"""Starting the workflows' executions (Step Functions): provisioning (create, delete), hibernate, wake."""
 
 from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from typing import Any
 
+from chalicelib import step_functions
 from chalicelib.errors import ServiceUnavailable
-from chalicelib.settings import get_provision_settings, get_settings
+from chalicelib.settings import get_provision_settings
 
 # How long a teardown waits for the replica's create execution to end before stopping it: longer
 # than a create call with its retries (~3 min) plus the compensation's delete retries (~12 min).
 CREATE_END_WAIT_SECONDS = 20 * 60
 
 
-@lru_cache(maxsize=1)
 def _client() -> Any:
-    import boto3  # in the Lambda runtime already; only the admin API and the tasks need it
-
-    settings = get_settings()
-    return boto3.client("stepfunctions", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint)
+    return step_functions.client()
 
 
 def require_configured() -> str:
@@ -58,6 +54,30 @@ def start(action: str, replica_id: int) -> str:
         stateMachineArn=arn, name=name, input=json.dumps(execution_input(action, replica_id))
     )
     return started["executionArn"]
+
+
+def start_hibernate(replica_id: int, serving_since: int | None) -> str:
+    """Hibernate the replica. Named after its serving period: a second idle check while the first
+    hibernation runs, or after it, starts nothing more (an admin's asks pass no period, so always start one)."""
+    period = serving_since if serving_since is not None else time.time_ns()
+    return _start_once(get_provision_settings().hibernate_state_machine_arn, "hibernation",
+                       f"replica-{replica_id}-hibernate-{period}", replica_id)
+
+
+def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None) -> str:
+    """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it."""
+    arn = state_machine_arn or get_provision_settings().wake_state_machine_arn
+    return _start_once(arn, "waking", wake_execution_name(replica_id, requested_at), replica_id)
+
+
+def wake_execution_name(replica_id: int, requested_at: int) -> str:
+    return f"replica-{replica_id}-wake-{requested_at}"
+
+
+def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int) -> str:
+    if not state_machine_arn:
+        raise ServiceUnavailable(f"Replica {what} is not configured on this deployment (no state machine).")
+    return step_functions.start_once(state_machine_arn, name, execution_input(what, replica_id))
 
 
 def create_execution_name(replica_id: int) -> str:

@@ -178,6 +178,15 @@ class Replica(Table):
     secrets = MapAttribute(null=True)
     # A provisioned replica's certificate: its SHA-256 fingerprint, the one TLS peer the proxy accepts.
     tls_fingerprint = UnicodeAttribute(null=True)
+    # Hibernation (chalicelib/idle_rule.py): after how long idle, since when it serves, its last used minute
+    # (written by chat at most once a minute), a wake asked for (when: names the wake's execution), and
+    # how long the last wake took (the Retry-After of requests that find it dormant).
+    hibernate_after_seconds = NumberAttribute(null=True)
+    serving_since = NumberAttribute(null=True)
+    last_used_minute = NumberAttribute(null=True)
+    wake_requested_at = NumberAttribute(null=True)
+    wake_started_at = NumberAttribute(null=True)
+    wake_seconds = NumberAttribute(null=True)
     rl_window = NumberAttribute(null=True)
     rl_count = NumberAttribute(null=True)
 

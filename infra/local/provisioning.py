@@ -16,7 +16,7 @@ from typing import Any
 # The reconciler's grace stays longer than a local create call (well under a second against the fake).
 LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "120",
                   "MODEL_READY_TIMEOUT_SECONDS": "300", "RECONCILE_INTERVAL_SECONDS": "5",
-                  "RECONCILE_GRACE_SECONDS": "10"}
+                  "RECONCILE_GRACE_SECONDS": "10", "IDLE_CHECK_SECONDS": "1"}
 
 
 def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | None = None) -> list[str]:
@@ -25,7 +25,7 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
     `real_replica` (host, port): a running server that every fake VM answers with instead of a mock.
     """
     from chalicelib.provisioning.tasks import handle
-    from infra.local.workflows import setup_local_workflow
+    from infra.local.workflows import setup_local_workflows
 
     lines = []
     for name, value in LOCAL_DEFAULTS.items():
@@ -38,9 +38,10 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
             lines.append("Fake VMs are served by the local llama.cpp replica (whatever model they name)")
     else:
         lines.append(f"Hyperstack: {os.environ.get('HYPERSTACK_API_URL') or 'the SDK default host'} (real VMs!)")
-    os.environ["PROVISION_STATE_MACHINE_ARN"] = setup_local_workflow(emulator_url, handle)
-    lines.append("Provisioning workflow: infra/provisioning.asl.json under the embedded Step Functions")
+    os.environ.update(setup_local_workflows(emulator_url, handle))
+    lines.append("Workflows: infra/{provisioning,hibernate,wake}.asl.json under the embedded Step Functions")
     lines.append(_start_reconciler())
+    lines.append(_start_idle_check())
     return lines
 
 
@@ -52,18 +53,31 @@ def _start_reconciler() -> str:
 
     settings = get_provision_settings()
     deployment = deployment_id()  # made now: fresh tables, a fresh id for this run
-
-    def sweep_forever() -> None:
-        while True:
-            time.sleep(settings.reconcile_interval_seconds)
-            try:
-                reconciler.run()
-            except Exception:  # noqa: BLE001 - a failed sweep is shown; the next one runs anyway
-                traceback.print_exc()
-
-    threading.Thread(target=sweep_forever, name="reconciler", daemon=True).start()
+    _every(settings.reconcile_interval_seconds, reconciler.run, "reconciler")
     return (f"Reconciler: deployment {deployment}, every {settings.reconcile_interval_seconds} s "
             f"(VMs of no replica go after {settings.reconcile_grace_seconds} s)")
+
+
+def _start_idle_check() -> str:
+    """The scheduled idle check, as EventBridge would run it: every IDLE_CHECK_SECONDS."""
+    from chalicelib.provisioning import idle_check
+    from chalicelib.settings import get_provision_settings
+
+    interval = get_provision_settings().idle_check_seconds
+    _every(interval, idle_check.run, "idle-check")
+    return f"Idle check: every {interval} s (replicas with hibernate_after_seconds hibernate when idle)"
+
+
+def _every(seconds: float, action: Any, name: str) -> None:
+    def forever() -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - a failed run is shown; the next one runs anyway
+                traceback.print_exc()
+
+    threading.Thread(target=forever, name=name, daemon=True).start()
 
 
 def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:

@@ -1,4 +1,4 @@
-"""The provisioning workflow, run locally: infra/provisioning.asl.json under moto's Step Functions.
+"""The workflows, run locally: infra/provisioning.asl.json (and hibernate, wake) under moto's Step Functions.
 
 The definition `chalice package` deploys runs unchanged under moto's ASL interpreter in the
 embedded emulator (infra/local/emulator.py). Its Task states invoke the provision Lambda; the
@@ -20,7 +20,11 @@ import boto3
 
 from infra.local.emulator import register_function
 
-DEFINITION_PATH = Path(__file__).resolve().parents[2] / "infra" / "provisioning.asl.json"
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+DEFINITION_PATH = INFRA / "provisioning.asl.json"
+# The environment variable naming each workflow's state machine -> its definition, as the stack deploys them.
+WORKFLOWS = {"PROVISION_STATE_MACHINE_ARN": "provisioning", "HIBERNATE_STATE_MACHINE_ARN": "hibernate",
+             "WAKE_STATE_MACHINE_ARN": "wake"}
 FUNCTION_ARN_VARIABLE = "ProvisionFunctionArn"
 FUNCTION_NAME = "provision"
 STATE_MACHINE_NAME = "provisioning"
@@ -38,30 +42,35 @@ def _client(emulator_url: str) -> Any:
     return boto3.client("stepfunctions", endpoint_url=emulator_url, region_name=_region())
 
 
-def definition(function_arn: str) -> dict[str, Any]:
-    """The state machine definition with its substitution made, as CloudFormation makes it."""
-    text = DEFINITION_PATH.read_text().replace("${" + FUNCTION_ARN_VARIABLE + "}", function_arn)
+def definition(function_arn: str, name: str = STATE_MACHINE_NAME) -> dict[str, Any]:
+    """A state machine definition with its substitution made, as CloudFormation makes it."""
+    text = (INFRA / f"{name}.asl.json").read_text().replace("${" + FUNCTION_ARN_VARIABLE + "}", function_arn)
     return json.loads(text)
 
 
-def setup_local_workflow(emulator_url: str, task_handler: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
-    """Create (or update) the provisioning state machine in the in-process emulator; returns its ARN.
+def setup_local_workflow(emulator_url: str, task_handler: Callable[[dict[str, Any]], dict[str, Any]],
+                         name: str = STATE_MACHINE_NAME) -> str:
+    """Create (or update) a workflow's state machine in the in-process emulator; returns its ARN.
 
     `task_handler(event)` answers every Task state. The emulator must run in this process
     (infra.local.emulator.start_emulator): that is where Lambda invocations are intercepted.
     """
     register_function(FUNCTION_NAME, task_handler)
     function_arn = f"arn:aws:lambda:{_region()}:{MOTO_ACCOUNT}:function:{FUNCTION_NAME}"
-    body = json.dumps(definition(function_arn))
+    body = json.dumps(definition(function_arn, name))
     client = _client(emulator_url)
     for machine in client.list_state_machines()["stateMachines"]:
-        if machine["name"] == STATE_MACHINE_NAME:
+        if machine["name"] == name:
             client.update_state_machine(stateMachineArn=machine["stateMachineArn"], definition=body)
             return machine["stateMachineArn"]
-    created = client.create_state_machine(
-        name=STATE_MACHINE_NAME, definition=body, roleArn=LOCAL_ROLE_ARN, type="STANDARD"
-    )
+    created = client.create_state_machine(name=name, definition=body, roleArn=LOCAL_ROLE_ARN, type="STANDARD")
     return created["stateMachineArn"]
+
+
+def setup_local_workflows(emulator_url: str, task_handler: Callable[[dict[str, Any]], dict[str, Any]]
+                          ) -> dict[str, str]:
+    """Every workflow's state machine: environment variable -> ARN (set them for the functions)."""
+    return {variable: setup_local_workflow(emulator_url, task_handler, name) for variable, name in WORKFLOWS.items()}
 
 
 def start_execution(emulator_url: str, state_machine_arn: str, execution_input: dict[str, Any]) -> str:

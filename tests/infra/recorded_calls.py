@@ -272,7 +272,7 @@ def provision() -> None:
     Replica(1).update(actions=[Replica.execution_arn.set(started["executionArn"])])
     vm = {"replica_id": 1, "vm_id": 7, "floating_ip": "127.0.0.1", "execution_arn": started["executionArn"]}
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", FakeHyperstack), \
-            mock.patch.object(tasks, "_answers", return_value=True), RECORDER.recording("Provision"):
+            mock.patch.object(tasks, "answers", return_value=True), RECORDER.recording("Provision"):
         for step in ("start_create", "create_vm", "check_vm", "check_model", "mark_ready", "mark_failed",
                      "delete_vm", "mark_delete_failed", "create_ended", "stop_create", "teardown"):
             tasks.handle({"step": step, **vm})

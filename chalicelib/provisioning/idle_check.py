@@ -1,0 +1,57 @@
+"""The scheduled idle check: hibernate replicas idle for their `hibernate_after_seconds`.
+
+Every IDLE_CHECK_SECONDS (an EventBridge schedule; each second under `make run`) it reads the replicas
+(the `listing` index: an admin's handful of rows, eventually consistent, which the workflows' conditional
+writes make harmless) and starts the hibernate workflow of each SUCCESS provisioned replica that the idle
+rule (chalicelib/idle_rule.py) calls idle. It also starts the wake of a hibernated replica whose wake was
+asked for a while ago without one starting (its asker died between its write and the start). Starting
+is idempotent by execution name, so overlapping checks start each workflow once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chalicelib import replica_statuses as statuses
+from chalicelib.idle_rule import is_idle
+from chalicelib.observability import logger
+from chalicelib.provisioning import workflow
+from chalicelib.store.tables import Replica
+
+# A wake asked this long ago (ms) with the replica still HIBERNATED was never started: start it.
+STALE_WAKE_REQUEST_MS = 30_000
+
+
+def run(now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    hibernated, woken = [], []
+    for replica in Replica.listing_index.query("replicas"):
+        if _idle(replica, now):
+            workflow.start_hibernate(int(replica.id), int(_serving_since(replica)))
+            hibernated.append(int(replica.id))
+            logger.info("idle replica hibernating", extra={
+                "replica_id": int(replica.id), "hibernate_after_seconds": int(replica.hibernate_after_seconds),
+                "last_used_minute": replica.last_used_minute})
+        elif _wake_never_started(replica, now):
+            workflow.start_wake(int(replica.id), int(replica.wake_requested_at))
+            woken.append(int(replica.id))
+            logger.info("stalled wake started", extra={"replica_id": int(replica.id)})
+    return {"hibernating": hibernated, "waking": woken}
+
+
+def _idle(replica: Replica, now: float) -> bool:
+    if replica.vm_status != statuses.SUCCESS or replica.vm_id is None:
+        return False
+    last_used = int(replica.last_used_minute) if replica.last_used_minute is not None else None
+    after = int(replica.hibernate_after_seconds) if replica.hibernate_after_seconds else None
+    return is_idle(last_used, _serving_since(replica), after, now)
+
+
+def _serving_since(replica: Replica) -> float:
+    return float(replica.serving_since if replica.serving_since is not None else replica.created_at)
+
+
+def _wake_never_started(replica: Replica, now: float) -> bool:
+    return (replica.vm_status == statuses.HIBERNATED and replica.wake_requested_at is not None
+            and now * 1000 - int(replica.wake_requested_at) > STALE_WAKE_REQUEST_MS)

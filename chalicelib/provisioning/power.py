@@ -1,0 +1,149 @@
+"""The steps of the hibernate and wake workflows (infra/hibernate.asl.json, infra/wake.asl.json).
+
+A replica moves SUCCESS -> HIBERNATING -> HIBERNATED -> WAKING -> SUCCESS, each move a conditional write
+from the status before, so two workflows never both act on one replica; a step that finds its replica in
+another status (deleted: DELETING; woken meanwhile) raises ReplicaGone and its workflow ends without
+touching it. No step here makes a VM: a teardown running beside them deletes the one recorded, and their
+compensation (delete the VM, mark FAILED) is provisioning's. Steps are idempotent like provisioning's:
+Hyperstack's hibernate and restore succeed when the VM is already where they send it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib import replica_statuses as statuses
+from chalicelib.idle_rule import used_minute
+from chalicelib.provisioning import workflow
+from chalicelib.provisioning.errors import HibernationRefused, ProvisioningFailed, StillHibernating
+from chalicelib.provisioning.step_helpers import Hyperstack, advance, answers, call, endpoint, failure_reason, live
+
+REFUSED_REASON = "Not hibernated: {reason} Hibernation is off for this replica (hibernate_after_seconds cleared)."
+FAILED_REASON = "Hibernation failed, the replica serves on: {reason}"
+
+
+def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
+    replica = live(event, allowed=(statuses.SUCCESS,))
+    if replica.vm_id is None:
+        raise ProvisioningFailed(f"Replica {replica.id} has no VM to hibernate.")
+    advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,))
+    return {"vm_id": int(replica.vm_id)}
+
+
+def hibernate_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    from chalicelib.hyperstack.client import HibernationUnsupported
+
+    live(event, allowed=(statuses.HIBERNATING,))
+    client = hyperstack()
+
+    def hibernate() -> None:
+        try:
+            client.hibernate_vm(int(event["vm_id"]), retain_ip=True)
+        except HibernationUnsupported as refused:  # its flavor never will: no retry, no compensation
+            raise HibernationRefused(f"Hyperstack refused: {refused}") from None
+
+    call(hibernate)
+    return {}
+
+
+def check_hibernated(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    live(event, allowed=(statuses.HIBERNATING,))
+    vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
+    polls = int(event.get("polls") or 0) + 1
+    if vm is None:
+        raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being hibernated.")
+    status = vm.status if vm.status in ("HIBERNATED", "ERROR") else "HIBERNATING"
+    return {"status": status, "polls": polls}
+
+
+def mark_hibernated(event: dict[str, Any]) -> dict[str, Any]:
+    replica = live(event, allowed=(statuses.HIBERNATING,))
+    advance(event, statuses.HIBERNATED, allowed=(statuses.HIBERNATING,))
+    if replica.wake_requested_at is not None:  # a request came while it hibernated: wake it right away
+        workflow.start_wake(int(replica.id), int(replica.wake_requested_at))
+    return {}
+
+
+def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
+    reason = REFUSED_REASON.format(reason=failure_reason(event.get("error")))
+    advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
+            hibernate_after_seconds=None)
+    return {"reason": reason}
+
+
+def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    """Back to SUCCESS if the VM still serves (ACTIVE); else `serving: false` and compensation deletes it."""
+    replica = live(event, allowed=(statuses.HIBERNATING,))
+    vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
+    if vm is None or vm.status != "ACTIVE":
+        return {"serving": False}
+    reason = FAILED_REASON.format(reason=failure_reason(event.get("error")))
+    # A new serving period: the idle check names its next hibernation after it.
+    advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
+            serving_since=int(time.time()), last_used_minute=replica.last_used_minute)
+    return {"serving": True}
+
+
+def start_wake(event: dict[str, Any]) -> dict[str, Any]:
+    replica = live(event, allowed=(statuses.HIBERNATING, statuses.HIBERNATED))
+    if replica.vm_status == statuses.HIBERNATING:  # asked for mid-hibernation: restore once it is hibernated
+        raise StillHibernating(f"Replica {replica.id} is still hibernating.")
+    advance(event, statuses.WAKING, allowed=(statuses.HIBERNATED,), wake_started_at=int(time.time()),
+            wake_requested_at=None, error_message=None)
+    return {"vm_id": int(replica.vm_id)}
+
+
+def restore_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    live(event, allowed=(statuses.WAKING,))
+    client = hyperstack()
+    call(lambda: client.restore_vm(int(event["vm_id"])))
+    return {}
+
+
+def check_restored(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    live(event, allowed=(statuses.WAKING,))
+    vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
+    polls = int(event.get("polls") or 0) + 1
+    if vm is None:
+        raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being restored.")
+    if vm.status == "ACTIVE" and vm.floating_ip:
+        return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
+    status = "ERROR" if vm.status in ("ERROR", "FAILED") else "RESTORING"
+    return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
+
+
+def check_awake(event: dict[str, Any]) -> dict[str, Any]:
+    replica = live(event, allowed=(statuses.WAKING,))
+    polls = int(event.get("polls") or 0) + 1
+    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
+    return {"healthy": healthy, "polls": polls}
+
+
+def mark_awake(event: dict[str, Any]) -> dict[str, Any]:
+    replica = live(event, allowed=(statuses.WAKING,))
+    now = time.time()
+    took = now - float(replica.wake_started_at) if replica.wake_started_at is not None else None
+    # Served from now, and counted as used now: the requests that woke it are about to come.
+    advance(event, statuses.SUCCESS, allowed=(statuses.WAKING,), endpoint=endpoint(event["floating_ip"], replica),
+            serving_since=int(now), last_used_minute=used_minute(now), error_message=None,
+            wake_seconds=max(1, round(took)) if took is not None else None)
+    return {}
+
+
+HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, Any]]] = {
+    "hibernate_vm": hibernate_vm,
+    "check_hibernated": check_hibernated,
+    "hibernation_failed": hibernation_failed,
+    "restore_vm": restore_vm,
+    "check_restored": check_restored,
+}
+STEPS_WITHOUT_HYPERSTACK: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "start_hibernate": start_hibernate,
+    "mark_hibernated": mark_hibernated,
+    "hibernation_refused": hibernation_refused,
+    "start_wake": start_wake,
+    "check_awake": check_awake,
+    "mark_awake": mark_awake,
+}

@@ -1,0 +1,337 @@
+"""The hibernate and wake workflows' steps, the idle check and the admin's hibernate/wake routes.
+
+Hyperstack is the in-memory fake of the provisioning task tests, taught to hibernate and restore; the rows are
+in moto's DynamoDB, and the executions the steps start are recorded by moto's Step Functions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from chalicelib import replica_statuses as statuses
+from chalicelib.hyperstack.client import HibernationUnsupported, HyperstackError
+from chalicelib.provisioning import idle_check
+from chalicelib.provisioning.errors import HibernationRefused, ReplicaGone, StillHibernating
+from chalicelib.store.tables import Replica
+from chalicelib.store.wake_requests import request_wake
+from tests.conftest import TEST_HIBERNATE_ARN, TEST_WAKE_ARN
+from tests.unit.replica_server import TlsReplicaServer
+from tests.unit.test_provisioning_tasks import CREDENTIALS, FakeHyperstack, creating, row, run
+
+MINUTE = 60
+
+
+class HibernatingHyperstack(FakeHyperstack):
+    """The provisioning fake, plus hibernate and restore as Hyperstack's client does them (at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cannot_hibernate = False
+
+    def hibernate_vm(self, vm_id: int, retain_ip: bool = True) -> None:
+        self._called("hibernate_vm", vm_id)
+        if self.cannot_hibernate:
+            raise HibernationUnsupported("Hyperstack answered 400: this flavor does not support hibernation")
+        self.set_vm(vm_id, "HIBERNATED", floating_ip=self.vms[vm_id].floating_ip if retain_ip else None)
+
+    def restore_vm(self, vm_id: int) -> None:
+        self._called("restore_vm", vm_id)
+        self.set_vm(vm_id, "ACTIVE", floating_ip="127.0.0.1")
+
+
+@pytest.fixture
+def hyperstack() -> HibernatingHyperstack:
+    return HibernatingHyperstack()
+
+
+@pytest.fixture
+def model_id(api) -> int:
+    return api.create_model()
+
+
+@pytest.fixture
+def executions(aws) -> list[dict[str, Any]]:
+    """The hibernate and wake executions steps and routes start: (state machine, name, input), in order
+    (provisioning's create executions are not recorded)."""
+    import json
+
+    from chalicelib import step_functions
+
+    started: list[dict[str, Any]] = []
+    real = step_functions.client()
+
+    class Recording:
+        exceptions = real.exceptions
+
+        def start_execution(self, **call: Any) -> dict[str, Any]:
+            if call["stateMachineArn"] not in (TEST_HIBERNATE_ARN, TEST_WAKE_ARN):
+                return {"executionArn": f"arn:execution:{call['name']}"}
+            if any(e["name"] == call["name"] for e in started):
+                raise real.exceptions.ExecutionAlreadyExists({"Error": {"Code": "ExecutionAlreadyExists"}},
+                                                             "StartExecution")
+            started.append({"state_machine": call["stateMachineArn"], "name": call["name"],
+                            "input": json.loads(call["input"])})
+            return {"executionArn": f"arn:execution:{call['name']}"}
+
+    step_functions.client.cache_clear()
+    original = step_functions.client
+    step_functions.client = lambda: Recording()  # type: ignore[assignment]
+    yield started
+    step_functions.client = original  # type: ignore[assignment]
+
+
+def serving(api, model_id: int, hyperstack: HibernatingHyperstack, **fields: Any) -> tuple[int, int]:
+    """A provisioned replica that reached SUCCESS on its VM: (replica id, VM id)."""
+    replica_id, vm_id = creating(api, model_id, hyperstack)
+    hyperstack.set_vm(vm_id, "ACTIVE", floating_ip="127.0.0.1")
+    run("check_vm", replica_id, hyperstack, vm_id=vm_id, polls=0)
+    run("mark_ready", replica_id, vm_id=vm_id, floating_ip="127.0.0.1")
+    if fields:
+        Replica(replica_id).update(actions=[getattr(Replica, k).set(v) for k, v in fields.items()])
+    return replica_id, vm_id
+
+
+def hibernated(api, model_id: int, hyperstack: HibernatingHyperstack) -> tuple[int, int]:
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+    run("hibernate_vm", replica_id, hyperstack, vm_id=vm_id)
+    run("mark_hibernated", replica_id)
+    return replica_id, vm_id
+
+
+# Hibernate
+
+
+def test_hibernation_takes_a_serving_replica_to_hibernated_and_its_vm_too(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+
+    assert run("start_hibernate", replica_id) == {"vm_id": vm_id}
+    assert row(replica_id).vm_status == statuses.HIBERNATING
+    run("hibernate_vm", replica_id, hyperstack, vm_id=vm_id)
+    assert run("check_hibernated", replica_id, hyperstack, vm_id=vm_id, polls=0) == {"status": "HIBERNATED",
+                                                                                     "polls": 1}
+    run("mark_hibernated", replica_id)
+
+    assert row(replica_id).vm_status == statuses.HIBERNATED
+    assert hyperstack.vms[vm_id].status == "HIBERNATED"
+
+
+def test_only_a_serving_replica_starts_hibernating(api, model_id, hyperstack):
+    replica_id, _ = creating(api, model_id, hyperstack)
+
+    with pytest.raises(ReplicaGone):
+        run("start_hibernate", replica_id)
+    assert row(replica_id).vm_status == statuses.CREATING_VM
+
+
+def test_a_flavor_that_cannot_hibernate_leaves_the_replica_serving_with_the_reason(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack, hibernate_after_seconds=300)
+    hyperstack.cannot_hibernate = True
+    run("start_hibernate", replica_id)
+
+    with pytest.raises(HibernationRefused) as refused:
+        run("hibernate_vm", replica_id, hyperstack, vm_id=vm_id)
+    run("hibernation_refused", replica_id, error={"Error": "HibernationRefused", "Cause": str(refused.value)})
+
+    replica = row(replica_id)
+    assert replica.vm_status == statuses.SUCCESS and replica.hibernate_after_seconds is None
+    assert "does not support hibernation" in replica.error_message
+    assert hyperstack.vms[vm_id].status == "ACTIVE"
+
+
+def test_a_failed_hibernation_of_a_vm_still_active_leaves_the_replica_serving(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+
+    outcome = run("hibernation_failed", replica_id, hyperstack, vm_id=vm_id,
+                  error={"Error": "VmNeverHibernated", "Cause": "VM did not hibernate (3 checks)"})
+
+    assert outcome == {"serving": True}
+    assert row(replica_id).vm_status == statuses.SUCCESS and "did not hibernate" in row(replica_id).error_message
+
+
+def test_a_failed_hibernation_of_a_vm_not_active_hands_it_to_compensation(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+    hyperstack.set_vm(vm_id, "ERROR")
+
+    outcome = run("hibernation_failed", replica_id, hyperstack, vm_id=vm_id, error={"Error": "VmError"})
+    run("delete_vm", replica_id, hyperstack, vm_id=vm_id)
+    run("mark_failed", replica_id, vm_id=vm_id, error={"Error": "VmError", "Cause": "ERROR"}, cleanup={})
+
+    assert outcome == {"serving": False}
+    assert hyperstack.vms == {} and row(replica_id).vm_status == statuses.FAILED
+
+
+# Wake
+
+
+def test_wake_restores_the_vm_checks_the_model_and_serves_again(api, model_id, hyperstack):
+    with TlsReplicaServer(CREDENTIALS, api_key=CREDENTIALS.api_key) as server:
+        replica_id, vm_id = hibernated(api, model_id, hyperstack)
+        Replica(replica_id).update(actions=[Replica.port.set(server.port)])
+
+        run("start_wake", replica_id)
+        assert row(replica_id).vm_status == statuses.WAKING
+        run("restore_vm", replica_id, hyperstack, vm_id=vm_id)
+        check = run("check_restored", replica_id, hyperstack, vm_id=vm_id, polls=0)
+        health = run("check_awake", replica_id, vm_id=vm_id, floating_ip=check["floating_ip"], polls=0)
+        run("mark_awake", replica_id, vm_id=vm_id, floating_ip=check["floating_ip"])
+
+    replica = row(replica_id)
+    assert check["status"] == "ACTIVE" and health["healthy"] is True
+    assert replica.vm_status == statuses.SUCCESS and replica.endpoint == f"https://127.0.0.1:{server.port}/v1"
+    assert replica.wake_seconds >= 1 and replica.wake_requested_at is None
+    assert abs(replica.serving_since - time.time()) < 60
+
+
+def test_a_wake_asked_mid_hibernation_waits_for_the_vm_to_be_hibernated(api, model_id, hyperstack):
+    replica_id, _ = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+
+    with pytest.raises(StillHibernating):
+        run("start_wake", replica_id)
+    assert row(replica_id).vm_status == statuses.HIBERNATING
+
+
+def test_a_wake_of_a_replica_deleted_meanwhile_does_nothing(api, model_id, hyperstack):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    assert api.delete(f"/v1/replicas/{replica_id}").status == 204
+
+    with pytest.raises(ReplicaGone):
+        run("start_wake", replica_id)
+    assert row(replica_id).vm_status == statuses.DELETING
+
+
+def test_a_failed_wake_deletes_the_vm_and_fails_the_replica(api, model_id, hyperstack):
+    replica_id, vm_id = hibernated(api, model_id, hyperstack)
+    run("start_wake", replica_id)
+    hyperstack.fail["restore_vm"] = HyperstackError("Hyperstack answered 400", retryable=False, status=400)
+    with pytest.raises(Exception):  # noqa: B017 - the ASL catches whatever the step raised
+        run("restore_vm", replica_id, hyperstack, vm_id=vm_id)
+
+    run("delete_vm", replica_id, hyperstack, vm_id=vm_id)
+    run("mark_failed", replica_id, vm_id=vm_id, error={"Error": "ProvisioningFailed", "Cause": "restore refused"},
+        cleanup={})
+
+    assert hyperstack.vms == {} and row(replica_id).vm_status == statuses.FAILED
+
+
+# Asking for a wake
+
+
+def test_one_wake_ask_wins_however_many_race(api, model_id, hyperstack):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+
+    asks = [request_wake(replica_id, 1000 + n) for n in range(10)]
+
+    assert asks == [1000] + [None] * 9
+
+
+def test_a_serving_replica_cannot_be_asked_to_wake(api, model_id, hyperstack):
+    replica_id, _ = serving(api, model_id, hyperstack)
+
+    assert request_wake(replica_id, 1000) is None
+
+
+def test_hibernation_ending_after_a_wake_ask_starts_that_wake(api, model_id, hyperstack, executions):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+    run("hibernate_vm", replica_id, hyperstack, vm_id=vm_id)
+    asked = request_wake(replica_id, 1234)
+
+    run("mark_hibernated", replica_id)
+
+    assert [e["name"] for e in executions] == [f"replica-{replica_id}-wake-{asked}"]
+
+
+# The idle check
+
+
+def test_idle_check_hibernates_a_replica_idle_for_its_time_and_spares_the_others(api, model_id, hyperstack,
+                                                                               executions):
+    now = time.time()
+    idle, _ = serving(api, model_id, hyperstack, hibernate_after_seconds=300, serving_since=int(now) - 3600,
+                      last_used_minute=int(now // MINUTE) - 10)
+    busy, _ = serving(api, model_id, hyperstack, hibernate_after_seconds=300, serving_since=int(now) - 3600,
+                      last_used_minute=int(now // MINUTE))
+    never, _ = serving(api, model_id, hyperstack, serving_since=int(now) - 3600)
+
+    summary = idle_check.run(now)
+
+    assert summary["hibernating"] == [idle]
+    assert [e["name"] for e in executions] == [f"replica-{idle}-hibernate-{int(now) - 3600}"]
+    assert {busy, never}.isdisjoint(summary["hibernating"])
+
+
+def test_overlapping_idle_checks_start_one_hibernation(api, model_id, hyperstack, executions):
+    now = time.time()
+    serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=int(now) - 3600)
+
+    idle_check.run(now)
+    idle_check.run(now + 1)
+
+    assert len(executions) == 1
+
+
+def test_idle_check_starts_a_wake_asked_for_but_never_started(api, model_id, hyperstack, executions):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    asked = request_wake(replica_id, int(time.time() * 1000) - 60_000)
+
+    idle_check.run()
+
+    assert [e["name"] for e in executions] == [f"replica-{replica_id}-wake-{asked}"]
+
+
+# The admin's routes
+
+
+def test_admin_hibernates_a_serving_replica_with_a_202(api, model_id, hyperstack, executions):
+    replica_id, _ = serving(api, model_id, hyperstack)
+
+    reply = api.post(f"/v1/replicas/{replica_id}/hibernate", {})
+
+    assert reply.status == 202 and len(executions) == 1
+
+
+def test_admin_hibernate_of_a_replica_by_url_is_a_409(api, model_id, executions):
+    replica_id = api.create_replica(model_id)
+
+    assert api.post(f"/v1/replicas/{replica_id}/hibernate", {}).status == 409
+    assert executions == []
+
+
+def test_admin_wake_of_a_hibernated_replica_starts_one_wake_and_a_second_is_a_409(api, model_id, hyperstack,
+                                                                                  executions):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+
+    first = api.post(f"/v1/replicas/{replica_id}/wake", {})
+    second = api.post(f"/v1/replicas/{replica_id}/wake", {})
+
+    assert (first.status, second.status) == (202, 409) and len(executions) == 1
+
+
+def test_admin_wake_of_a_serving_replica_is_a_409_and_of_none_a_404(api, model_id, hyperstack, executions):
+    replica_id, _ = serving(api, model_id, hyperstack)
+
+    assert api.post(f"/v1/replicas/{replica_id}/wake", {}).status == 409
+    assert api.post("/v1/replicas/999/wake", {}).status == 404
+
+
+def test_hibernate_after_seconds_is_accepted_shown_and_changed_on_a_provisioned_replica(api, model_id, hyperstack):
+    replica_id, _ = serving(api, model_id, hyperstack)
+
+    reply = api.put(f"/v1/models/replicas/{replica_id}", {"hibernate_after_seconds": 900})
+    (listed,) = api.get(f"/v1/models/{model_id}/replicas").json
+
+    assert reply.status == 204 and listed["hibernate_after_seconds"] == 900
+
+
+def test_hibernate_after_seconds_on_a_replica_by_url_is_refused(api, model_id):
+    reply = api.post(f"/v1/models/{model_id}/replicas",
+                     {"endpoint": "http://10.0.0.9:8000/v1", "hibernate_after_seconds": 300})
+
+    assert reply.status == 400 and set(reply.json["errors"]) == {"hibernate_after_seconds"}
