@@ -35,6 +35,8 @@ _REPLICA = _object({
     "name": _NULLABLE_STRING, "environment_name": _NULLABLE_STRING, "image_name": _NULLABLE_STRING,
     "flavor_name": _NULLABLE_STRING, "key_name": _NULLABLE_STRING, "port": _NULLABLE_INTEGER,
     "run_command": _NULLABLE_STRING, "assign_floating_ip": {"type": ["boolean", "null"]}, "created_at": _TIMESTAMP,
+    "hibernate_after_seconds": {**_NULLABLE_INTEGER, "description": "Hibernate after this long idle (null: never)."},
+    "wake_seconds": {**_NULLABLE_INTEGER, "description": "How long its last wake from hibernation took."},
 })
 _API_KEY = _object({
     "id": _ID, "user_id": _STRING,

@@ -144,6 +144,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**_NO_CONTENT, "404": _error("No such replica."),
                       "503": _error("A teardown could not start."), **_ADMIN_ONLY},
     },
+    ("/v1/replicas/{replica_id}/hibernate", "POST"): {
+        "operationId": "hibernateReplica", "tags": ["replicas"], "security": ADMIN,
+        "summary": "Hibernate a serving provisioned replica's VM now (it wakes on the next request).",
+        "parameters": [_path_id("replica_id", "replica")],
+        "responses": {"202": _answer("Hibernation started.", ref("Message")), "404": _error("No such replica."),
+                      "409": _error("The replica is not SUCCESS, or was not provisioned."),
+                      "503": _error("Hibernation is not configured on this deployment."), **_ADMIN_ONLY},
+    },
+    ("/v1/replicas/{replica_id}/wake", "POST"): {
+        "operationId": "wakeReplica", "tags": ["replicas"], "security": ADMIN,
+        "summary": "Wake a hibernated replica (one wake however many ask).",
+        "parameters": [_path_id("replica_id", "replica")],
+        "responses": {"202": _answer("Wake started.", ref("Message")), "404": _error("No such replica."),
+                      "409": _error("The replica is not hibernated, or is already waking."),
+                      "503": _error("Waking is not configured on this deployment."), **_ADMIN_ONLY},
+    },
     ("/v1/generate_api_key", "POST"): {
         "operationId": "generateApiKey", "tags": ["api keys"], "security": ADMIN,
         "summary": "Issue a user's API key (its plaintext is in this answer only).",

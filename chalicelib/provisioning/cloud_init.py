@@ -1,11 +1,13 @@
-"""The `user_data` a replica's VM boots with: its credentials, a TLS front, the model server.
+"""The `user_data` a replica's VM boots with: its credentials, a TLS front, the model server as a service.
 
 The first comment line is the replica marker (`chalicelib.vm_naming`): the port and the model.
 The replica port answers TLS only, with the certificate made for this replica, and only requests
 carrying its bearer: an nginx front on FRONT_PORT does both, and every connection from outside to
 the replica port is redirected to it (iptables), so the run command keeps serving plain HTTP on the
 port it was given, reachable from the VM itself only. vLLM checks the bearer too (`VLLM_API_KEY`).
-The user's `secrets` are exported before the run command starts. The script carries the private
+The run command runs as a systemd service (it comes back after a reboot and after a wake from
+hibernation, which boots the VM again), with HF_HOME on the root disk so a wake downloads no weights.
+The user's `secrets` are exported before the run command starts (after HF_HOME: theirs wins). The script carries the private
 key and the secrets: it is never logged, and its own output goes to the VM's log only.
 """
 
@@ -20,6 +22,7 @@ from chalicelib.vm_naming import replica_marker
 
 FRONT_PORT = 59443  # on the VM only; chosen out of the way of the ports model servers use
 CONFIG_DIR = "/etc/llm-replica"
+MODEL_CACHE = "/var/lib/llm-replica/huggingface"  # on the root disk; `-v` it into a container
 _HEREDOC_END = "LLM_REPLICA_EOF"
 
 _SCRIPT = """#!/bin/bash
@@ -75,11 +78,38 @@ server {{
 {end}
 rm -f /etc/nginx/sites-enabled/default
 systemctl enable nginx && systemctl restart nginx
-# From outside, the replica port is the front; the model server behind it is reachable from this VM only.
-iptables -t nat -I PREROUTING 1 -p tcp --dport {port} -j REDIRECT --to-ports {front_port}
+# The model server runs as a service, so it starts again on every boot: a wake from hibernation boots
+# the VM again, and user_data runs on the first boot only. Its environment holds the secrets: root only.
+(umask 077 && cat > {config_dir}/run.sh) <<'{end}'
+#!/bin/bash
+# The model cache on the root disk, which hibernation keeps (the ephemeral disk is lost): no new download.
+export HF_HOME={model_cache}
 {secrets}export VLLM_API_KEY={quoted_api_key}
 export PORT={port}
-nohup bash -lc {command} &
+exec bash -lc {command}
+{end}
+chmod 700 {config_dir}/run.sh
+mkdir -p {model_cache}
+cat > /etc/systemd/system/llm-replica.service <<'{end}'
+[Unit]
+Description=LLM replica of the Hyperstack LLM inference proxy (run_command behind the TLS front)
+Wants=network-online.target
+After=network-online.target docker.service nginx.service
+
+[Service]
+# From outside, the replica port is the front; the model server behind it is reachable from this VM only.
+# iptables rules do not survive a reboot: set again before every start (-C: unless already there).
+ExecStartPre=/bin/sh -c 'iptables -t nat -C PREROUTING -p tcp --dport {port} -j REDIRECT --to-ports {front_port} 2>/dev/null || iptables -t nat -I PREROUTING 1 -p tcp --dport {port} -j REDIRECT --to-ports {front_port}'
+ExecStart={config_dir}/run.sh
+Restart=always
+RestartSec=5
+StandardOutput=append:/var/log/llm-replica.log
+StandardError=append:/var/log/llm-replica.log
+
+[Install]
+WantedBy=multi-user.target
+{end}
+systemctl daemon-reload && systemctl enable --now llm-replica.service
 """
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 # The bearer is spliced into nginx's configuration and the script: only characters inert in both.
@@ -95,7 +125,7 @@ def user_data(model: str, port: int, run_command: str, *, api_key: str, certific
         if not _PEM.fullmatch(pem):  # a line equal to the heredoc's end would cut it short
             raise ValueError("not a single PEM block")
     return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), front_port=FRONT_PORT,
-                          config_dir=CONFIG_DIR, end=_HEREDOC_END, certificate=certificate_pem,
+                          config_dir=CONFIG_DIR, model_cache=MODEL_CACHE, end=_HEREDOC_END, certificate=certificate_pem,
                           private_key=private_key_pem, api_key=api_key, quoted_api_key=shlex.quote(api_key),
                           command=shlex.quote(run_command), secrets=_exports(secrets or {}))
 

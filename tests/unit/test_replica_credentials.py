@@ -201,7 +201,7 @@ def test_user_data_exports_each_secret_quoted_before_the_run_command():
 
     (line,) = [line for line in script.splitlines() if line.startswith("export HF_TOKEN=")]
     assert shlex.split(line) == ["export", f"HF_TOKEN={SECRET}"]
-    assert script.index(line) < script.index("nohup")
+    assert script.index(line) < script.index("exec bash -lc")
 
 
 def test_exported_secret_reaches_the_run_command_as_it_was_given():
@@ -213,11 +213,26 @@ def test_exported_secret_reaches_the_run_command_as_it_was_given():
     assert shown.stdout == SECRET + "\n"
 
 
-def test_user_data_without_secrets_exports_only_the_replicas_key_and_the_port():
+def test_user_data_without_secrets_exports_the_model_cache_the_replicas_key_and_the_port():
     script = vm_script("vllm serve org/model")
 
     exports = [line for line in script.splitlines() if line.startswith("export ")]
-    assert exports == [f"export VLLM_API_KEY={CREDENTIALS.api_key}", "export PORT=8000"]
+    assert exports == ["export HF_HOME=/var/lib/llm-replica/huggingface",
+                       f"export VLLM_API_KEY={CREDENTIALS.api_key}", "export PORT=8000"]
+
+
+def test_run_command_runs_as_a_service_that_comes_back_after_a_boot(tmp_path):
+    script = vm_script("printenv PORT VLLM_API_KEY HF_HOME HF_TOKEN", {"HF_TOKEN": SECRET})
+    run_sh = script.split("cat > /etc/llm-replica/run.sh) <<'LLM_REPLICA_EOF'\n", 1)[1].split("LLM_REPLICA_EOF", 1)[0]
+    (tmp_path / "run.sh").write_text(run_sh)
+
+    shown = subprocess.run(["bash", str(tmp_path / "run.sh")], capture_output=True, text=True, check=True)
+
+    assert shown.stdout.splitlines() == ["8000", CREDENTIALS.api_key, "/var/lib/llm-replica/huggingface", SECRET]
+    assert "systemctl daemon-reload && systemctl enable --now llm-replica.service" in script
+    assert "Restart=always" in script and "ExecStart=/etc/llm-replica/run.sh" in script
+    # iptables rules are lost on a reboot: the unit sets the redirect again before every start, once.
+    assert "iptables -t nat -C PREROUTING -p tcp --dport 8000 -j REDIRECT --to-ports 59443 2>/dev/null ||" in script
 
 
 def test_user_data_refuses_a_name_that_is_not_an_environment_variable():
