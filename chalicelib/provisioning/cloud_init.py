@@ -7,8 +7,8 @@ the replica port is redirected to it (iptables), so the run command keeps servin
 port it was given, reachable from the VM itself only. vLLM checks the bearer too (`VLLM_API_KEY`).
 The run command runs as a systemd service (it comes back after a reboot and after a wake from
 hibernation, which boots the VM again), with HF_HOME on the root disk so a wake downloads no weights.
-The user's `secrets` are exported before the run command starts (after HF_HOME: theirs wins). The script carries the private
-key and the secrets: it is never logged, and its own output goes to the VM's log only.
+The user's `secrets` are exported before the run command starts (after HF_HOME: theirs wins). The
+script carries the private key and the secrets: it is never logged, its output goes to the VM's log.
 """
 
 from __future__ import annotations
@@ -88,7 +88,14 @@ export HF_HOME={model_cache}
 export PORT={port}
 exec bash -lc {command}
 {end}
-chmod 700 {config_dir}/run.sh
+cat > {config_dir}/redirect.sh <<'{end}'
+#!/bin/sh
+# From outside, the replica port is the front; the model server behind it is reachable from this VM only.
+# iptables rules do not survive a reboot: the service sets this one again before every start, once.
+rule="PREROUTING -p tcp --dport {port} -j REDIRECT --to-ports {front_port}"
+iptables -t nat -C $rule 2>/dev/null || iptables -t nat -I $rule
+{end}
+chmod 700 {config_dir}/run.sh {config_dir}/redirect.sh
 mkdir -p {model_cache}
 cat > /etc/systemd/system/llm-replica.service <<'{end}'
 [Unit]
@@ -97,9 +104,7 @@ Wants=network-online.target
 After=network-online.target docker.service nginx.service
 
 [Service]
-# From outside, the replica port is the front; the model server behind it is reachable from this VM only.
-# iptables rules do not survive a reboot: set again before every start (-C: unless already there).
-ExecStartPre=/bin/sh -c 'iptables -t nat -C PREROUTING -p tcp --dport {port} -j REDIRECT --to-ports {front_port} 2>/dev/null || iptables -t nat -I PREROUTING 1 -p tcp --dport {port} -j REDIRECT --to-ports {front_port}'
+ExecStartPre={config_dir}/redirect.sh
 ExecStart={config_dir}/run.sh
 Restart=always
 RestartSec=5

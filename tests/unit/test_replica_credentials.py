@@ -232,7 +232,9 @@ def test_run_command_runs_as_a_service_that_comes_back_after_a_boot(tmp_path):
     assert "systemctl daemon-reload && systemctl enable --now llm-replica.service" in script
     assert "Restart=always" in script and "ExecStart=/etc/llm-replica/run.sh" in script
     # iptables rules are lost on a reboot: the unit sets the redirect again before every start, once.
-    assert "iptables -t nat -C PREROUTING -p tcp --dport 8000 -j REDIRECT --to-ports 59443 2>/dev/null ||" in script
+    assert "ExecStartPre=/etc/llm-replica/redirect.sh" in script
+    assert 'rule="PREROUTING -p tcp --dport 8000 -j REDIRECT --to-ports 59443"' in script
+    assert "iptables -t nat -C $rule 2>/dev/null || iptables -t nat -I $rule" in script
 
 
 def test_user_data_refuses_a_name_that_is_not_an_environment_variable():
