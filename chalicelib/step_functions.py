@@ -31,3 +31,8 @@ def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any
                                    input=json.dumps(execution_input))["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
         return state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+
+
+def wake_execution_name(replica_id: int, requested_at: int) -> str:
+    """A replica's wake, named after when it was asked for (a wake request's time, in ms)."""
+    return f"replica-{replica_id}-wake-{requested_at}"

@@ -92,7 +92,10 @@ def start_wake(event: dict[str, Any]) -> dict[str, Any]:
         raise StillHibernating(f"Replica {replica.id} is still hibernating.")
     advance(event, statuses.WAKING, allowed=(statuses.HIBERNATED,), wake_started_at=int(time.time()),
             wake_requested_at=None, error_message=None)
-    return {"vm_id": int(replica.vm_id)}
+    # The polls' timings from this function's settings: a starter (the chat function) passes the replica only.
+    timings = {name: value for name, value in workflow.execution_input("waking", int(replica.id)).items()
+               if name not in ("action", "replica_id")}
+    return {"vm_id": int(replica.vm_id), **timings}
 
 
 def restore_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:

@@ -67,11 +67,7 @@ def start_hibernate(replica_id: int, serving_since: int | None) -> str:
 def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None) -> str:
     """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it."""
     arn = state_machine_arn or get_provision_settings().wake_state_machine_arn
-    return _start_once(arn, "waking", wake_execution_name(replica_id, requested_at), replica_id)
-
-
-def wake_execution_name(replica_id: int, requested_at: int) -> str:
-    return f"replica-{replica_id}-wake-{requested_at}"
+    return _start_once(arn, "waking", step_functions.wake_execution_name(replica_id, requested_at), replica_id)
 
 
 def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int) -> str:
