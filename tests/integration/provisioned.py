@@ -8,14 +8,16 @@ import time
 from tests.integration.conftest import LocalStack, free_port, replica_rows
 
 
-def create_vm_replica(stack: LocalStack, model_name: str) -> tuple[int, int]:
+def create_vm_replica(stack: LocalStack, model_name: str, flavor_name: str = "n3-RTX-A6000x1",
+                      **fields: object) -> tuple[int, int]:
+    """A provisioned replica of a new model (`fields`: more of the request body, hibernate_after_seconds say)."""
     model_id = stack.register_model(model_name)
     port = free_port()
     details = {"name": "it-replica", "environment_name": "default-CANADA-1", "image_name": "Ubuntu 22.04",
-               "flavor_name": "n3-RTX-A6000x1", "key_name": "it-key", "port": port,
+               "flavor_name": flavor_name, "key_name": "it-key", "port": port,
                "run_command": f"vllm serve {model_name} --port {port}"}
     reply = stack.admin.post(stack.url(f"/v1/models/{model_id}/replicas"),
-                             json={"endpoint": "", "create_vm": True, "vm_creation_details": details})
+                             json={"endpoint": "", "create_vm": True, "vm_creation_details": details, **fields})
     assert reply.status_code == 201, reply.text
     return model_id, reply.json()["replica_id"]
 
