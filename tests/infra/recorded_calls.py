@@ -29,6 +29,8 @@ ADMIN_KEY_PARAMETER = f"/hyperstack-llm-proxy/{STAGE}/admin-api-key"
 HYPERSTACK_KEY_PARAMETER = f"/hyperstack-llm-proxy/{STAGE}/hyperstack-api-key"
 STATE_MACHINE_NAME = f"hyperstack-llm-proxy-{STAGE}-provisioning"
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE_NAME}"
+HIBERNATE_STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:hyperstack-llm-proxy-{STAGE}-hibernate"
+WAKE_STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:hyperstack-llm-proxy-{STAGE}-wake"
 ADMIN_KEY = "recorded-admin-key"
 USER_KEY = "hsk_recorded-user-key"
 
@@ -40,6 +42,7 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
     STAGE=STAGE, TABLE_PREFIX=TABLE_PREFIX, ADMIN_API_KEY_PARAMETER=ADMIN_KEY_PARAMETER,
     HYPERSTACK_API_KEY_PARAMETER=HYPERSTACK_KEY_PARAMETER, PROVISION_STATE_MACHINE_ARN=STATE_MACHINE_ARN,
+    HIBERNATE_STATE_MACHINE_ARN=HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN=WAKE_STATE_MACHINE_ARN,
 )
 for variable in ("ADMIN_API_KEY", "HYPERSTACK_API_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "MOCK_LLM"):
     os.environ.pop(variable, None)
@@ -59,6 +62,15 @@ class Recorder:
             yield
         finally:
             self.function = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Arranging a scenario mid-recording: these calls are not the function's."""
+        function, self.function = self.function, None
+        try:
+            yield
+        finally:
+            self.function = function
 
     def observe(self, signing_name: str, operation: str, params: dict[str, Any]) -> None:
         if self.function is None:
@@ -131,9 +143,11 @@ def _arrange_aws() -> None:
     ssm = boto3.client("ssm", region_name=REGION)
     ssm.put_parameter(Name=ADMIN_KEY_PARAMETER, Type="SecureString", Value=ADMIN_KEY)
     ssm.put_parameter(Name=HYPERSTACK_KEY_PARAMETER, Type="SecureString", Value="recorded-hyperstack-key")
-    boto3.client("stepfunctions", region_name=REGION).create_state_machine(
-        name=STATE_MACHINE_NAME, definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/{STATE_MACHINE_NAME}")
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    for arn in (STATE_MACHINE_ARN, HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN):
+        name = arn.rsplit(":", 1)[1]
+        sfn.create_state_machine(name=name, definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+                                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}")
 
 
 # --- the admin API (APIHandler) ----------------------------------------------------------------------
@@ -148,7 +162,8 @@ def admin_api() -> None:
     from chalice.test import Client
 
     from app import app
-    from chalicelib.store.tables import Metric
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.store.tables import Metric, Replica
 
     with Client(app) as client:
         def call(method: str, path: str, body: Any = None, status: int | None = None, key: str = ADMIN_KEY) -> Any:
@@ -181,6 +196,14 @@ def admin_api() -> None:
             for table in call("get", "/v1/tables")["tables"]:
                 call("get", f"/v1/tables/{table}?limit=1")
         Metric(1, api_key_id=used["id"], created=0, model="m/one").save()
+        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.SUCCESS), Replica.vm_id.set(7)])
+        with RECORDER.recording("APIHandler"):
+            call("post", f"/v1/replicas/{by_vm}/hibernate", status=202)
+        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.HIBERNATED)])
+        with RECORDER.recording("APIHandler"):
+            call("post", f"/v1/replicas/{by_vm}/wake", status=202)  # the ask (a conditional write), then the start
+        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.PENDING), Replica.vm_id.remove(),
+                                       Replica.wake_requested_at.remove()])
         with RECORDER.recording("APIHandler"):
             call("post", "/v1/delete_api_key", {"user_id": "alice", "api_key_id": used["id"]})  # disabled
             call("post", "/v1/delete_api_key", {"user_id": "bob", "api_key_id": unused["id"]})  # deleted
@@ -279,6 +302,57 @@ def provision() -> None:
     assert Replica.count() == 0, "the teardown left the replica's row"
 
 
+class HibernatingHyperstack(FakeHyperstack):
+    """The same VM, which Hyperstack hibernates and restores at once (an ACTIVE VM, when read back)."""
+
+    def hibernate_vm(self, vm_id: int, retain_ip: bool = True) -> None:
+        return None
+
+    def restore_vm(self, vm_id: int) -> None:
+        return None
+
+
+def hibernate_and_wake() -> None:
+    """The provision function's steps of infra/hibernate.asl.json and infra/wake.asl.json, each path once."""
+    from aws_lambda_powertools.utilities.parameters import clear_caches
+
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.hyperstack import configured_client
+    from chalicelib.provisioning import power, tasks
+    from chalicelib.store.tables import LlmModel, Replica
+
+    clear_caches()
+    configured_client.cache_clear()
+    LlmModel("m/one", id=1, created_at=0).save()
+    Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, serving_since=0,
+            hibernate_after_seconds=300, endpoint="https://127.0.0.1:8000/v1", **VM_DETAILS).save()
+    execution = HIBERNATE_STATE_MACHINE_ARN.replace(":stateMachine:", ":execution:") + ":replica-1-hibernate-0"
+    vm = {"replica_id": 1, "vm_id": 7, "floating_ip": "127.0.0.1", "execution_arn": execution}
+    refused = {"Error": "HibernationRefused", "Cause": "Hyperstack refused: this flavor does not support hibernation"}
+    never = {"Error": "VmNeverHibernated", "Cause": "The VM did not hibernate."}
+    with mock.patch("chalicelib.hyperstack.client.HyperstackClient", HibernatingHyperstack), \
+            mock.patch.object(tasks, "answers", return_value=True), \
+            mock.patch.object(power, "answers", return_value=True), RECORDER.recording("Provision"):
+        # A flavor that cannot hibernate; a hibernation that failed with the VM still serving; one that ends
+        # HIBERNATED with a wake asked meanwhile (it starts the wake); then the wake, to SUCCESS.
+        for step, extra in (("start_hibernate", {}), ("hibernate_vm", {}), ("check_hibernated", {}),
+                            ("hibernation_refused", {"error": refused}),
+                            ("start_hibernate", {}), ("hibernation_failed", {"error": never}),
+                            ("start_hibernate", {}), ("ask_wake", {}), ("mark_hibernated", {}),
+                            ("start_wake", {}), ("restore_vm", {}), ("check_restored", {}), ("check_awake", {}),
+                            ("mark_awake", {})):
+            if step == "ask_wake":  # a request asks for the wake while the replica hibernates (not provision's call)
+                with RECORDER.paused():
+                    Replica(1).update(actions=[Replica.wake_requested_at.set(1_000)])
+                continue
+            tasks.handle({"step": step, **vm, **extra})
+    replica = Replica.get(1)
+    assert replica.vm_status == statuses.SUCCESS and replica.wake_seconds, replica.attribute_values
+    assert replica.hibernate_after_seconds is None, "the refused hibernation left hibernation on"
+    started = [c for c in RECORDER.calls["Provision"] if c["action"] == "states:StartExecution"]
+    assert [c["resource"] for c in started] == [WAKE_STATE_MACHINE_ARN], started
+
+
 # --- the reconciler (Reconcile) --------------------------------------------------------------------
 
 class ReconciledHyperstack(FakeHyperstack):
@@ -316,11 +390,29 @@ def reconcile() -> None:
     assert summary.deleted_vms == [8] and summary.failed_replicas == [1], summary
 
 
+# --- the idle check (IdleCheck) --------------------------------------------------------------------
+
+def idle_check() -> None:
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.provisioning import idle_check as check
+    from chalicelib.store.tables import Replica
+
+    # Serving since the epoch, never used, hibernating after 5 minutes: idle. Hibernated, with a wake asked
+    # for at the epoch and never started (its asker died): started now. Each starts once however often
+    # the check runs (ExecutionAlreadyExists, swallowed, on the second run).
+    Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, serving_since=0,
+            hibernate_after_seconds=300, endpoint="https://10.0.0.9:8000/v1").save()
+    Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0).save()
+    with RECORDER.recording("IdleCheck"):
+        for _ in range(2):
+            assert check.run() == {"hibernating": [1], "waking": [2]}
+
+
 def main(out: str) -> int:
     from moto import mock_aws
 
     _install_hook()
-    for scenario in (admin_api, chat, provision, reconcile):
+    for scenario in (admin_api, chat, provision, hibernate_and_wake, reconcile, idle_check):
         with mock_aws():
             _arrange_aws()
             scenario()

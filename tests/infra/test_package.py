@@ -51,6 +51,17 @@ RECONCILE_GRANTS = {
     ("dynamodb:GetItem", "bookkeeping"),
     ("dynamodb:PutItem", "bookkeeping"),
 }
+# app.py's `@app.schedule(..., name="idle_check")`: hibernates idle replicas, starts wakes asked for and never started.
+IDLE_CHECK = "IdleCheck"
+IDLE_CHECK_ROLE = "IdleCheckRole"
+IDLE_CHECK_SCHEDULE = "rate(1 minute)"  # IDLE_CHECK_SECONDS' default, 60 s: EventBridge's finest rate
+# The idle check's whole allow-list: the replicas' listing read, and hibernate and wake executions started (the
+# workflows' steps make every write); Lambda's own log writes come on top.
+IDLE_CHECK_GRANTS = {
+    ("dynamodb:Query", "replicas/index/listing"),
+    ("states:StartExecution", "HibernateStateMachine"),
+    ("states:StartExecution", "WakeStateMachine"),
+}
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
 STATE_MACHINE = "ProvisioningStateMachine"
@@ -58,6 +69,14 @@ STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 STATE_MACHINE_ROLE = "ProvisioningStateMachineRole"
 STATE_MACHINE_NAME = "hyperstack-llm-proxy-${Stage}-provisioning"
 ASL_DEFINITION = "infra/provisioning.asl.json"
+HIBERNATE_STATE_MACHINE = "HibernateStateMachine"
+WAKE_STATE_MACHINE = "WakeStateMachine"
+# Every workflow of the stack: its name (from Stage) and the definition it inlines. All run on Provision.
+WORKFLOWS = {
+    STATE_MACHINE: (STATE_MACHINE_NAME, ASL_DEFINITION),
+    HIBERNATE_STATE_MACHINE: ("hyperstack-llm-proxy-${Stage}-hibernate", "infra/hibernate.asl.json"),
+    WAKE_STATE_MACHINE: ("hyperstack-llm-proxy-${Stage}-wake", "infra/wake.asl.json"),
+}
 FUNCTION_ARN_SUBSTITUTION = "ProvisionFunctionArn"
 # What the provision task code does: replica rows, their security rules and endpoint guards; models are only read.
 PROVISION_WRITE_TABLES = {"replicas", "replica_security_rules", "bookkeeping"}
@@ -96,6 +115,9 @@ VARIABLE_READERS = {
     "LOG_LEVEL": "chalicelib/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
     "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: is_admin, through settings.admin_api_key",
     "PROVISION_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start, for create_vm and teardowns",
+    "HIBERNATE_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the admin)",
+    "WAKE_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start_wake (the idle check, the admin, "
+                               "mark_hibernated)"),
     "MOCK_LLM": "chalicelib/chat/service.py: through settings.get_chat_settings",
     "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
     "HYPERSTACK_API_KEY_PARAMETER": ("chalicelib/provisioning/step_helpers.py: configured_hyperstack, "
@@ -105,21 +127,33 @@ READ_OUTSIDE_SETTINGS = {"LOG_LEVEL", "AWS_LAMBDA_EXEC_WRAPPER"}
 # The observability logger is imported by all three (provision's teardown through chalicelib/replicas.py).
 EVERY_FUNCTION_VARIABLES = {"STAGE", "TABLE_PREFIX", "LOG_LEVEL"}
 FUNCTION_VARIABLES = {
-    API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN"},
+    API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
+                                             "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
     CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER"},
-    PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
+    PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN"},
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
+    IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
 }
-# Only the packaged stack has a state machine to name; `chalice deploy` leaves create_vm unconfigured (503).
-PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN"}
-FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE}
+# Only the packaged stack has state machines to name; `chalice deploy` leaves create_vm, hibernate and wake
+# unconfigured (503).
+PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"}
+FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE,
+                  IDLE_CHECK: IDLE_CHECK_ROLE}
 # Each function's name in .chalice/config.json's lambda_functions (the REST API's is Chalice's own).
-CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision", RECONCILE: "reconcile"}
+CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision", RECONCILE: "reconcile",
+                     IDLE_CHECK: "idle_check"}
+# Which workflows each role may start (states:StartExecution), and nothing else may: the admin all three,
+# provision the wake a request asked for mid-hibernation, the idle check hibernations and stalled wakes.
+EXECUTION_STARTERS = {
+    API_HANDLER_ROLE: {STATE_MACHINE, HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
+    PROVISION_ROLE: {WAKE_STATE_MACHINE},
+    IDLE_CHECK_ROLE: {HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
+}
 # Whose calls each function makes under `chalice deploy`: there the REST API's POST /v1/chat/completions is
 # app.py's buffered route on the API handler, running the chat plane's code (chalicelib/chat/buffered.py);
 # only the packaged stack sends it to the Chat function instead.
 CHALICE_DEPLOY_CALLS = {API_HANDLER: (API_HANDLER, CHAT), CHAT: (CHAT,), PROVISION: (PROVISION,),
-                        RECONCILE: (RECONCILE,)}
+                        RECONCILE: (RECONCILE,), IDLE_CHECK: (IDLE_CHECK,)}
 # What the recorder (tests/infra/recorded_calls.py) stands for: moto's account, its region, this stage.
 RECORDED_ACCOUNT = "123456789012"
 RECORDED_REGION = "us-east-1"
@@ -128,7 +162,8 @@ PSEUDO_PARAMETERS = {
     "AWS::StackName": f"hyperstack-llm-proxy-{STAGE}", STAGE_PARAMETER: STAGE,
 }
 # Kept out of the subprocesses: tests/conftest.py sets them for the unit tests.
-PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN")
+PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
+                     "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -875,9 +910,9 @@ def test_chalice_deploy_gives_the_chat_function_its_own_policy_and_runtime(chali
 # --- the provisioning workflow --------------------------------------------------------------------
 
 
-def _state_machine(template: dict[str, Any]) -> dict[str, Any]:
-    assert STATE_MACHINE in template["Resources"], f"no {STATE_MACHINE}: see {MERGE_TEMPLATE}"
-    return template["Resources"][STATE_MACHINE]["Properties"]
+def _state_machine(template: dict[str, Any], logical_id: str = STATE_MACHINE) -> dict[str, Any]:
+    assert logical_id in template["Resources"], f"no {logical_id}: see {MERGE_TEMPLATE}"
+    return template["Resources"][logical_id]["Properties"]
 
 
 def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
@@ -890,19 +925,27 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return set(_as_list(statement["Action"]))
 
 
+def test_the_stack_deploys_exactly_the_three_workflows(template: dict[str, Any]) -> None:
+    assert set(_resources_of_type(template, STATE_MACHINE_TYPE)) == set(WORKFLOWS)
+
+
+@pytest.mark.parametrize("logical_id", sorted(WORKFLOWS))
 def test_state_machine_definition_is_the_asl_file_with_the_provision_function_substituted(
-    template: dict[str, Any],
+    template: dict[str, Any], logical_id: str
 ) -> None:
-    properties = _state_machine(template)
+    name, definition_file = WORKFLOWS[logical_id]
+    properties = _state_machine(template, logical_id)
     assert properties["StateMachineType"] == "STANDARD"  # it waits minutes; an Express execution lasts 5 at most
-    assert properties["StateMachineName"] == {"Fn::Sub": STATE_MACHINE_NAME}
+    # Named from Stage: a role can then name the machine, or its executions, without a dependency cycle.
+    assert properties["StateMachineName"] == {"Fn::Sub": name}
     assert properties["RoleArn"] == {"Fn::GetAtt": [STATE_MACHINE_ROLE, "Arn"]}
     assert properties["DefinitionSubstitutions"] == {FUNCTION_ARN_SUBSTITUTION: {"Fn::GetAtt": [PROVISION, "Arn"]}}
     assert not {"DefinitionString", "DefinitionS3Location"} & set(properties)
+    assert template["Resources"][logical_id]["Metadata"]["DefinitionFile"] == definition_file
     arn = "arn:aws:lambda:us-east-1:123456789012:function:hyperstack-llm-proxy-dev-provision"
     placeholder = "${" + FUNCTION_ARN_SUBSTITUTION + "}"
     deployed = json.dumps(properties["Definition"]).replace(placeholder, arn)
-    source = (REPO_ROOT / ASL_DEFINITION).read_text().replace(placeholder, arn)
+    source = (REPO_ROOT / definition_file).read_text().replace(placeholder, arn)
     assert json.loads(deployed) == json.loads(source)
     assert "${" not in deployed, "a ${...} in the definition that DefinitionSubstitutions does not resolve"
 
@@ -952,26 +995,45 @@ def test_provision_role_is_limited_to_replica_rows_the_hyperstack_key_and_its_ow
         ({"ssm:GetParameter"}, "/hyperstack-llm-proxy/${Stage}/hyperstack-api-key")
     ]
     states = [s for s in statements if any(a.startswith("states:") for a in _actions(s))]
-    assert [(_actions(s), s["Resource"]["Fn::Sub"].split(":execution:")[1]) for s in states] == [
-        (PROVISION_EXECUTION_ACTIONS, f"{STATE_MACHINE_NAME}:*")
+    # Its provisioning executions: a teardown waits for, and may stop, its replica's create execution. It may
+    # start the wake a request asked for while its replica hibernated (named from Stage: the machine needs
+    # Provision, so Provision cannot Ref it); the hibernate and wake executions it never reads nor stops.
+    assert [(_actions(s), s["Resource"]["Fn::Sub"].split(":states:")[1]) for s in states] == [
+        (PROVISION_EXECUTION_ACTIONS, f"${{AWS::Region}}:${{AWS::AccountId}}:execution:{STATE_MACHINE_NAME}:*"),
+        ({"states:StartExecution"},
+         f"${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{WORKFLOWS[WAKE_STATE_MACHINE][0]}"),
     ]
+    wake_arn = template["Resources"][PROVISION]["Properties"]["Environment"]["Variables"]["WAKE_STATE_MACHINE_ARN"]
+    assert _template_arn(wake_arn, template) == _resource_arn(WAKE_STATE_MACHINE, template)
     other = [a for s in statements for a in _actions(s) if not a.startswith(("dynamodb:", "ssm:", "states:", "logs:"))]
     assert not other, other
 
 
-def test_only_the_admin_api_starts_provisioning_executions(template: dict[str, Any]) -> None:
+def test_each_role_starts_executions_of_its_own_workflows_only(template: dict[str, Any]) -> None:
     variables = template["Resources"][API_HANDLER]["Properties"]["Environment"]["Variables"]
     assert variables["PROVISION_STATE_MACHINE_ARN"] == {"Ref": STATE_MACHINE}
+    machines = {_resource_arn(logical_id, template): logical_id for logical_id in WORKFLOWS}
+    started: dict[str, set[str]] = {}
     for name, role in _resources_of_type(template, "AWS::IAM::Role").items():
         for statement in _policy_statements(role["Properties"].get("Policies", [])):
             states = {a for a in _actions(statement) if a.startswith("states:")}
             if states:
                 assert "states:*" not in states and "*" not in _as_list(statement["Resource"]), name
             if "states:StartExecution" in states:
-                assert name == API_HANDLER_ROLE, f"{name} may start executions"
-                assert _as_list(statement["Resource"]) == [{"Ref": STATE_MACHINE}]
-    starts = [s for s in _role_statements(template, API_HANDLER_ROLE) if "states:StartExecution" in _actions(s)]
-    assert len(starts) == 1
+                assert states == {"states:StartExecution"}, f"{name}: start executions in a statement of its own"
+                arns = {_template_arn(r, template) for r in _as_list(statement["Resource"])}
+                assert arns <= set(machines), f"{name} may start {arns - set(machines)}"
+                started.setdefault(name, set()).update(machines[arn] for arn in arns)
+    assert started == EXECUTION_STARTERS
+
+
+@pytest.mark.parametrize("function", [API_HANDLER, IDLE_CHECK])
+def test_the_functions_that_start_hibernations_and_wakes_are_given_those_workflows(
+    template: dict[str, Any], function: str
+) -> None:
+    variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    assert variables["HIBERNATE_STATE_MACHINE_ARN"] == {"Ref": HIBERNATE_STATE_MACHINE}
+    assert variables["WAKE_STATE_MACHINE_ARN"] == {"Ref": WAKE_STATE_MACHINE}
 
 
 def test_chalice_deploy_gives_the_provision_function_its_own_least_privilege_policy(
@@ -993,12 +1055,13 @@ def test_chalice_deploy_gives_the_provision_function_its_own_least_privilege_pol
         granted = {(a, r) for s in statements for a in _actions(s) for r in _as_list(s["Resource"])
                    if not a.startswith(("dynamodb:", "logs:"))}
         executions = f"arn:aws:states:*:*:execution:hyperstack-llm-proxy-{stage}-provisioning:*"
+        machine = f"arn:aws:states:*:*:stateMachine:hyperstack-llm-proxy-{stage}-"
         assert granted == {("ssm:GetParameter", f"arn:aws:ssm:*:*:parameter{key}")} | {
             (a, executions) for a in PROVISION_EXECUTION_ACTIONS
-        }, path.name
+        } | {("states:StartExecution", machine + "wake")}, path.name
         api = list(_policy_statements(json.loads((REPO_ROOT / ".chalice" / settings["iam_policy_file"]).read_text())))
         starts = {r for s in api if "states:StartExecution" in _actions(s) for r in _as_list(s["Resource"])}
-        assert starts == {f"arn:aws:states:*:*:stateMachine:hyperstack-llm-proxy-{stage}-provisioning"}
+        assert starts == {machine + workflow for workflow in ("provisioning", "hibernate", "wake")}
 
 
 def test_package_script_refuses_a_definition_with_an_unresolved_substitution() -> None:
@@ -1045,3 +1108,37 @@ def test_reconcile_role_allows_exactly_its_item_calls_the_hyperstack_key_and_its
     bookkeeping = [s for s in statements if "dynamodb:PutItem" in _actions(s)]
     assert [s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] for s in bookkeeping] == [
         ["deployment"]]
+
+
+# --- the idle check -------------------------------------------------------------------------------
+
+
+def test_idle_check_runs_on_an_eventbridge_schedule_every_minute(template: dict[str, Any]) -> None:
+    assert IDLE_CHECK in template["Resources"], "app.py must declare @app.schedule(..., name='idle_check')"
+    events = template["Resources"][IDLE_CHECK]["Properties"].get("Events", {}).values()
+    schedules = [event["Properties"]["Schedule"] for event in events if event["Type"] == "Schedule"]
+    assert schedules == [IDLE_CHECK_SCHEDULE]
+
+
+def test_idle_check_role_allows_exactly_the_replica_listing_the_two_workflows_and_its_logs(
+    template: dict[str, Any],
+) -> None:
+    assert template["Resources"][IDLE_CHECK]["Properties"]["Role"] == {"Fn::GetAtt": [IDLE_CHECK_ROLE, "Arn"]}
+    statements = _role_statements(template, IDLE_CHECK_ROLE)
+    machines = {_resource_arn(logical_id, template): logical_id for logical_id in WORKFLOWS}
+
+    def target(resource: Any) -> str:
+        if isinstance(resource, dict) and set(resource) == {"Ref"}:
+            return machines[_template_arn(resource, template)]
+        return _table_or_index(resource, template)
+
+    granted = {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS
+               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    assert granted == IDLE_CHECK_GRANTS
+    assert not [s for s in statements if "Condition" in s], "no write to hold to attributes: it writes nothing"
+
+
+def test_chalice_deploy_gives_the_idle_check_its_own_policy(chalice_config: dict[str, Any]) -> None:
+    for stage, settings in chalice_config["stages"].items():
+        own = settings["lambda_functions"][CHALICE_FUNCTIONS[IDLE_CHECK]]
+        assert own["iam_policy_file"] == f"policy-idle_check-{stage}.json" != settings["iam_policy_file"]
