@@ -174,7 +174,7 @@ def test_wake_restores_the_vm_checks_the_model_and_serves_again(api, model_id, h
         replica_id, vm_id = hibernated(api, model_id, hyperstack)
         Replica(replica_id).update(actions=[Replica.port.set(server.port)])
 
-        run("start_wake", replica_id)
+        started = run("start_wake", replica_id)
         assert row(replica_id).vm_status == statuses.WAKING
         run("restore_vm", replica_id, hyperstack, vm_id=vm_id)
         check = run("check_restored", replica_id, hyperstack, vm_id=vm_id, polls=0)
@@ -182,6 +182,9 @@ def test_wake_restores_the_vm_checks_the_model_and_serves_again(api, model_id, h
         run("mark_awake", replica_id, vm_id=vm_id, floating_ip=check["floating_ip"])
 
     replica = row(replica_id)
+    # The wake's polls read their timings from its first step: a starter passes the replica id alone.
+    assert set(started) == {"vm_id", "poll_seconds", "max_polls", "model_poll_seconds", "max_model_polls",
+                            "max_create_waits"}
     assert check["status"] == "ACTIVE" and health["healthy"] is True
     assert replica.vm_status == statuses.SUCCESS and replica.endpoint == f"https://127.0.0.1:{server.port}/v1"
     assert replica.wake_seconds >= 1 and replica.wake_requested_at is None

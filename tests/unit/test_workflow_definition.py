@@ -179,26 +179,25 @@ def test_every_error_name_is_the_platforms_or_a_task_exception_and_catches_keep_
         assert not catch_all or state["Catch"][-1] is catch_all[0], f"{name}: States.ALL must come last"
 
 
-# A wake reads $.vm.poll_seconds, $.vm.max_polls, ...: fields nothing writes (Mark waking's $.vm is {vm_id}), so
-# under Step Functions (and moto) every wake fails with States.Runtime at `Wait for VM`, its VM restored and billed,
-# the replica left WAKING. Strict: once infra/wake.asl.json reads the input's fields, drop the mark.
-WAKE_READS_MISSING_FIELDS = pytest.mark.xfail(strict=True, reason="infra/wake.asl.json polls with $.vm.* fields")
+# Where each workflow's polling timings come from: the execution input (the starters pass them), or for a
+# wake, which the chat function may start with the replica id alone, the result of its first step (`$.vm`).
+TIMINGS_FROM = {"provisioning": "$.", "hibernate": "$.", "wake": "$.vm."}
 
 
-@pytest.mark.parametrize("workflow_name", ["provisioning", "hibernate",
-                                           pytest.param("wake", marks=WAKE_READS_MISSING_FIELDS)])
-def test_polling_waits_and_their_bounds_come_from_the_execution_input(workflow_name: str) -> None:
-    given = set(execution_input("create", 1))
+@pytest.mark.parametrize("workflow_name", sorted(TIMINGS_FROM))
+def test_polling_waits_and_their_bounds_come_from_the_input_or_the_first_step(workflow_name: str) -> None:
+    prefix = TIMINGS_FROM[workflow_name]
+    given = {prefix + field for field in execution_input("create", 1)}
     states = json.loads(_path(workflow_name).read_text())["States"]
     for name, state in states.items():
         if state["Type"] == "Wait":
-            assert state["SecondsPath"].removeprefix("$.") in given, name
+            assert state["SecondsPath"] in given, name
             # Every loop back into a Wait passes a Choice that gives up after a maximum number of polls.
             loop_choices = [s for s in states.values() if s["Type"] == "Choice" and s.get("Default") == name]
             assert len(loop_choices) == 1, name
             bounds = [rule["NumericGreaterThanEqualsPath"] for rule in loop_choices[0]["Choices"]
                       if "NumericGreaterThanEqualsPath" in rule]
-            assert bounds and all(bound.removeprefix("$.") in given for bound in bounds), name
+            assert bounds and all(bound in given for bound in bounds), name
 
 
 # --- provisioning's own rules ----------------------------------------------------------------------
