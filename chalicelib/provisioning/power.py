@@ -28,7 +28,7 @@ def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
     replica = live(event, allowed=(statuses.SUCCESS,))
     if replica.vm_id is None:
         raise ProvisioningFailed(f"Replica {replica.id} has no VM to hibernate.")
-    advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,))
+    advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,), hibernated_at=int(time.time()))
     return {"vm_id": int(replica.vm_id)}
 
 
@@ -69,7 +69,7 @@ def mark_hibernated(event: dict[str, Any]) -> dict[str, Any]:
 def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
     reason = REFUSED_REASON.format(reason=failure_reason(event.get("error")))
     advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
-            hibernate_after_seconds=None)
+            hibernate_after_seconds=None, hibernated_at=None, wake_requested_at=None)
     return {"reason": reason}
 
 
@@ -82,7 +82,8 @@ def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[st
     reason = FAILED_REASON.format(reason=failure_reason(event.get("error")))
     # A new serving period: the idle check names its next hibernation after it.
     advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
-            serving_since=int(time.time()), last_used_minute=replica.last_used_minute)
+            serving_since=int(time.time()), last_used_minute=replica.last_used_minute, hibernated_at=None,
+            wake_requested_at=None)
     return {"serving": True}
 
 
@@ -91,7 +92,7 @@ def start_wake(event: dict[str, Any]) -> dict[str, Any]:
     if replica.vm_status == statuses.HIBERNATING:  # asked for mid-hibernation: restore once it is hibernated
         raise StillHibernating(f"Replica {replica.id} is still hibernating.")
     advance(event, statuses.WAKING, allowed=(statuses.HIBERNATED,), wake_started_at=int(time.time()),
-            wake_requested_at=None, error_message=None)
+            wake_requested_at=None, hibernated_at=None, error_message=None)
     # The polls' timings from this function's settings: a starter (the chat function) passes the replica only.
     timings = {name: value for name, value in workflow.execution_input("waking", int(replica.id)).items()
                if name not in ("action", "replica_id")}

@@ -131,7 +131,7 @@ def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cleanup, dict) and cleanup.get("Error"):
         reason += f" Deleting its VM failed too, so it may still exist: {failure_reason(cleanup)}"
     try:
-        mark(int(event["replica_id"]), statuses.FAILED, allowed=_MAY_FAIL, error_message=reason)
+        mark(int(event["replica_id"]), statuses.FAILED, allowed=_MAY_FAIL, error_message=reason, hibernated_at=None)
     except ReplicaGone:
         pass  # deleted meanwhile: its teardown owns it now
     return {"reason": reason}

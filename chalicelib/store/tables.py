@@ -185,6 +185,9 @@ class Replica(Table):
     serving_since = NumberAttribute(null=True)
     last_used_minute = NumberAttribute(null=True)
     wake_requested_at = NumberAttribute(null=True)
+    # Set while HIBERNATING or HIBERNATED: what a wake ask's condition reads, so the chat function, which
+    # asks, needs no access to vm_status.
+    hibernated_at = NumberAttribute(null=True)
     wake_started_at = NumberAttribute(null=True)
     wake_seconds = NumberAttribute(null=True)
     rl_window = NumberAttribute(null=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from chalicelib import replica_statuses as statuses
 from chalicelib.store.conditional import update_if
 from chalicelib.store.tables import Replica
 
@@ -13,7 +12,8 @@ def request_wake(replica_id: int, now_ms: int) -> int | None:
     A replica still hibernating may be asked too: its hibernate workflow starts the wake once the VM
     is hibernated, and the wake workflow waits for that. The time names the wake's execution.
     """
+    # `hibernated_at` is set exactly while the replica is HIBERNATING or HIBERNATED (the workflows move
+    # it with vm_status), and reading it, not vm_status, keeps vm_status out of the chat role's reach.
     asked = update_if(Replica(replica_id), [Replica.wake_requested_at.set(now_ms)],
-                      Replica.vm_status.is_in(statuses.HIBERNATING, statuses.HIBERNATED)
-                      & Replica.wake_requested_at.does_not_exist())
+                      Replica.hibernated_at.exists() & Replica.wake_requested_at.does_not_exist())
     return now_ms if asked else None
