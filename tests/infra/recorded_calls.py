@@ -199,11 +199,11 @@ def admin_api() -> None:
         Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.SUCCESS), Replica.vm_id.set(7)])
         with RECORDER.recording("APIHandler"):
             call("post", f"/v1/replicas/{by_vm}/hibernate", status=202)
-        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.HIBERNATED)])
+        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.HIBERNATED), Replica.hibernated_at.set(0)])
         with RECORDER.recording("APIHandler"):
             call("post", f"/v1/replicas/{by_vm}/wake", status=202)  # the ask (a conditional write), then the start
         Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.PENDING), Replica.vm_id.remove(),
-                                       Replica.wake_requested_at.remove()])
+                                       Replica.wake_requested_at.remove(), Replica.hibernated_at.remove()])
         with RECORDER.recording("APIHandler"):
             call("post", "/v1/delete_api_key", {"user_id": "alice", "api_key_id": used["id"]})  # disabled
             call("post", "/v1/delete_api_key", {"user_id": "bob", "api_key_id": unused["id"]})  # deleted
@@ -402,7 +402,8 @@ def idle_check() -> None:
     # the check runs (ExecutionAlreadyExists, swallowed, on the second run).
     Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, serving_since=0,
             hibernate_after_seconds=300, endpoint="https://10.0.0.9:8000/v1").save()
-    Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0).save()
+    Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0,
+            hibernated_at=0).save()
     with RECORDER.recording("IdleCheck"):
         for _ in range(2):
             assert check.run() == {"hibernating": [1], "waking": [2]}
