@@ -5,13 +5,15 @@ from chalice.app import Request
 
 from chalicelib import api_keys, llm_models, model_catalog, replicas, table_browser
 from chalicelib.chat import buffered as chat_buffered
+from chalicelib.chat.operations import CHAT, COMPLETIONS, EMBEDDINGS, Operation
 from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
 from chalicelib.observability import log_invocation
 
 # Every route is the admin's unless it is listed here: a new route cannot forget to check the key.
 PUBLIC_ROUTES = frozenset({
     "/v1/openapi.json",  # so that Swagger UI and client generators can read it without a key
-    "/v1/chat/completions",  # users' keys, checked by the chat service itself
+    # users' keys, checked by the data plane itself (chalicelib.chat.service)
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
 })
 # Routes a user's key may call too, by (path, method): the admin key gets the route's view (the original's
 # answer), any other caller is authenticated as a user's key and gets the answer named here (OpenAI's).
@@ -127,13 +129,28 @@ def openapi_document() -> dict:
     return openapi.build_document(app.routes, openapi.server_url(request.headers, request.context))
 
 
-# In AWS, API Gateway sends this route to the `chat` function below in streaming mode (see
-# infra/template.json), and `make run` streams it too; this buffered form serves `chalice local`.
+# In AWS, API Gateway sends these three routes to the `chat` function below in streaming mode (see
+# infra/template.json), and `make run` streams them too; these buffered forms serve `chalice local` and
+# `chalice deploy`. One pipeline, parameterised by the operation (chalicelib/chat/operations.py).
 @route("/v1/chat/completions", methods=["POST"], content_types=ANY_BODY)
 def chat_completions() -> Response:
+    return _relayed(CHAT)
+
+
+@route("/v1/completions", methods=["POST"], content_types=ANY_BODY)
+def completions() -> Response:
+    return _relayed(COMPLETIONS)
+
+
+@route("/v1/embeddings", methods=["POST"], content_types=ANY_BODY)
+def embeddings() -> Response:
+    return _relayed(EMBEDDINGS)
+
+
+def _relayed(operation: Operation) -> Response:
     request = app.current_request
     headers = {name.lower(): value for name, value in request.headers.items()}
-    status, response_headers, body = chat_buffered.answer_whole(headers, request.raw_body or b"")
+    status, response_headers, body = chat_buffered.answer_whole(headers, request.raw_body or b"", operation)
     return Response(body=body, status_code=status, headers=response_headers)
 
 

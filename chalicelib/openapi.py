@@ -17,9 +17,10 @@ VERSION = "1.0.0"
 TAGS = [
     {"name": "models", "description": "LLM models: what clients send as `model`."},
     {"name": "replicas", "description": "The OpenAI-compatible servers behind a model."},
-    {"name": "api keys", "description": "Users' keys for the chat route."},
+    {"name": "api keys", "description": "Users' keys for the OpenAI routes."},
     {"name": "tables", "description": "The original toolkit's raw table view."},
-    {"name": "chat", "description": "The OpenAI-compatible chat route."},
+    {"name": "chat", "description": "The OpenAI-compatible routes relayed to replicas: chat completions, "
+                                    "completions, embeddings."},
     {"name": "meta", "description": "This document."},
 ]
 
@@ -44,7 +45,8 @@ def build_document(routes: Mapping[str, Mapping[str, Any]], server_url: str) -> 
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION,
-                 "description": "Admin routes take the admin key; the chat route takes a user's key; "
+                 "description": "Admin routes take the admin key; the chat, completion and embeddings routes "
+                                "take a user's key; "
                                 "`GET /v1/models` and `GET /v1/models/{model_ref}` take either."},
         "servers": [{"url": server_url}],
         "tags": TAGS,

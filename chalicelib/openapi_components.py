@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.chat.schema import CHAT_COMPLETION
+from chalicelib.chat.schema import CHAT_COMPLETION, COMPLETION, EMBEDDING
 from chalicelib.schemas import CREATE_MODEL, CREATE_REPLICA, DELETE_API_KEY, GENERATE_API_KEY, UPDATE_REPLICA
 
 _STRING = {"type": "string"}
@@ -26,6 +26,13 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _event(data: str) -> dict[str, Any]:
+    """One server-sent event: OpenAPI 3.1 has no itemSchema, so tools (schemathesis) read a stream's `schema`
+    as each event's, parsed into its fields."""
+    return _object({"data": {**_STRING, "description": data}, "event": _STRING, "id": _STRING,
+                    "retry": {"type": "integer"}}, required=["data"])
 
 
 _MODEL = _object({"id": _ID, "name": _STRING, "created_at": _TIMESTAMP})
@@ -53,6 +60,8 @@ SCHEMAS: dict[str, Any] = {
     "GenerateApiKeyRequest": GENERATE_API_KEY,
     "DeleteApiKeyRequest": DELETE_API_KEY,
     "CreateChatCompletionRequest": CHAT_COMPLETION,
+    "CreateCompletionRequest": COMPLETION,
+    "CreateEmbeddingRequest": EMBEDDING,
     # Responses.
     "Error": _object({"error": _STRING}),
     "ValidationErrors": _object({"errors": {
@@ -88,12 +97,22 @@ SCHEMAS: dict[str, Any] = {
         "id": _STRING, "object": {"type": "string", "const": "chat.completion"}, "created": {"type": "integer"},
         "model": _STRING, "choices": {"type": "array", "items": {"type": "object"}}, "usage": {"type": "object"},
     }, required=["id", "object", "created", "model", "choices"]),
-    # One server-sent event: OpenAPI 3.1 has no itemSchema, so tools (schemathesis) read a stream's
-    # `schema` as each event's, parsed into its fields.
-    "ChatCompletionEvent": _object({
-        "data": {**_STRING, "description": "A `chat.completion.chunk` as JSON; `[DONE]` last."},
-        "event": _STRING, "id": _STRING, "retry": {"type": "integer"},
-    }, required=["data"]),
+    "ChatCompletionEvent": _event("A `chat.completion.chunk` as JSON; `[DONE]` last."),
+    "Completion": _object({
+        "id": _STRING, "object": {"type": "string", "const": "text_completion"}, "created": {"type": "integer"},
+        "model": _STRING, "choices": {"type": "array", "items": {"type": "object"}}, "usage": {"type": "object"},
+    }, required=["id", "object", "created", "model", "choices"]),
+    "CompletionEvent": _event("A `text_completion` chunk as JSON (`choices[].text`); `[DONE]` last."),
+    "EmbeddingList": _object({
+        "object": {"type": "string", "const": "list"},
+        "data": {"type": "array", "items": _object({
+            "index": {"type": "integer"}, "object": {"type": "string", "const": "embedding"},
+            "embedding": {"type": ["array", "string"], "items": {"type": "number"},
+                          "description": "The vector, or with `encoding_format: base64` the base64 of its "
+                                         "little-endian float32 array."},
+        })},
+        "model": _STRING, "usage": {"type": "object"},
+    }, required=["object", "data", "model"]),
 }
 
 SECURITY_SCHEMES: dict[str, Any] = {

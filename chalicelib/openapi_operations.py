@@ -58,6 +58,18 @@ def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
     return {"operationId": operation_id, "parameters": parameters}
 
 
+# The answers of a relayed operation (chat, completions, embeddings) besides its 200: the same pipeline's.
+_RELAYED_ERRORS = {
+    "400": _openai_error("The body is not JSON or breaks its schema."),
+    "401": _openai_error("The key is missing, wrong, disabled or expired."),
+    "403": _openai_error("The key may not use this model."),
+    "404": _openai_error("No such model."),
+    "413": _openai_error("The body is too large."),
+    "429": _openai_error("The key is over its requests per minute."),
+    "502": _openai_error("The replica failed."),
+    "503": _openai_error("No replica is ready, or all are at their rate limit."),
+    "504": _openai_error("The replica did not answer in time."),
+}
 _MODEL_ID = "$response.body#/id"
 _REPLICA_ID = "$response.body#/replica_id"
 
@@ -207,15 +219,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "200": {"description": "The completion, or its stream of `chat.completion.chunk` events.",
                     "content": {_JSON: {"schema": ref("ChatCompletion")},
                                 "text/event-stream": {"schema": ref("ChatCompletionEvent")}}},
-            "400": _openai_error("The body is not JSON or breaks its schema."),
-            "401": _openai_error("The key is missing, wrong, disabled or expired."),
-            "403": _openai_error("The key may not use this model."),
-            "404": _openai_error("No such model."),
-            "413": _openai_error("The body is too large."),
-            "429": _openai_error("The key is over its requests per minute."),
-            "502": _openai_error("The replica failed."),
-            "503": _openai_error("No replica is ready, or all are at their rate limit."),
-            "504": _openai_error("The replica did not answer in time."),
+            **_RELAYED_ERRORS,
         },
+    },
+    ("/v1/completions", "POST"): {
+        "operationId": "createCompletion", "tags": ["chat"], "security": USER,
+        "summary": "OpenAI's (legacy) text completion, relayed to a replica of the model; streamed when `stream` "
+                   "is true.",
+        "requestBody": _body("CreateCompletionRequest"),
+        "responses": {
+            "200": {"description": "The completion, or its stream of `text_completion` events.",
+                    "content": {_JSON: {"schema": ref("Completion")},
+                                "text/event-stream": {"schema": ref("CompletionEvent")}}},
+            **_RELAYED_ERRORS,
+        },
+    },
+    ("/v1/embeddings", "POST"): {
+        "operationId": "createEmbedding", "tags": ["chat"], "security": USER,
+        "summary": "OpenAI's embeddings of the input, relayed to a replica of the model.",
+        "requestBody": _body("CreateEmbeddingRequest"),
+        "responses": {"200": _answer("The embeddings, one per input.", ref("EmbeddingList")), **_RELAYED_ERRORS},
     },
 }

@@ -59,6 +59,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from chalicelib.chat import operations
 from chalicelib.chat.events import request_from_event
 from chalicelib.chat.openai_errors import error_response, internal_error_response
 from chalicelib.chat.response import ChatResponse
@@ -67,7 +68,6 @@ from chalicelib.errors import MethodNotAllowed, NotFound
 from chalicelib.observability import correlation_id_of, invocation_logging, logger
 
 API = "/2018-06-01/runtime"
-CHAT_PATH = "/v1/chat/completions"
 HANDLER_VARIABLE = "CHAT_HANDLER"
 DEFAULT_HANDLER = "chalicelib.chat.service:handle"
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
@@ -82,7 +82,8 @@ STREAMING_HEADERS = {
 # Framing is Lambda's business towards the client: a service's content-length would be a lie once chunked.
 _TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
-# (headers, body, deadline=...): the chat service's `handle`; `deadline` is a time.time() or None.
+# (headers, body, deadline=..., operation=...): the service's `handle`; `deadline` is a time.time() or None,
+# `operation` (chalicelib.chat.operations) is given for every operation but chat, the handler's default.
 Handler = Callable[..., ChatResponse]
 
 
@@ -176,13 +177,16 @@ def _response_for(invocation: Invocation, handler: Handler) -> ChatResponse:
         event = json.loads(invocation.event)
         logger.set_correlation_id(correlation_id_of(event, invocation.request_id))
         method, path, headers, body = request_from_event(event)
-        # The function URL is public: anything but the chat route is answered here, not by the service.
-        if not path.rstrip("/").endswith(CHAT_PATH):
+        # The function URL is public: anything but the operations' routes is answered here, not by the service.
+        operation = operations.for_path(path)
+        if operation is None:
             return error_response(NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url"))
         if method != "POST":
-            return error_response(MethodNotAllowed(f"Method {method} is not allowed on {CHAT_PATH}.", "POST",
+            return error_response(MethodNotAllowed(f"Method {method} is not allowed on {operation.path}.", "POST",
                                                    code="method_not_allowed"))
-        return handler(headers, body, deadline=invocation.deadline)
+        if operation is operations.CHAT:
+            return handler(headers, body, deadline=invocation.deadline)
+        return handler(headers, body, deadline=invocation.deadline, operation=operation)
     except Exception:  # noqa: BLE001 - still an HTTP answer: the client gets a 500 it can parse
         logger.exception("chat handler failed before the first byte")
         return internal_error_response()

@@ -1,8 +1,13 @@
-"""Usage rows: one `metric` row per admitted chat request, written when its response ends.
+"""Usage rows: one `metric` row per admitted request, written when its response ends.
 
-Written also when the client goes away early or the replica fails, with what is known then.
+Written also when the client goes away early or the replica fails, with what is known then. The row's
+`operation` says which (chalicelib.chat.operations: "chat.completions", "completions", "embeddings";
+rows written before it existed have none and were all chat). Embeddings generate nothing: their rows
+count prompt tokens only (completion_tokens 0).
+
 Prompts and answers are users' data: stored only when an operator opts in
-(METRICS_STORE_CONTENT=true).
+(METRICS_STORE_CONTENT=true): the messages, prompt or embedding input as `input`, the generated choices
+as `choices`. An embedding's vectors are never stored: they are large, and derived from the input.
 
 A row is never lost silently, or metering could be dodged: the write is retried with backoff in
 the time the invocation has left; stored content is cut to fit DynamoDB's 400 KB item limit (and
@@ -52,7 +57,7 @@ class Meter:
 
     def observe_answer(self, payload: dict[str, Any]) -> None:
         self.usage = payload.get("usage") or None
-        if self.store_content:
+        if self.store_content and self.request.operation.generates:
             self.answer.append(json.dumps(payload.get("choices")))
 
     def write(self) -> None:
@@ -72,13 +77,14 @@ class Meter:
         _log_lost_row(row, failure)
 
     def _row(self) -> Metric:
-        usage = self.usage or {}
+        usage = _metered_usage(self.usage or {}, self.request.operation.generates)
         created = int(self.started_at)
         content_input, choices, truncated = self._content()
         return Metric(
             api_key_id=self.caller.key_id,
             created=created,
             model=self.request.model,
+            operation=self.request.operation.name,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             total_tokens=usage.get("total_tokens"),
@@ -99,7 +105,7 @@ class Meter:
         """The prompt and the answer as stored, cut to fit one item between them: (input, choices, cut)."""
         if not self.store_content:
             return None, None, False
-        prompt = json.dumps(self.request.body.get("messages"))
+        prompt = json.dumps(self.request.body.get(self.request.operation.prompt_field))
         answer = "".join(self.answer) or None
         prompt_bytes, answer_bytes = len(prompt.encode()), len((answer or "").encode())
         if prompt_bytes + answer_bytes <= MAX_CONTENT_BYTES:
@@ -108,6 +114,15 @@ class Meter:
         answer_room = max(MAX_CONTENT_BYTES - prompt_bytes, MAX_CONTENT_BYTES // 2)
         answer = _cut(answer, answer_room) if answer else None
         return _cut(prompt, MAX_CONTENT_BYTES - len((answer or "").encode())), answer, True
+
+
+def _metered_usage(usage: dict[str, Any], generates: bool) -> dict[str, Any]:
+    """The usage as the replica reported it; for an operation that generates nothing, its prompt tokens only
+    (OpenAI's embeddings usage has no completion_tokens, vLLM's says 0: the row says 0 for both)."""
+    if generates or not usage:
+        return usage
+    prompt = usage.get("prompt_tokens")
+    return {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": usage.get("total_tokens", prompt)}
 
 
 def _cut(text: str, max_bytes: int) -> str:

@@ -46,7 +46,7 @@ _INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "min_tokens", "n")
 
 
 @dataclass(frozen=True)
-class _Answer:
+class Answer:
     pieces: tuple[str, ...]  # the streamed token texts, leading spaces included
     finish_reason: str
     stop_reason: str | None
@@ -95,7 +95,7 @@ def request_problem(request: Any) -> str | None:
 
 def completion(request: dict[str, Any], *, model: str) -> dict[str, Any]:
     """A non-streamed `chat.completion` object as vLLM returns it."""
-    answers = _answers(request)
+    answers = answer_choices(request)
     choices = [
         {
             "index": index,
@@ -117,7 +117,7 @@ def stream_chunks(request: dict[str, Any], *, model: str) -> Iterator[dict[str, 
     Per choice: a role chunk, one chunk per token, a finish chunk; then the usage chunk when asked for.
     Lazy, so a server can pace the token chunks (see `is_token_chunk`).
     """
-    answers = _answers(request)
+    answers = answer_choices(request)
     header = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
     def chunk(index: int, delta: dict[str, str], **finish: Any) -> dict[str, Any]:
@@ -138,8 +138,9 @@ def stream_chunks(request: dict[str, Any], *, model: str) -> Iterator[dict[str, 
 
 
 def is_token_chunk(chunk: dict[str, Any]) -> bool:
-    """Whether a chunk carries generated text: the chunks a pacing server waits before."""
-    return any(choice["delta"].get("content") for choice in chunk["choices"])
+    """Whether a chunk carries generated text (a chat delta's content, a completion's text): the chunks a
+    pacing server waits before."""
+    return any((choice.get("delta") or {}).get("content") or choice.get("text") for choice in chunk["choices"])
 
 
 def encode_event(chunk: dict[str, Any]) -> bytes:
@@ -176,13 +177,14 @@ def _completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def _usage(request: dict[str, Any], answers: list[_Answer]) -> dict[str, int]:
+def _usage(request: dict[str, Any], answers: list[Answer]) -> dict[str, int]:
     prompt = prompt_tokens(request)
     completion_tokens = sum(len(answer.pieces) for answer in answers)
     return {"prompt_tokens": prompt, "total_tokens": prompt + completion_tokens, "completion_tokens": completion_tokens}
 
 
-def _answers(request: dict[str, Any]) -> list[_Answer]:
+def answer_choices(request: dict[str, Any]) -> list[Answer]:
+    """One answer per choice (`n`) to the request's last user message, shaped by its sampling parameters."""
     cap = _token_cap(request)
     length = DEFAULT_ANSWER_TOKENS
     if request.get("ignore_eos") and cap is not None:
@@ -203,7 +205,7 @@ def _stop_strings(stop: Any) -> list[str]:
     return [item for item in stop or [] if isinstance(item, str) and item]
 
 
-def _answer(request: dict[str, Any], choice: int, length: int, cap: int | None, stops: list[str]) -> _Answer:
+def _answer(request: dict[str, Any], choice: int, length: int, cap: int | None, stops: list[str]) -> Answer:
     words = _answer_words(request, choice, length)
     # As in vLLM, reaching the cap is "length" even when the answer would have ended right there.
     capped = cap is not None and cap <= len(words)
@@ -212,8 +214,8 @@ def _answer(request: dict[str, Any], choice: int, length: int, cap: int | None, 
     hits = [(text.find(stop), stop) for stop in stops if stop in text]
     if hits:
         position, stop = min(hits)
-        return _Answer(_cut(pieces, position), "stop", stop)
-    return _Answer(tuple(pieces), "length" if capped else "stop", None)
+        return Answer(_cut(pieces, position), "stop", stop)
+    return Answer(tuple(pieces), "length" if capped else "stop", None)
 
 
 def _answer_words(request: dict[str, Any], choice: int, length: int) -> list[str]:

@@ -119,13 +119,24 @@ def _meter_and_keep(data: bytes, meter: Meter, client_wants_usage: bool) -> bool
         return True
     choices = chunk.get("choices")
     choices = choices if isinstance(choices, list) else []
-    deltas = [choice.get("delta") for choice in choices if isinstance(choice, dict)]
-    deltas = [delta for delta in deltas if isinstance(delta, dict)]
-    if any(delta.get("content") or delta.get("tool_calls") for delta in deltas):
+    texts = [_generated(choice) for choice in choices if isinstance(choice, dict)]
+    if any(text is not None for text in texts):
         meter.first_token()
         if meter.store_content:
-            meter.answer.extend(str(delta.get("content") or "") for delta in deltas)
+            meter.answer.extend(text or "" for text in texts)
     if chunk.get("usage"):
         meter.usage = chunk["usage"]
         return bool(choices) or client_wants_usage
     return True
+
+
+def _generated(choice: dict[str, Any]) -> str | None:
+    """The text a streamed choice adds, "" for a chat tool call; None if it adds nothing.
+
+    A chat chunk's choice carries a `delta` (`content`, `tool_calls`); a completion chunk's, its `text`.
+    """
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return str(delta.get("content") or "") if delta.get("content") or delta.get("tool_calls") else None
+    text = choice.get("text")
+    return text if isinstance(text, str) and text else None

@@ -34,9 +34,9 @@ class Target:
     api_key: str | None = field(default=None, repr=False)  # the replica's bearer: kept out of reprs and logs
     tls_fingerprint: str | None = None  # a provisioned replica's certificate pin (chalicelib.pinned_tls)
 
-    @property
-    def chat_url(self) -> str:
-        return self.endpoint + "/chat/completions"
+    def url(self, path: str) -> str:
+        """The replica's URL for an operation's path under its endpoint (`/chat/completions`, `/embeddings`)."""
+        return self.endpoint + path
 
 
 @dataclass(frozen=True)

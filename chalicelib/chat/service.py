@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: authenticate, rate-limit, pick a replica, relay, meter.
+"""`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: authenticate, rate-limit, pick a replica,
+relay, meter. One pipeline for the three; what sets each apart is its Operation (chalicelib.chat.operations).
 
 Transport-neutral: the local server and the Lambda streaming loop both call `handle` and write
 the ChatResponse it returns. One DynamoDB round trip happens before the replica is contacted
@@ -21,8 +22,9 @@ from chalicelib.chat import access, routing, sse, upstream
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
 from chalicelib.chat.openai_errors import error_response
+from chalicelib.chat.operations import CHAT, Operation
 from chalicelib.chat.relay import read_answer, relay_events, upstream_error, upstream_events
-from chalicelib.chat.request import ChatRequest, parse_chat_request
+from chalicelib.chat.request import ChatRequest, parse_request
 from chalicelib.chat.response import ChatResponse
 from chalicelib.errors import ApiError, NotFound, Unauthorized
 from chalicelib.settings import get_chat_settings
@@ -34,15 +36,16 @@ ROW_MARGIN_SECONDS = 3.0  # the usage row's retries wait 2.1 s at most (metering
 _LAST_SAVE_SECONDS = 0.5  # no retry of the row starts later than this before the invocation's end
 
 
-def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = None) -> ChatResponse:
-    """The answer to one chat request. `deadline`: when the invocation ends (a time.time(); Lambda's)."""
+def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = None,
+           operation: Operation = CHAT) -> ChatResponse:
+    """The answer to one request of `operation`. `deadline`: when the invocation ends (a time.time(); Lambda's)."""
     started_at = time.time()
     if deadline is None:
         deadline = started_at + get_chat_settings().deadline_seconds + ROW_MARGIN_SECONDS
     answer_by = deadline - ROW_MARGIN_SECONDS
     try:
         token = _bearer_token(headers)
-        request = parse_chat_request(body, get_chat_settings().max_body_bytes)
+        request = parse_request(body, get_chat_settings().max_body_bytes, operation)
         caller = access.admit(token, request.model, started_at)
     except ApiError as error:
         return error_response(error)
@@ -62,7 +65,8 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
     if get_chat_settings().mock_llm:
         return _mock_answer(request, meter, headers)
     targets = routing.targets_for(request.model)
-    target, reply = upstream.send(targets, request.upstream_body(), request.stream, now, deadline)
+    target, reply = upstream.send(targets, request.upstream_body(), request.stream, now, deadline,
+                                  path=request.operation.replica_path)
     meter.replica_id = target.replica_id
     if reply.status >= 400:
         raise upstream_error(reply)
@@ -75,16 +79,16 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
 
 def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) -> ChatResponse:
     """MOCK_LLM: a vLLM-shaped answer made here, after auth and rate limiting, still metered."""
-    from chalicelib.chat import mock_replies
+    from chalicelib.chat import mock_answers
 
     if not routing.model_exists(request.model):
         raise NotFound(f"The model `{request.model}` does not exist.", code="model_not_found", param="model")
     if request.stream:
-        events = sse.parse(mock_replies.stream_events(request.body | {"stream_options": {"include_usage": True}},
-                                                      model=request.model))
+        body = request.body | {"stream_options": {"include_usage": True}}
+        events = sse.parse(mock_answers.stream_events(request.operation, body, request.model))
         return ChatResponse(200, {**SSE_HEADERS, **headers}, relay_events(events, meter, request.client_wants_usage),
                             streamed=True)
-    answer = mock_replies.completion(request.body, model=request.model)
+    answer = mock_answers.answer(request.operation, request.body, request.model)
     meter.observe_answer(answer)
     meter.first_token()
     return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([json.dumps(answer).encode()]))

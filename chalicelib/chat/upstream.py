@@ -1,4 +1,4 @@
-"""Sending a chat request to a replica, with failover to the next one, and reading its answer in time.
+"""Sending a request to a replica, with failover to the next one, and reading its answer in time.
 
 A replica that refuses the connection, times out before answering or answers 5xx before the
 first byte is skipped and the next is tried; the caller sees an error only when none can serve.
@@ -30,10 +30,12 @@ from chalicelib.settings import get_chat_settings
 _pool = urllib3.PoolManager(num_pools=32, maxsize=16, retries=False, block=False)
 _HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
 _READ_SIZE = 64 * 1024
+CHAT_PATH = "/chat/completions"
 
 
-def send(targets: list[Target], body: bytes, stream: bool, now: float,
-         deadline: float | None = None) -> tuple[Target, urllib3.BaseHTTPResponse]:
+def send(targets: list[Target], body: bytes, stream: bool, now: float, deadline: float | None = None,
+         path: str = CHAT_PATH) -> tuple[Target, urllib3.BaseHTTPResponse]:
+    """The first replica that answers `body` POSTed to `path` under its endpoint, and its answer."""
     settings = get_chat_settings()
     headers = {**_HEADERS, "accept": "text/event-stream" if stream else "application/json"}
     timed_out = at_capacity = 0
@@ -48,7 +50,7 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float,
         timeout = urllib3.Timeout(connect=min(settings.connect_timeout, left),
                                   read=min(settings.first_byte_timeout, left))
         try:
-            response = _post(target, body, _with_key(headers, target), timeout)
+            response = _post(target.url(path), target, body, _with_key(headers, target), timeout)
         except ReadTimeoutError:
             timed_out += 1
             if _time_left(deadline) <= 0:
@@ -114,9 +116,10 @@ def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = Non
             discard(response)
 
 
-def _post(target: Target, body: bytes, headers: dict[str, str], timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
-    # A pinned replica gets pools of its own: urllib3 keys pools by their TLS options too.
-    url = parse_url(target.chat_url)
+def _post(address: str, target: Target, body: bytes, headers: dict[str, str],
+          timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
+    # A pinned replica gets pools of its own, whatever the path: urllib3 keys pools by their TLS options too.
+    url = parse_url(address)
     pool = _pool.connection_from_host(url.host, url.port, url.scheme,
                                       pool_kwargs=pool_options(target.tls_fingerprint))
     return pool.urlopen("POST", url.request_uri, body=body, headers=headers, timeout=timeout,

@@ -112,7 +112,7 @@ class ApiKey(Table):
 
 
 class Metric(Table):
-    """One row per chat request, with the original toolkit's columns first."""
+    """One row per relayed request (chat, completion, embeddings), with the original toolkit's columns first."""
 
     Meta = _meta("metric")
     id = NumberAttribute(hash_key=True)
@@ -134,6 +134,8 @@ class Metric(Table):
     status = NumberAttribute(null=True)
     streamed = BooleanAttribute(null=True)
     content_truncated = BooleanAttribute(null=True)  # input/choices cut to fit DynamoDB's item limit
+    # "chat.completions", "completions" or "embeddings" (chalicelib.chat.operations); older rows have none: chat
+    operation = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 
 

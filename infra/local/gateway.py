@@ -19,12 +19,12 @@ from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib import chunked
+from chalicelib.chat import operations
 from chalicelib.chat.service import handle as handle_chat
 from infra.local.servers import PromptHandler
 
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
 STAGE_PREFIX = "/api"
-CHAT_PATH = "/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
@@ -75,8 +75,9 @@ class _Handler(PromptHandler):
             return self._send(413, {"content-type": "application/json"}, too_large)
         body = self.rfile.read(length) if length else None
         headers = {name.lower(): value for name, value in self.headers.items()}
-        if self.command == "POST" and path.split("?")[0].rstrip("/") == CHAT_PATH:
-            return self._stream_chat(headers, body or b"")
+        operation = operations.OPERATIONS_BY_PATH.get(path.split("?")[0].rstrip("/"))
+        if self.command == "POST" and operation is not None:
+            return self._stream_chat(headers, body or b"", operation)
         gateway = self.server.pool.take()
         gateway.stage = STAGE_PREFIX.strip("/") if staged else None
         try:
@@ -97,9 +98,9 @@ class _Handler(PromptHandler):
         raise AttributeError(name)
 
 
-    def _stream_chat(self, headers: dict[str, str], body: bytes) -> None:
-        """The chat route bypasses Chalice, as in AWS: each chunk is written as it is produced."""
-        response = handle_chat(headers, body)
+    def _stream_chat(self, headers: dict[str, str], body: bytes, operation: operations.Operation) -> None:
+        """The data plane's routes bypass Chalice, as in AWS: each chunk is written as it is produced."""
+        response = handle_chat(headers, body, operation=operation)
         try:
             if not response.streamed:
                 return self._send(response.status, response.headers, b"".join(response.body))

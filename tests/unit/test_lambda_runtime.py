@@ -719,3 +719,36 @@ def test_bootstrap_execs_the_streaming_loop_for_an_invocation(runtime_api, tmp_p
     assert posted.prelude() == {"statusCode": 200, "headers": {"content-type": "text/plain", "x-fake": "yes"},
                                 "cookies": []}, stderr.decode()
     assert posted.payload() == b"echo: hello"
+
+
+# --- the three operations on one function ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/v1/completions", "completions"), ("/v1/embeddings", "embeddings"), ("/api/v1/embeddings", "embeddings"),
+])
+def test_completions_and_embeddings_reach_the_handler_with_their_operation(runtime_api, path, name):
+    seen = []
+
+    def handler(_headers: dict[str, str], _body: bytes, deadline: float | None = None,
+                operation: Any = None) -> ChatResponse:
+        seen.append(operation.name)
+        return ChatResponse(200, SSE, iter([b"ok"]))
+
+    runtime_api.invoke(function_url_event(b"{}", rawPath=path))
+    serve(runtime_api, handler)
+
+    assert seen == [name]
+    assert runtime_api.response().payload() == b"ok"
+
+
+def test_a_path_of_no_operation_is_an_openai_shaped_404(runtime_api):
+    runtime_api.invoke(function_url_event(b"{}", rawPath="/v1/moderations"))
+
+    serve(runtime_api, lambda headers, body, deadline=None, operation=None: pytest.fail("handler called"))
+
+    posted = runtime_api.response()
+    assert posted.prelude()["statusCode"] == 404
+    assert json.loads(posted.payload())["error"] == {
+        "message": "Unknown request URL: POST /v1/moderations.", "type": "invalid_request_error", "param": None,
+        "code": "unknown_url"}

@@ -61,7 +61,8 @@ def test_document_gives_each_route_the_key_it_needs(document):
 
     security = {(path, method.upper()): operation["security"]
                 for path, item in document["paths"].items() for method, operation in item.items()}
-    assert security.pop(("/v1/chat/completions", "POST")) == [{"userKey": []}]
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        assert security.pop((path, "POST")) == [{"userKey": []}], path
     assert security.pop(("/v1/openapi.json", "GET")) == []
     for path, method in USER_ROUTES:
         assert security.pop((path, method)) == [{"adminKey": []}, {"userKey": []}], (path, method)
@@ -272,6 +273,18 @@ def test_streamed_answer_is_described_event_by_event(document):
 
     assert EcmaValidator(event).is_valid({"event": "message", "data": "[DONE]"})
     assert not EcmaValidator(event).is_valid("data: [DONE]")
+
+
+def test_completion_stream_and_embeddings_answer_are_documented(document):
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    completion = paths["/v1/completions"]["post"]["responses"]["200"]["content"]
+    embeddings = paths["/v1/embeddings"]["post"]["responses"]["200"]["content"]
+
+    assert set(completion) == {"application/json", "text/event-stream"}
+    assert set(embeddings) == {"application/json"}
+    answer = schemas[embeddings["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert EcmaValidator({**answer, "$defs": {}}).is_valid({
+        "object": "list", "model": "m", "data": [{"index": 0, "object": "embedding", "embedding": "AACAPw=="}]})
 
 
 def test_replica_secrets_are_published_write_only(document):
