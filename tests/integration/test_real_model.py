@@ -178,3 +178,24 @@ def test_provisioned_vm_answers_with_the_real_model(real_stack, key):
     assert ready["vm_status"] == "SUCCESS", ready["error_message"]
     assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
     assert gone is None
+
+
+def test_real_model_completion_streamed_and_not_equals_the_replicas_own(real_stack, replica_url, key):
+    prompt = "The three primary colours are"
+    through = proxied(real_stack, key).completions.create(model=MODEL, prompt=prompt, **EXACT)
+    straight = direct(replica_url).completions.create(model=MODEL, prompt=prompt, **EXACT)
+    streamed = list(proxied(real_stack, key).completions.create(model=MODEL, prompt=prompt, stream=True, **EXACT))
+
+    assert through.choices[0].text == straight.choices[0].text and through.choices[0].text.strip()
+    assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == through.choices[0].text
+
+
+def test_real_model_embeds_a_string_and_a_list(real_stack, replica_url, key):
+    one = proxied(real_stack, key).embeddings.create(model=MODEL, input="red")
+    several = proxied(real_stack, key).embeddings.create(model=MODEL, input=["red", "green"])
+    straight = direct(replica_url).embeddings.create(model=MODEL, input="red")
+
+    assert len(one.data) == 1 and len(several.data) == 2
+    assert len(one.data[0].embedding) == len(straight.data[0].embedding) > 0
+    assert one.data[0].embedding == pytest.approx(straight.data[0].embedding, abs=1e-5)
+    assert one.usage.prompt_tokens > 0
