@@ -16,10 +16,18 @@ def test_admin_routes_answer_under_v1_and_under_the_stage_prefix(stack):
 
 
 def test_admin_routes_refuse_a_missing_key_with_json(stack):
-    reply = requests.get(stack.url("/v1/models"))
+    reply = requests.get(stack.url("/v1/tables"))
 
     assert reply.status_code == 401
     assert reply.json() == {"error": "Invalid Admin API key."}
+
+
+def test_model_listing_without_a_key_is_refused_in_openais_shape(stack):
+    # GET /v1/models also answers user keys (OpenAI's listing): a caller with no key gets OpenAI's 401.
+    reply = requests.get(stack.url("/v1/models"))
+
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_model_with_a_slash_round_trips_over_http(stack):
