@@ -13,9 +13,11 @@ script rather than go unrecorded.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -247,6 +249,91 @@ def chat() -> None:
         meter.replica_id = target.replica_id
         meter.write()
     assert Metric.count() == 1, "the usage row was not written"
+    chat_requests()
+
+
+WAKING_KEY = "hsk_recorded-waking-key"
+# A replica's answer to a chat completion, as vLLM gives it.
+REPLICA_ANSWER = {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "m/used",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class _ReplicaHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's dispatch name
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.dumps(REPLICA_ANSWER).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextmanager
+def _replica_server() -> Iterator[str]:
+    """A replica's model server on localhost (moto intercepts AWS calls only): its endpoint."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReplicaHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def chat_requests() -> None:
+    """Whole requests through both entry points of the chat plane: the Chat function's handler and, as
+    `chalice deploy` serves it, the API handler's buffered route (its calls are the chat plane's; the
+    tests hold the API handler's policy file to them through CHALICE_DEPLOY_CALLS). Each entry point asks
+    a model whose only replica hibernates to wake (503 model_waking), waits for it a moment, and is served
+    by a replica that may hibernate (its minute of use is marked after the answer)."""
+    from chalice.test import Client
+
+    from app import app, chat
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.api_keys import hash_key
+    from chalicelib.store.tables import ApiKey, LlmModel, Replica
+
+    ApiKey(hash_key(WAKING_KEY), id=2, user_id="carol", key_prefix="hsk_", last4="8888", allowed_rpm=60,
+           created_at=0).save()
+
+    def function_url(body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        path = "/v1/chat/completions"
+        result = chat({"version": "2.0", "rawPath": path, "headers": headers, "body": body.decode(),
+                       "requestContext": {"http": {"method": "POST", "path": path}}, "isBase64Encoded": False}, None)
+        return result["statusCode"], json.loads(result["body"])
+
+    with _replica_server() as endpoint, Client(app) as client:
+        def buffered_route(body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+            response = client.http.post("/v1/chat/completions", body=body, headers=headers)
+            return response.status_code, json.loads(response.body)
+
+        for replica_id, send in ((2, function_url), (4, buffered_route)):
+            asleep, used = f"m/asleep-{replica_id}", f"m/used-{replica_id}"
+            LlmModel(asleep, id=replica_id, created_at=0).save()
+            LlmModel(used, id=replica_id + 1, created_at=0).save()
+            Replica(replica_id, model_id=replica_id, vm_status=statuses.HIBERNATED, vm_id=replica_id,
+                    hibernated_at=0, created_at=0).save()
+            Replica(replica_id + 1, model_id=replica_id + 1, vm_status=statuses.SUCCESS, endpoint=endpoint,
+                    serving_since=0, hibernate_after_seconds=300, created_at=0).save()
+            headers = {"authorization": f"Bearer {WAKING_KEY}", "content-type": "application/json"}
+            with RECORDER.recording("Chat"):
+                for model, extra, expected in ((asleep, {}, 503), (asleep, {"x-wait-for-model": "0.01"}, 503),
+                                               (used, {}, 200)):
+                    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hi"}]}).encode()
+                    status, answer = send(body, {**headers, **extra})
+                    assert status == expected, (model, status, answer)
+                    if status == 503:
+                        assert answer["error"]["code"] == "model_waking", answer
+            assert Replica.get(replica_id).wake_requested_at is not None, "no wake was asked"
+            assert Replica.get(replica_id + 1).last_used_minute is not None, "the use was not marked"
+    started = [c for c in RECORDER.calls["Chat"] if c["action"] == "states:StartExecution"]
+    assert [c["resource"] for c in started] == [WAKE_STATE_MACHINE_ARN] * 2, started
 
 
 # --- the provisioning workflow's tasks (Provision) ---------------------------------------------------

@@ -86,7 +86,8 @@ PROVISION_READ_ACTIONS = {"dynamodb:GetItem", "dynamodb:Query"}
 PROVISION_EXECUTION_ACTIONS = {"states:DescribeExecution", "states:StopExecution"}
 # The chat role's whole allow-list, (action, table or index): the per-minute counts of keys and replicas
 # (an update, and the consistent read that explains a refused one), the model and its serving replicas,
-# the usage row and the block of ids it takes its id from. Lambda's own log writes come on top.
+# a replica's minute of use and a hibernating one's wake ask (updates too), the usage row and the block of
+# ids it takes its id from. Lambda's own log writes, and starting a wake (EXECUTION_STARTERS), come on top.
 CHAT_GRANTS = {
     ("dynamodb:UpdateItem", "api_key"),
     ("dynamodb:GetItem", "api_key"),
@@ -98,12 +99,15 @@ CHAT_GRANTS = {
     ("dynamodb:UpdateItem", "bookkeeping"),
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-# The attributes the chat role may name in an UpdateItem: the item's key, the per-minute count, and what
-# the count's condition reads (IAM's dynamodb:Attributes holds condition attributes as well as updated ones).
+# The attributes each of the chat role's UpdateItem statements lets a request name, (table, attributes): the
+# item's key, what it writes and what its condition reads (IAM's dynamodb:Attributes holds condition attributes
+# as well as updated ones). A replica has two: its per-minute count, and (chalicelib/store/replica_use.py,
+# wake_requests.py) its minute of use and a wake's ask, whose condition reads hibernated_at, never vm_status.
 CHAT_UPDATE_ATTRIBUTES = {
-    "api_key": {"key_hash", "rl_window", "rl_count", "enabled", "expires_at", "models", "allowed_rpm"},
-    "replicas": {"id", "rl_window", "rl_count", "rate_limit"},
-    "bookkeeping": {"pk", "value"},
+    ("api_key", frozenset({"key_hash", "rl_window", "rl_count", "enabled", "expires_at", "models", "allowed_rpm"})),
+    ("replicas", frozenset({"id", "rl_window", "rl_count", "rate_limit"})),
+    ("replicas", frozenset({"id", "last_used_minute", "wake_requested_at", "hibernated_at"})),
+    ("bookkeeping", frozenset({"pk", "value"})),
 }
 UNUSED_ACTIONS = {"dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
 # The one scan: deleting a model reads its replicas with a consistent scan of the replicas table (the
@@ -119,7 +123,8 @@ VARIABLE_READERS = {
     "PROVISION_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start, for create_vm and teardowns",
     "HIBERNATE_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the admin)",
     "WAKE_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start_wake (the idle check, the admin, "
-                               "mark_hibernated)"),
+                               "mark_hibernated); chalicelib/chat/waking.py: a request's wake, via "
+                               "settings.get_chat_settings"),
     "MOCK_LLM": "chalicelib/chat/service.py: through settings.get_chat_settings",
     "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
     "HYPERSTACK_API_KEY_PARAMETER": ("chalicelib/provisioning/step_helpers.py: configured_hyperstack, "
@@ -131,7 +136,7 @@ EVERY_FUNCTION_VARIABLES = {"STAGE", "TABLE_PREFIX", "LOG_LEVEL"}
 FUNCTION_VARIABLES = {
     API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
                                              "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
-    CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER"},
+    CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER", "WAKE_STATE_MACHINE_ARN"},
     PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN"},
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
     IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
@@ -145,9 +150,11 @@ FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PRO
 CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision", RECONCILE: "reconcile",
                      IDLE_CHECK: "idle_check"}
 # Which workflows each role may start (states:StartExecution), and nothing else may: the admin all three,
-# provision the wake a request asked for mid-hibernation, the idle check hibernations and stalled wakes.
+# chat the wake of a model whose replicas all hibernate, provision the wake a request asked for
+# mid-hibernation, the idle check hibernations and stalled wakes.
 EXECUTION_STARTERS = {
     API_HANDLER_ROLE: {STATE_MACHINE, HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
+    CHAT_ROLE: {WAKE_STATE_MACHINE},
     PROVISION_ROLE: {WAKE_STATE_MACHINE},
     IDLE_CHECK_ROLE: {HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
 }
@@ -715,14 +722,17 @@ def test_chat_role_allows_exactly_the_item_calls_of_the_chat_plane_and_its_logs(
                for action in _actions(s) for resource in _as_list(s["Resource"])}
     assert granted == CHAT_GRANTS
     others = {action for s in statements if not _grants_dynamodb(s) for action in _actions(s)}
-    assert others == LOG_ACTIONS, "no SSM parameter, no state machine, no other service"
+    assert others == LOG_ACTIONS | {"states:StartExecution"}, "no SSM parameter, no other service; a wake's start"
 
 
-def test_chat_role_updates_keys_and_replicas_only_through_their_rate_limit_attributes(template: dict[str, Any]) -> None:
+def test_chat_role_updates_keys_and_replicas_only_through_the_attributes_its_writes_name(
+    template: dict[str, Any],
+) -> None:
     statements = _role_statements(template, CHAT_ROLE)
-    updates = {_table_or_index(s["Resource"], template): s for s in statements if "dynamodb:UpdateItem" in _actions(s)}
-    assert {table: set(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
-            for table, s in updates.items()} == CHAT_UPDATE_ATTRIBUTES
+    updates = [s for s in statements if "dynamodb:UpdateItem" in _actions(s)]
+    declared = {(_table_or_index(s["Resource"], template),
+                 frozenset(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])) for s in updates}
+    assert len(updates) == len(declared) and declared == CHAT_UPDATE_ATTRIBUTES
 
     def allowed(call: dict[str, Any]) -> bool:
         return not _denied_calls(statements, [call], lambda r: _template_arn(r, template))
@@ -731,8 +741,29 @@ def test_chat_role_updates_keys_and_replicas_only_through_their_rate_limit_attri
     for forged in ("id", "user_id", "listing"):  # what would turn an update into a usable key
         assert not allowed(_chat_call("dynamodb:UpdateItem", "api_key", "key_hash", "enabled", forged)), forged
     assert allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", "rl_window", "rl_count"))
-    for redirect in ("endpoint", "vm_status", "model_id"):
-        assert not allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", redirect)), redirect
+    assert allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", "last_used_minute"))
+    assert allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", "wake_requested_at", "hibernated_at"))
+    for redirect in ("endpoint", "vm_status", "model_id", "vm_id", "hibernate_after_seconds"):
+        for write in (("rl_window", "rl_count"), ("last_used_minute",), ("wake_requested_at", "hibernated_at")):
+            call = _chat_call("dynamodb:UpdateItem", "replicas", "id", *write, redirect)
+            assert not allowed(call), (write, redirect)
+    # Each statement holds its own set: no one request both counts and asks for a wake.
+    assert not allowed(_chat_call("dynamodb:UpdateItem", "replicas", "id", "rl_count", "wake_requested_at"))
+
+
+def test_chat_function_may_start_executions_of_the_wake_workflow_only(template: dict[str, Any]) -> None:
+    variables = _chat_function(template)["Properties"]["Environment"]["Variables"]
+    assert variables["WAKE_STATE_MACHINE_ARN"] == {"Ref": WAKE_STATE_MACHINE}
+    statements = _role_statements(template, CHAT_ROLE)
+
+    def allowed(logical_id: str) -> bool:
+        start = {"action": "states:StartExecution", "resource": _resource_arn(logical_id, template), "context": {}}
+        return not _denied_calls(statements, [start], lambda r: _template_arn(r, template))
+
+    assert {machine: allowed(machine) for machine in WORKFLOWS} == {
+        machine: machine == WAKE_STATE_MACHINE for machine in WORKFLOWS}
+    states = {a for s in statements for a in _actions(s) if a.startswith("states:")}
+    assert states == {"states:StartExecution"}, "it neither reads, stops nor lists executions"
 
 
 def test_chat_role_may_only_advance_the_metric_id_counter(template: dict[str, Any]) -> None:
@@ -746,19 +777,26 @@ def test_chat_role_may_only_advance_the_metric_id_counter(template: dict[str, An
         assert not allowed(_chat_call("dynamodb:UpdateItem", "bookkeeping", "pk", "value", leading_key=other)), other
 
 
-def test_chat_role_cannot_mint_keys_delete_rows_scan_or_read_a_secret(template: dict[str, Any]) -> None:
+def test_chat_role_cannot_mint_keys_delete_rows_scan_read_a_secret_or_set_a_replicas_status(
+    template: dict[str, Any],
+) -> None:
     statements = _role_statements(template, CHAT_ROLE)
     admin_key = f"arn:aws:ssm:{RECORDED_REGION}:{RECORDED_ACCOUNT}:parameter/hyperstack-llm-proxy/{STAGE}/admin-api-key"
     forbidden = [
         _chat_call("dynamodb:PutItem", "api_key", "key_hash", "id", "user_id", "allowed_rpm", "enabled"),
         _chat_call("dynamodb:PutItem", "replicas", "id", "model_id", "endpoint", "vm_status"),
         _chat_call("dynamodb:PutItem", "llm_models", "name", "id"),
+        # vm_status, named by an update or by its condition: never, not even beside the wake's ask.
+        _chat_call("dynamodb:UpdateItem", "replicas", "id", "vm_status"),
+        _chat_call("dynamodb:UpdateItem", "replicas", "id", "wake_requested_at", "vm_status"),
+        _chat_call("dynamodb:UpdateItem", "replicas", "id", "hibernated_at", "vm_status"),
         *[_chat_call(action, table) for table in ("api_key", "metric", "llm_models", "replicas", "bookkeeping")
           for action in ("dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:BatchWriteItem")],
         _chat_call("dynamodb:Query", "api_key/index/listing"),
         _chat_call("dynamodb:GetItem", "replica_security_rules"),
         {"action": "ssm:GetParameter", "resource": admin_key, "context": {}},
-        {"action": "states:StartExecution", "resource": _resource_arn(STATE_MACHINE, template), "context": {}},
+        *[{"action": "states:StartExecution", "resource": _resource_arn(machine, template), "context": {}}
+          for machine in (STATE_MACHINE, HIBERNATE_STATE_MACHINE)],
     ]
     denied = _denied_calls(statements, forbidden, lambda r: _template_arn(r, template))
     assert [call for call in forbidden if call not in denied] == []
