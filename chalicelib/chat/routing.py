@@ -5,6 +5,11 @@ replica changes show up within REPLICA_CACHE_SECONDS). Requests are spread by ro
 starting replica; replicas that failed recently go to the back of the line. A replica with a
 `rate_limit` (requests per minute it accepts) is reserved with a conditional write on its item,
 as exact as the per-key limit; replicas without one cost no write.
+
+A model whose replicas all hibernate has none to serve: the request wakes one (chalicelib.chat.waking)
+and is answered 503 `model_waking`. A replica that may hibernate has its minute of use recorded after
+the request, at most once a minute per function instance, and not at all when the cached row already
+shows this minute (another instance wrote it): the idle check reads it.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from chalicelib.chat import waking
+from chalicelib.chat.waking import Dormant
 from chalicelib.errors import NotFound, ServiceUnavailable
-from chalicelib.replica_statuses import SUCCESS
+from chalicelib.idle_rule import used_minute
+from chalicelib.replica_statuses import DORMANT, SUCCESS
 from chalicelib.settings import get_chat_settings
 from chalicelib.store.minute_counter import count_request
+from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import LlmModel, Replica
 
 FAILURE_COOLDOWN_SECONDS = 10.0
@@ -33,6 +42,8 @@ class Target:
     rate_limit: int | None
     api_key: str | None = field(default=None, repr=False)  # the replica's bearer: kept out of reprs and logs
     tls_fingerprint: str | None = None  # a provisioned replica's certificate pin (chalicelib.pinned_tls)
+    hibernate_after_seconds: int | None = None  # set: its use is recorded for the idle check
+    last_used_minute: int | None = None  # as last read
 
     def url(self, path: str) -> str:
         """The replica's URL for an operation's path under its endpoint (`/chat/completions`, `/embeddings`)."""
@@ -44,10 +55,12 @@ class _CachedModel:
     fetched_at: float
     exists: bool
     targets: tuple[Target, ...]
+    dormant: tuple[Dormant, ...] = ()
 
 
 _cache: dict[str, _CachedModel] = {}
 _failed_at: dict[int, float] = {}
+_used_minute: dict[int, int] = {}  # replica id -> the minute this instance last recorded
 _rotation = itertools.count()
 _lock = threading.Lock()
 
@@ -56,11 +69,16 @@ def model_exists(model: str) -> bool:
     return _lookup(model).exists
 
 
-def targets_for(model: str) -> list[Target]:
-    """The model's serving replicas, in the order to try them."""
-    entry = _lookup(model)
+def targets_for(model: str, fresh: bool = False) -> list[Target]:
+    """The model's serving replicas, in the order to try them (`fresh`: read now, not from the cache).
+
+    None serving but some hibernating: one is woken, and ModelWaking (a 503) is raised.
+    """
+    entry = _lookup(model, fresh)
     if not entry.exists:
         raise NotFound(f"The model `{model}` does not exist.", code="model_not_found", param="model")
+    if not entry.targets and entry.dormant:
+        raise _wake(model, entry)
     if not entry.targets:
         raise ServiceUnavailable(f"The model `{model}` has no replica ready to serve.", code="no_replica_ready")
     start = next(_rotation) % len(entry.targets)
@@ -85,9 +103,29 @@ def reserve(target: Target, now: float) -> bool:
     return counted
 
 
-def _lookup(model: str) -> _CachedModel:
+def note_use(target: Target, now: float) -> None:
+    """Record the replica's minute of use if it may hibernate (after the request: nothing is added before)."""
+    minute = used_minute(now)
+    known = (target.last_used_minute, _used_minute.get(target.replica_id))
+    if target.hibernate_after_seconds is None or minute in known:
+        return
+    _used_minute[target.replica_id] = minute
+    mark_used(target.replica_id, minute)
+
+
+def _wake(model: str, entry: _CachedModel) -> waking.ModelWaking:
+    answer = waking.wake(model, list(entry.dormant), time.time())
+    # The cached rows now know a wake is on its way: the next requests of this instance ask for none.
+    asked = tuple(Dormant(d.replica_id, d.status, d.wake_seconds, d.wake_started_at, True) for d in entry.dormant)
+    with _lock:
+        if _cache.get(model) is entry:
+            _cache[model] = _CachedModel(entry.fetched_at, entry.exists, entry.targets, asked)
+    return answer
+
+
+def _lookup(model: str, fresh: bool = False) -> _CachedModel:
     entry = _cache.get(model)
-    if entry is None or time.monotonic() - entry.fetched_at > get_chat_settings().replica_cache_seconds:
+    if fresh or entry is None or time.monotonic() - entry.fetched_at > get_chat_settings().replica_cache_seconds:
         entry = _fetch(model)
         with _lock:
             _cache.pop(model, None)
@@ -103,10 +141,21 @@ def _fetch(model: str) -> _CachedModel:
         found = LlmModel.get(model)
     except LlmModel.DoesNotExist:
         return _CachedModel(fetched_at, False, ())
-    serving = tuple(
-        Target(int(replica.id), replica.endpoint, int(replica.rate_limit) if replica.rate_limit else None,
-               replica.api_key, replica.tls_fingerprint)
-        for replica in Replica.by_model.query(found.id)
-        if replica.vm_status == SUCCESS and replica.endpoint
+    replicas = list(Replica.by_model.query(found.id))
+    serving = tuple(_target(replica) for replica in replicas if replica.vm_status == SUCCESS and replica.endpoint)
+    dormant = tuple(
+        Dormant(int(replica.id), replica.vm_status, _int(replica.wake_seconds), _int(replica.wake_started_at),
+                replica.wake_requested_at is not None)
+        for replica in replicas if replica.vm_status in DORMANT
     )
-    return _CachedModel(fetched_at, True, serving)
+    return _CachedModel(fetched_at, True, serving, dormant)
+
+
+def _target(replica: Replica) -> Target:
+    return Target(int(replica.id), replica.endpoint, _int(replica.rate_limit) or None, replica.api_key,
+                  replica.tls_fingerprint, _int(replica.hibernate_after_seconds) or None,
+                  _int(replica.last_used_minute))
+
+
+def _int(value: float | None) -> int | None:
+    return int(value) if value is not None else None

@@ -9,6 +9,10 @@ Every request has a deadline. Lambda kills the function at the invocation's dead
 after it, so the answer must end ROW_MARGIN_SECONDS before: time to send the error event, close the
 upstream request and write the usage row (with its retries). Without a Lambda deadline (locally) the
 answer has CHAT_DEADLINE_SECONDS.
+
+A model whose replicas all hibernate is woken by the request, answered 503 `model_waking` at once, or,
+when the caller sends `X-Wait-For-Model: <seconds>`, once a replica serves: a stream then starts at once
+and sends SSE comments while it waits, so that no intermediary gives up on it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import time
 from collections.abc import Iterator, Mapping
 
 from chalicelib.bearer import bearer_token
-from chalicelib.chat import access, routing, sse, upstream
+from chalicelib.chat import access, routing, sse, upstream, waking
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
-from chalicelib.chat.openai_errors import error_response
+from chalicelib.chat.openai_errors import error_response, sse_error_event
 from chalicelib.chat.operations import CHAT, Operation
 from chalicelib.chat.relay import read_answer, relay_events, upstream_error, upstream_events
 from chalicelib.chat.request import ChatRequest, parse_request
 from chalicelib.chat.response import ChatResponse
+from chalicelib.chat.routing import Target
+from chalicelib.chat.waking import ModelWaking
 from chalicelib.errors import ApiError, NotFound, Unauthorized
 from chalicelib.settings import get_chat_settings
 
@@ -34,6 +40,8 @@ SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-contro
 JSON_HEADERS = {"content-type": "application/json"}
 ROW_MARGIN_SECONDS = 3.0  # the usage row's retries wait 2.1 s at most (metering.RETRY_DELAYS)
 _LAST_SAVE_SECONDS = 0.5  # no retry of the row starts later than this before the invocation's end
+WAIT_POLL_SECONDS = 1.0  # a waiting request reads the model's replicas this often while it wakes
+WAITING_COMMENT = b": waiting for the model to wake\n\n"
 
 
 def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = None,
@@ -46,28 +54,53 @@ def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = Non
     try:
         token = _bearer_token(headers)
         request = parse_request(body, get_chat_settings().max_body_bytes, operation)
+        wait = waking.wait_seconds(headers, answer_by)
         caller = access.admit(token, request.model, started_at)
     except ApiError as error:
         return error_response(error)
     meter = Meter(caller, request, started_at, deadline=deadline - _LAST_SAVE_SECONDS)
+    used: list[Target] = []
     try:
-        response = _answer(request, caller, meter, started_at, answer_by)
+        response = _answer(request, caller, meter, started_at, answer_by, wait, used)
     except ApiError as error:
         meter.status = error.status
         response = error_response(error, caller.rate_limit_headers())
     response.body = _Metered(response.body, meter)
-    response.on_close = meter.write
+    response.on_close = lambda: _after(meter, used)
     return response
 
 
-def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, deadline: float) -> ChatResponse:
+def _after(meter: Meter, used: list[Target]) -> None:
+    meter.write()
+    for target in used:  # after the answer: the replica's minute of use, for the idle check
+        routing.note_use(target, time.time())
+
+
+def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, deadline: float, wait: float,
+            used: list[Target]) -> ChatResponse:
     headers = caller.rate_limit_headers()
     if get_chat_settings().mock_llm:
         return _mock_answer(request, meter, headers)
-    targets = routing.targets_for(request.model)
-    target, reply = upstream.send(targets, request.upstream_body(), request.stream, now, deadline,
+    try:
+        targets = routing.targets_for(request.model)
+    except ModelWaking as asleep:
+        if not wait:
+            raise
+        if request.stream:
+            events = _once_awake(request, meter, now + wait, deadline, used, asked=asleep)
+            return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
+        targets = _wait_for_targets(request.model, now + wait) or []
+        if not targets:
+            raise
+    return _relay(request, targets, meter, deadline, headers, used)
+
+
+def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: float, headers: dict[str, str],
+           used: list[Target]) -> ChatResponse:
+    target, reply = upstream.send(targets, request.upstream_body(), request.stream, time.time(), deadline,
                                   path=request.operation.replica_path)
     meter.replica_id = target.replica_id
+    used.append(target)
     if reply.status >= 400:
         raise upstream_error(reply)
     if request.stream:
@@ -75,6 +108,45 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
         return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
     answer = read_answer(reply, meter, deadline, get_chat_settings().max_answer_bytes)
     return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([answer]))
+
+
+def _wait_for_targets(model: str, until: float) -> list[Target] | None:
+    """The model's targets once a replica serves, read afresh each WAIT_POLL_SECONDS; None at `until`."""
+    for targets in _polled(model, until):
+        if targets:
+            return targets
+    return None
+
+
+def _polled(model: str, until: float) -> Iterator[list[Target]]:
+    """The model's targets ([] while it wakes), read afresh each WAIT_POLL_SECONDS, until `until`."""
+    while True:
+        try:
+            yield routing.targets_for(model, fresh=True)
+            return
+        except ModelWaking:
+            left = until - time.time()
+            if left <= 0:
+                return
+            yield []
+            time.sleep(min(WAIT_POLL_SECONDS, left))
+
+
+def _once_awake(request: ChatRequest, meter: Meter, until: float, deadline: float, used: list[Target],
+                asked: ModelWaking) -> Iterator[bytes]:
+    """A stream for a caller who waits: comments while the model wakes, then the answer (or an error event)."""
+    targets: list[Target] = []
+    try:
+        for targets in _polled(request.model, until):
+            if targets:
+                break
+            yield WAITING_COMMENT
+        if not targets:
+            raise asked
+        yield from _relay(request, targets, meter, deadline, {}, used).body
+    except ApiError as error:
+        meter.status = error.status
+        yield sse_error_event(error)
 
 
 def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) -> ChatResponse:

@@ -69,9 +69,13 @@ def _ask(replica: Dormant, now: float) -> None:
     if not arn:
         logger.warning("wake asked but no wake workflow is configured", extra={"replica_id": replica.replica_id})
         return
-    # Should this start fail, the idle check starts the wake asked for (its name is the same).
-    step_functions.start_once(arn, step_functions.wake_execution_name(replica.replica_id, asked_at),
-                              {"action": "waking", "replica_id": replica.replica_id})
+    try:
+        step_functions.start_once(arn, step_functions.wake_execution_name(replica.replica_id, asked_at),
+                                  {"action": "waking", "replica_id": replica.replica_id})
+    except Exception:  # noqa: BLE001 - the caller is answered model_waking regardless
+        # The ask is recorded: the idle check starts its wake (under the same name) within a minute or so.
+        logger.exception("wake asked but its workflow did not start", extra={"replica_id": replica.replica_id})
+        return
     logger.info("model wake started", extra={"replica_id": replica.replica_id})
 
 

@@ -20,7 +20,9 @@ from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib import chunked
 from chalicelib.chat import operations
+from chalicelib.chat.openai_errors import internal_error_response
 from chalicelib.chat.service import handle as handle_chat
+from chalicelib.observability import logger
 from infra.local.servers import PromptHandler
 
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"
@@ -100,7 +102,11 @@ class _Handler(PromptHandler):
 
     def _stream_chat(self, headers: dict[str, str], body: bytes, operation: operations.Operation) -> None:
         """The data plane's routes bypass Chalice, as in AWS: each chunk is written as it is produced."""
-        response = handle_chat(headers, body, operation=operation)
+        try:
+            response = handle_chat(headers, body, operation=operation)
+        except Exception:  # noqa: BLE001 - as the Lambda runtime loop answers: a 500 the client can parse
+            logger.exception("chat handler failed before the first byte")
+            response = internal_error_response()
         try:
             if not response.streamed:
                 return self._send(response.status, response.headers, b"".join(response.body))

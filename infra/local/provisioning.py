@@ -25,6 +25,7 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
     `real_replica` (host, port): a running server that every fake VM answers with instead of a mock.
     """
     from chalicelib.provisioning.tasks import handle
+    from chalicelib.settings import get_chat_settings, get_provision_settings, get_settings
     from infra.local.workflows import setup_local_workflows
 
     lines = []
@@ -39,6 +40,10 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
     else:
         lines.append(f"Hyperstack: {os.environ.get('HYPERSTACK_API_URL') or 'the SDK default host'} (real VMs!)")
     os.environ.update(setup_local_workflows(emulator_url, handle))
+    # The settings may have been read already (modules read them on import): read them again with the ARNs.
+    get_settings.cache_clear()
+    get_chat_settings.cache_clear()
+    get_provision_settings.cache_clear()
     lines.append("Workflows: infra/{provisioning,hibernate,wake}.asl.json under the embedded Step Functions")
     lines.append(_start_reconciler())
     lines.append(_start_idle_check())

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
 import pytest
 
 from tests.integration.provisioned import create_vm_replica, delete_replica, wait_for
@@ -39,7 +42,7 @@ def test_admin_wake_brings_the_replica_back_serving(provisioning_stack, cloud, m
     assert (reply.status_code, again.status_code) == (202, 409)
     assert awake["vm_status"] == "SUCCESS", awake["error_message"]
     assert awake["wake_seconds"] >= 1 and answer.choices[0].message.content
-    assert cloud.hyperstack.restore_calls == [hibernated["vm_id"]]
+    assert [vm for vm in cloud.hyperstack.restore_calls if vm == hibernated["vm_id"]] == [hibernated["vm_id"]]
 
 
 def test_failed_wake_fails_the_replica_and_leaves_no_vm(provisioning_stack, cloud, hibernated):
@@ -91,3 +94,60 @@ def wait_for_row(stack, replica_id: int, condition, timeout: float = 30) -> dict
             return row
         time.sleep(0.2)
     raise AssertionError(f"replica {replica_id} never met the condition")
+
+
+# Wake on demand: chat requests for a model whose replicas all hibernate
+
+
+def test_request_for_a_hibernated_model_is_answered_model_waking_and_wakes_it(provisioning_stack, cloud,
+                                                                             model_name, hibernated):
+    client = provisioning_stack.client(provisioning_stack.new_key()["api_key"]).with_options(max_retries=0)
+
+    with pytest.raises(openai.APIStatusError) as waking:
+        client.chat.completions.create(model=model_name, messages=MESSAGES)
+    awake = wait_for(provisioning_stack, hibernated["id"], {"SUCCESS", "FAILED"})
+    answer = client.chat.completions.create(model=model_name, messages=MESSAGES)
+
+    assert waking.value.status_code == 503 and waking.value.body["code"] == "model_waking"
+    assert int(waking.value.response.headers["retry-after"]) >= 1
+    assert awake["vm_status"] == "SUCCESS" and answer.choices[0].message.content
+
+
+def test_ten_racing_requests_start_one_restore(provisioning_stack, cloud, model_name, hibernated):
+    client = provisioning_stack.client(provisioning_stack.new_key(allowed_rpm=100)["api_key"]).with_options(
+        max_retries=0)
+
+    def ask() -> int:
+        try:
+            client.chat.completions.create(model=model_name, messages=MESSAGES)
+            return 200
+        except openai.APIStatusError as refused:
+            return refused.status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda _: ask(), range(10)))
+    wait_for(provisioning_stack, hibernated["id"], {"SUCCESS", "FAILED"})
+
+    assert statuses == [503] * 10
+    assert [vm for vm in cloud.hyperstack.restore_calls if vm == hibernated["vm_id"]] == [hibernated["vm_id"]]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_caller_who_waits_for_the_model_gets_a_normal_answer(provisioning_stack, model_name, hibernated, stream):
+    client = provisioning_stack.client(provisioning_stack.new_key()["api_key"]).with_options(max_retries=0)
+
+    reply = client.chat.completions.create(model=model_name, messages=MESSAGES, stream=stream,
+                                           extra_headers={"X-Wait-For-Model": "60"})
+
+    text = ("".join(chunk.choices[0].delta.content or "" for chunk in reply if chunk.choices) if stream
+            else reply.choices[0].message.content)
+    assert text
+    assert wait_for(provisioning_stack, hibernated["id"], {"SUCCESS"})["vm_status"] == "SUCCESS"
+
+
+def test_a_wait_header_that_is_not_seconds_is_a_400(provisioning_stack, model_name, hibernated):
+    client = provisioning_stack.client(provisioning_stack.new_key()["api_key"]).with_options(max_retries=0)
+
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=model_name, messages=MESSAGES,
+                                       extra_headers={"X-Wait-For-Model": "soon"})
