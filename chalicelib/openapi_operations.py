@@ -67,8 +67,16 @@ _RELAYED_ERRORS = {
     "413": _openai_error("The body is too large."),
     "429": _openai_error("The key is over its requests per minute."),
     "502": _openai_error("The replica failed."),
-    "503": _openai_error("No replica is ready, or all are at their rate limit."),
+    "503": _openai_error("No replica is ready, or all are at their rate limit, or the model is waking from "
+                         "hibernation (`model_waking`, with Retry-After)."),
     "504": _openai_error("The replica did not answer in time."),
+}
+# A caller who would rather wait for a hibernating model than be told to retry.
+_WAIT_FOR_MODEL = {
+    "name": "X-Wait-For-Model", "in": "header", "required": False,
+    "description": ("Seconds to wait for a model that is waking from hibernation (capped by the request's time): "
+                    "the answer comes once a replica serves; a stream sends SSE comments meanwhile."),
+    "schema": {"type": "string", "pattern": r"^[0-9]{1,6}(\.[0-9]{1,3})?$"},
 }
 _MODEL_ID = "$response.body#/id"
 _REPLICA_ID = "$response.body#/replica_id"
@@ -212,7 +220,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       **_ADMIN_ONLY},
     },
     ("/v1/chat/completions", "POST"): {
-        "operationId": "createChatCompletion", "tags": ["chat"], "security": USER,
+        "operationId": "createChatCompletion", "tags": ["chat"], "security": USER, "parameters": [_WAIT_FOR_MODEL],
         "summary": "OpenAI's chat completion, relayed to a replica of the model; streamed when `stream` is true.",
         "requestBody": _body("CreateChatCompletionRequest"),
         "responses": {
@@ -223,7 +231,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/v1/completions", "POST"): {
-        "operationId": "createCompletion", "tags": ["chat"], "security": USER,
+        "operationId": "createCompletion", "tags": ["chat"], "security": USER, "parameters": [_WAIT_FOR_MODEL],
         "summary": "OpenAI's (legacy) text completion, relayed to a replica of the model; streamed when `stream` "
                    "is true.",
         "requestBody": _body("CreateCompletionRequest"),
@@ -235,7 +243,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/v1/embeddings", "POST"): {
-        "operationId": "createEmbedding", "tags": ["chat"], "security": USER,
+        "operationId": "createEmbedding", "tags": ["chat"], "security": USER, "parameters": [_WAIT_FOR_MODEL],
         "summary": "OpenAI's embeddings of the input, relayed to a replica of the model.",
         "requestBody": _body("CreateEmbeddingRequest"),
         "responses": {"200": _answer("The embeddings, one per input.", ref("EmbeddingList")), **_RELAYED_ERRORS},
