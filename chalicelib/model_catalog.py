@@ -18,7 +18,7 @@ from typing import Any
 from chalicelib.errors import NotFound, Unauthorized
 from chalicelib.key_hashing import hash_key
 from chalicelib.llm_models import name_from_path
-from chalicelib.replica_statuses import SUCCESS
+from chalicelib.replica_statuses import takes_requests
 from chalicelib.store.tables import ApiKey, LlmModel, Replica
 
 # OpenAI's `owned_by`: the organisation that serves the model to this key, whoever trained it.
@@ -74,8 +74,7 @@ def retrieve(key: UserKey, name_in_path: str) -> dict[str, Any]:
 
 
 def is_serving(replica: Replica) -> bool:
-    """The chat route's rule (`chat.routing`): a replica takes requests once SUCCESS with an endpoint."""
-    return replica.vm_status == SUCCESS and bool(replica.endpoint)
+    return takes_requests(replica.vm_status, replica.endpoint)
 
 
 def describe(model: LlmModel) -> dict[str, Any]:

@@ -16,3 +16,8 @@ IN_PROGRESS = (PENDING, CREATING_VM, BOOTING)
 HOLDING_VM = (SUCCESS, HIBERNATING, HIBERNATED, WAKING)
 # A model whose replicas are all dormant is woken by its first request.
 DORMANT = (HIBERNATING, HIBERNATED, WAKING)
+
+
+def takes_requests(vm_status: str | None, endpoint: str | None) -> bool:
+    """A replica is sent requests once SUCCESS with an endpoint: the chat route's rule, and the model list's."""
+    return vm_status == SUCCESS and bool(endpoint)

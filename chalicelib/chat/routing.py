@@ -23,7 +23,7 @@ from chalicelib.chat import waking
 from chalicelib.chat.waking import Dormant
 from chalicelib.errors import NotFound, ServiceUnavailable
 from chalicelib.idle_rule import used_minute
-from chalicelib.replica_statuses import DORMANT, SUCCESS
+from chalicelib.replica_statuses import DORMANT, takes_requests
 from chalicelib.settings import get_chat_settings
 from chalicelib.store.minute_counter import count_request
 from chalicelib.store.replica_use import mark_used
@@ -142,7 +142,7 @@ def _fetch(model: str) -> _CachedModel:
     except LlmModel.DoesNotExist:
         return _CachedModel(fetched_at, False, ())
     replicas = list(Replica.by_model.query(found.id))
-    serving = tuple(_target(replica) for replica in replicas if replica.vm_status == SUCCESS and replica.endpoint)
+    serving = tuple(_target(replica) for replica in replicas if takes_requests(replica.vm_status, replica.endpoint))
     dormant = tuple(
         Dormant(int(replica.id), replica.vm_status, _int(replica.wake_seconds), _int(replica.wake_started_at),
                 replica.wake_requested_at is not None)
