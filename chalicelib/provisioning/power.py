@@ -18,7 +18,16 @@ from chalicelib import replica_statuses as statuses
 from chalicelib.idle_rule import used_minute
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.errors import HibernationRefused, ProvisioningFailed, StillHibernating
-from chalicelib.provisioning.step_helpers import Hyperstack, advance, answers, call, endpoint, failure_reason, live
+from chalicelib.provisioning.step_helpers import (
+    Hyperstack,
+    advance,
+    call,
+    endpoint,
+    failure_reason,
+    live,
+    model_poll,
+    vm_poll,
+)
 
 REFUSED_REASON = "Not hibernated: {reason} Hibernation is off for this replica (hibernate_after_seconds cleared)."
 FAILED_REASON = "Hibernation failed, the replica serves on: {reason}"
@@ -108,21 +117,12 @@ def restore_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
 
 def check_restored(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
     live(event, allowed=(statuses.WAKING,))
-    vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
-    polls = int(event.get("polls") or 0) + 1
-    if vm is None:
-        raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being restored.")
-    if vm.status == "ACTIVE" and vm.floating_ip:
-        return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
-    status = "ERROR" if vm.status in ("ERROR", "FAILED") else "RESTORING"
-    return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
+    return vm_poll(call(lambda: hyperstack().get_vm(int(event["vm_id"]))), event, waiting="RESTORING",
+                   doing="restored")
 
 
 def check_awake(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.WAKING,))
-    polls = int(event.get("polls") or 0) + 1
-    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
-    return {"healthy": healthy, "polls": polls}
+    return model_poll(event, allowed=(statuses.WAKING,))
 
 
 def mark_awake(event: dict[str, Any]) -> dict[str, Any]:

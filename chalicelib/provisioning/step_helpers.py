@@ -42,6 +42,25 @@ def endpoint(floating_ip: str, replica: Replica) -> str:
     return f"https://{floating_ip}:{int(replica.port)}/v1"
 
 
+def vm_poll(vm: Any, event: dict[str, Any], waiting: str, doing: str) -> dict[str, Any]:
+    """One poll of a VM on its way to ACTIVE: {status: ACTIVE|ERROR|`waiting`, floating_ip, polls: polls + 1}."""
+    polls = int(event.get("polls") or 0) + 1
+    if vm is None:
+        raise ProvisioningFailed(f"The VM disappeared from Hyperstack while it was being {doing}.")
+    if vm.status == "ACTIVE" and vm.floating_ip:
+        return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
+    status = "ERROR" if vm.status in ("ERROR", "FAILED") else waiting
+    return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
+
+
+def model_poll(event: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """One health check of the replica's model on its VM: {healthy, polls: polls + 1}."""
+    replica = live(event, allowed=allowed)
+    polls = int(event.get("polls") or 0) + 1
+    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
+    return {"healthy": healthy, "polls": polls}
+
+
 def answers(url: str, api_key: str | None = None, fingerprint: str | None = None) -> bool:
     """The replica serves, reached as chat requests will reach it: over TLS with its pinned
     certificate, with its bearer. A yes proves the VM is ours, up, and holding its key."""

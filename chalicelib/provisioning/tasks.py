@@ -29,12 +29,13 @@ from chalicelib.provisioning.replica_tls import ReplicaCredentials
 from chalicelib.provisioning.step_helpers import (
     Hyperstack,
     advance,
-    answers,
     call,
     configured_hyperstack,
     endpoint,
     failure_reason,
     live,
+    model_poll,
+    vm_poll,
 )
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
@@ -95,22 +96,14 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
 def check_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     live(event, allowed=(statuses.CREATING_VM,))
     client = hyperstack()
-    vm = call(lambda: client.get_vm(event["vm_id"]))
-    polls = int(event.get("polls") or 0) + 1
-    if vm is None:
-        raise ProvisioningFailed("The VM disappeared from Hyperstack while it was being created.")
-    if vm.status == "ACTIVE" and vm.floating_ip:
+    checked = vm_poll(call(lambda: client.get_vm(event["vm_id"])), event, waiting="CREATING", doing="created")
+    if checked["status"] == "ACTIVE":
         advance(event, statuses.BOOTING, allowed=(statuses.CREATING_VM,))
-        return {"status": "ACTIVE", "floating_ip": vm.floating_ip, "polls": polls}
-    status = "ERROR" if vm.status in ("ERROR", "FAILED") else "CREATING"
-    return {"status": status, "floating_ip": None, "polls": polls, "vm_status": vm.status}
+    return checked
 
 
 def check_model(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.BOOTING,))
-    polls = int(event.get("polls") or 0) + 1
-    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
-    return {"healthy": healthy, "polls": polls}
+    return model_poll(event, allowed=(statuses.BOOTING,))
 
 
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:

@@ -369,7 +369,7 @@ def provision() -> None:
     import boto3
 
     from chalicelib import replica_statuses as statuses
-    from chalicelib.provisioning import tasks
+    from chalicelib.provisioning import step_helpers, tasks
     from chalicelib.store.tables import LlmModel, Replica, ReplicaSecurityRule
 
     LlmModel("m/one", id=1, created_at=0).save()
@@ -382,7 +382,7 @@ def provision() -> None:
     Replica(1).update(actions=[Replica.execution_arn.set(started["executionArn"])])
     vm = {"replica_id": 1, "vm_id": 7, "floating_ip": "127.0.0.1", "execution_arn": started["executionArn"]}
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", FakeHyperstack), \
-            mock.patch.object(tasks, "answers", return_value=True), RECORDER.recording("Provision"):
+            mock.patch.object(step_helpers, "answers", return_value=True), RECORDER.recording("Provision"):
         for step in ("start_create", "create_vm", "check_vm", "check_model", "mark_ready", "mark_failed",
                      "delete_vm", "mark_delete_failed", "create_ended", "stop_create", "teardown"):
             tasks.handle({"step": step, **vm})
@@ -405,7 +405,7 @@ def hibernate_and_wake() -> None:
 
     from chalicelib import replica_statuses as statuses
     from chalicelib.hyperstack import configured_client
-    from chalicelib.provisioning import power, tasks
+    from chalicelib.provisioning import step_helpers, tasks
     from chalicelib.store.tables import LlmModel, Replica
 
     clear_caches()
@@ -418,8 +418,7 @@ def hibernate_and_wake() -> None:
     refused = {"Error": "HibernationRefused", "Cause": "Hyperstack refused: this flavor does not support hibernation"}
     never = {"Error": "VmNeverHibernated", "Cause": "The VM did not hibernate."}
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", HibernatingHyperstack), \
-            mock.patch.object(tasks, "answers", return_value=True), \
-            mock.patch.object(power, "answers", return_value=True), RECORDER.recording("Provision"):
+            mock.patch.object(step_helpers, "answers", return_value=True), RECORDER.recording("Provision"):
         # A flavor that cannot hibernate; a hibernation that failed with the VM still serving; one that ends
         # HIBERNATED with a wake asked meanwhile (it starts the wake); then the wake, to SUCCESS.
         for step, extra in (("start_hibernate", {}), ("hibernate_vm", {}), ("check_hibernated", {}),
