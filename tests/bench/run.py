@@ -3,7 +3,8 @@
 Everything runs on loopback: an AWS emulator that counts the DynamoDB calls it serves, a mock
 vLLM replica, the local stack (started as `make run` starts it) and, when its wheels are installed, a real
 model served by llama.cpp (tests/bench/real_model.py). Each figure is printed with
-the baseline it is compared to, measured in the same run on the same machine.
+the baseline it is compared to, measured in the same run on the same machine. A second table
+(tests/bench/idle_marking.py) compares a replica that may hibernate with one that may not.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 from infra.local.emulator import start_emulator  # noqa: E402
 from infra.local.mock_vllm import MockVllm  # noqa: E402
 from tests.bench.body_probe import bodies, event_bytes  # noqa: E402
+from tests.bench.idle_marking import HEADER as IDLE_HEADER  # noqa: E402
+from tests.bench.idle_marking import idle_marking_rows  # noqa: E402
 from tests.bench.real_model import real_model_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402
 
@@ -84,12 +87,14 @@ def main() -> None:
     emulator_url, emulator = start_emulator()
     stack = start_local_stack({"AWS_ENDPOINT_URL": emulator_url, "MOCK_REPLICA": "0"})
     rows: list[tuple[str, str, str, str]] = []
+    idle_rows: list[tuple[str, str, str, str]] = []
     try:
         with MockVllm(model=MODEL) as fast, MockVllm(model=MODEL, pace_seconds=0.02, port=0) as paced:
             stack.register_model(MODEL, fast.base_url)
             key = stack.new_key(allowed_rpm=1_000_000)["api_key"]
             latency, added_p50 = latency_rows(fast, stack, key, emulator.app.operations)
             rows += latency + streaming_rows(fast, paced, stack, key)
+            idle_rows = idle_marking_rows(stack, emulator, emulator_url, Client)
             rows += handler_rows(emulator_url, key, added_p50)
             rows += body_rows(emulator_url, key)
             rows += real_model_rows(stack, key, Client)
@@ -97,6 +102,8 @@ def main() -> None:
         stack.stop()
     rows += cold_start_rows()
     print_table(rows)
+    print()
+    print_table(idle_rows, IDLE_HEADER)
 
 
 def latency_rows(replica: MockVllm, stack, key: str, operations) -> tuple[list[tuple[str, str, str, str]], float]:
@@ -214,8 +221,8 @@ def body_rows(emulator_url: str, key: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    header = ("measure", "baseline", "through the proxy", "difference")
+def print_table(rows: list[tuple[str, str, str, str]],
+                header: tuple[str, str, str, str] = ("measure", "baseline", "through the proxy", "difference")) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     for row in [header, tuple("-" * width for width in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
