@@ -3,7 +3,7 @@
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib import api_keys, llm_models, model_catalog, replicas, table_browser
+from chalicelib import api_keys, llm_models, model_catalog, replicas, table_browser, usage
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.chat.operations import CHAT, COMPLETIONS, EMBEDDINGS, Operation
 from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
@@ -61,6 +61,11 @@ def list_tables() -> dict:
 def read_table(table_name: str) -> dict:
     query = request().query_params or {}
     return table_browser.page(table_name, query.get("limit"), query.get("next_token"))
+
+
+@route("/v1/usage", methods=["GET"])
+def usage_summary() -> dict:
+    return usage.summary(request().query_params or {})
 
 
 # With a user's key, this GET and the model's below answer OpenAI's model list and object (USER_ROUTES).

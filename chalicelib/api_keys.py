@@ -14,6 +14,7 @@ from chalicelib.key_hashing import hash_key
 from chalicelib.schemas import DELETE_API_KEY, GENERATE_API_KEY
 from chalicelib.store.conditional import delete_if, update_if
 from chalicelib.store.lookups import api_key_by_id
+from chalicelib.store.month_spend import tokens_this_month
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import ApiKey, Metric
 from chalicelib.validation import field_error, validate
@@ -39,6 +40,7 @@ def generate(body: Any) -> dict[str, Any]:
         enabled=True,
         models=_unique(request.get("models")),
         expires_at=expires_at,
+        token_budget=request.get("token_budget"),
         created_at=now(),
     )
     key.save(condition=ApiKey.key_hash.does_not_exist())
@@ -56,6 +58,8 @@ def describe(key: ApiKey) -> dict[str, Any]:
         "models": key.models,
         "expires_at": iso(key.expires_at),
         "created_at": iso(key.created_at),
+        "token_budget": key.token_budget,
+        "month_tokens": tokens_this_month(key, time.time()),
     }
 
 

@@ -83,6 +83,16 @@ class RateLimited(ApiError):
         self.allowed_rpm = allowed_rpm
 
 
+class QuotaExceeded(ApiError):
+    """A key's monthly token budget is spent: OpenAI's 429 `insufficient_quota`."""
+
+    status = 429
+
+    def __init__(self, token_budget: int) -> None:
+        super().__init__(f"This API key has used its monthly budget of {token_budget} tokens; it renews on the "
+                         "first day of next month (UTC).", code="insufficient_quota")
+
+
 class UpstreamFailed(ApiError):
     status = 502
 

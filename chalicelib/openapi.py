@@ -18,6 +18,7 @@ TAGS = [
     {"name": "models", "description": "LLM models: what clients send as `model`."},
     {"name": "replicas", "description": "The OpenAI-compatible servers behind a model."},
     {"name": "api keys", "description": "Users' keys for the OpenAI routes."},
+    {"name": "usage", "description": "Usage summaries, from counters kept as requests are metered."},
     {"name": "tables", "description": "The original toolkit's raw table view."},
     {"name": "chat", "description": "The OpenAI-compatible routes relayed to replicas: chat completions, "
                                     "completions, embeddings."},

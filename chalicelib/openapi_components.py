@@ -50,7 +50,16 @@ _API_KEY = _object({
     "api_key": {**_STRING, "description": "The plaintext key at creation (shown once); masked `hsk_...abcd` after."},
     "allowed_rpm": {"type": "integer"}, "enabled": {"type": "boolean"},
     "models": {"type": ["array", "null"], "items": _STRING}, "expires_at": _TIMESTAMP, "created_at": _TIMESTAMP,
+    "token_budget": {**_NULLABLE_INTEGER, "description": "Total tokens per calendar month (UTC); null: none."},
+    "month_tokens": {"type": "integer", "description": "Tokens used this calendar month (UTC)."},
 })
+_COUNT = {"type": "integer", "minimum": 0}
+_USAGE_ROW = _object({
+    "group": {"type": ["string", "integer"], "description": "The model, the user_id or the api_key_id."},
+    "period": {**_STRING, "description": "The day's or hour's start (ISO 8601, UTC), when `granularity` is given."},
+    "requests": _COUNT, "prompt_tokens": _COUNT, "completion_tokens": _COUNT, "total_tokens": _COUNT,
+    "errors": {**_COUNT, "description": "Requests answered with a status of 400 or more (499: the client left)."},
+}, required=["group", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors"])
 
 SCHEMAS: dict[str, Any] = {
     # Requests: the validating schemas themselves.
@@ -91,6 +100,7 @@ SCHEMAS: dict[str, Any] = {
     "ReplicaCreated": _object({"replica_id": _ID}),
     "ApiKey": _API_KEY,
     "Message": _object({"message": _STRING}),
+    "UsageSummary": _object({"data": {"type": "array", "items": _USAGE_ROW}, "start": _STRING, "end": _STRING}),
     "TableNames": _object({"tables": {"type": "array", "items": _STRING}}),
     "TablePage": _object({"data": {"type": "array", "items": {"type": "object"}}, "next_token": _NULLABLE_STRING}),
     "ChatCompletion": _object({

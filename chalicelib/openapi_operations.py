@@ -13,6 +13,7 @@ from chalicelib.patterns import decimal_range
 from chalicelib.schemas import MAX_ID
 from chalicelib.settings import LOGICAL_TABLES
 from chalicelib.table_browser import MAX_PAGE
+from chalicelib.usage import GRANULARITIES, GROUP_BY
 
 ADMIN = [{"adminKey": []}]
 USER = [{"userKey": []}]
@@ -198,6 +199,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _answer("What was done.", ref("Message")),
                       "404": _error("No such key for that user."), "409": _error("The key is already disabled."),
                       **_WITH_BODY},
+    },
+    ("/v1/usage", "GET"): {
+        "operationId": "usageSummary", "tags": ["usage"], "security": ADMIN,
+        "summary": "Requests, tokens and errors per model, user or key over a window (UTC), from hourly counters.",
+        "parameters": [
+            {"name": "start", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "Inclusive: a date or a date-time on a whole hour (UTC unless it says). Default: the "
+                            "current month's first day."},
+            {"name": "end", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "Exclusive, as `start`; at most 366 days after it. Default: next month's first day."},
+            {"name": "group_by", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": list(GROUP_BY), "default": "model"}},
+            {"name": "granularity", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": list(GRANULARITIES)},
+             "description": "A row per group and day or hour (`period`); absent: one row per group."},
+        ],
+        "responses": {"200": _answer("The totals.", ref("UsageSummary")),
+                      "400": _answer("A bad parameter (`errors`, per parameter).", ref("ValidationErrors")),
+                      **_ADMIN_ONLY},
     },
     ("/v1/tables", "GET"): {
         "operationId": "listTables", "tags": ["tables"], "security": ADMIN, "summary": "The tables' names.",

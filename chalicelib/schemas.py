@@ -12,6 +12,7 @@ from chalicelib.validation import boolean, integer
 MAX_ID = 2**53 - 1  # ids stay exact as JSON numbers in every client
 DEFAULT_ALLOWED_RPM = 160  # the original toolkit's default
 MAX_ALLOWED_RPM = 1_000_000
+MAX_TOKEN_BUDGET = MAX_ID
 # C0, DEL and C1 controls: a name is shown in logs, tables and the admin pages, and sent on to Hyperstack.
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
 # Controls and every space of ECMA-262's and Python's \s, spelled out so both engines read it alike.
@@ -49,6 +50,9 @@ GENERATE_API_KEY: dict[str, Any] = {
         # No controls: datetime.fromisoformat reads '...T00:00:00\x00' as if the NUL were not there.
         "expires_at": {"type": ["string", "integer", "null"], "pattern": NO_CONTROL_PATTERN,
                        "x-pattern-message": "Not a valid datetime."},
+        "token_budget": {**integer(1, MAX_TOKEN_BUDGET, nullable=True),
+                         "description": "Total tokens the key may use per calendar month (UTC); null: no budget. "
+                                        "Checked when a request starts: the one that reaches it may end over it."},
     },
 }
 

@@ -13,12 +13,18 @@ A row is never lost silently, or metering could be dodged: the write is retried 
 the time the invocation has left; stored content is cut to fit DynamoDB's 400 KB item limit (and
 the row marked `content_truncated`); a row that still cannot be written is logged whole, as one
 JSON line `chalicelib.usage_replay` writes back later, and counted in the `UsageRowsLost` metric.
+
+After its row, the request is added to its hour's usage counters (`store.usage_counters`, what
+`/v1/usage` reads) and its tokens to its key's month (`store.month_spend`, what the budget is checked
+against). The counters are added to only once the row is written, so that they sum the rows: a row
+logged for replay is counted by the replay, as is a row whose counters could not be added (logged too).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +32,8 @@ from chalicelib.chat.access import Caller
 from chalicelib.chat.request import ChatRequest
 from chalicelib.observability import METRICS_NAMESPACE, logger
 from chalicelib.settings import get_chat_settings, get_settings
+from chalicelib.store import month_spend, usage_counters
+from chalicelib.store.conditional import save_if
 from chalicelib.store.sequences import IdBlocks
 from chalicelib.store.tables import Metric
 
@@ -34,6 +42,7 @@ CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the a
 MAX_CONTENT_BYTES = 350_000
 RETRY_DELAYS = (0.1, 0.4, 1.6)  # seconds before each retry; botocore has already retried each attempt
 LOST_ROW_MESSAGE = "usage row not written"
+UNCOUNTED_ROW_MESSAGE = "usage row not counted"  # written, but not added to the usage counters
 _ids = IdBlocks("metric", get_chat_settings().metric_id_block)
 
 
@@ -63,18 +72,42 @@ class Meter:
     def write(self) -> None:
         """Never raises: the answer has been delivered, losing the row must not turn it into an error."""
         row = self._row()
+        failure = self._retried(lambda: self._save(row))
+        if failure is not None:
+            _log_lost_row(row, failure)
+        else:
+            failure = self._retried(lambda: usage_counters.count(row))
+            if failure is not None:
+                logger.error(UNCOUNTED_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(failure)})
+        if row.total_tokens:
+            self._spend(int(row.total_tokens))
+
+    @staticmethod
+    def _save(row: Metric) -> None:
+        if row.id is None:
+            row.id = _ids.next_id()
+        # A retry after a failure that had written the row finds its id taken: written, once.
+        save_if(row, Metric.id.does_not_exist())
+
+    def _retried(self, write: Callable[[], None]) -> Exception | None:
+        """None once `write` succeeds; its last failure if it fails every retry the deadline leaves room for."""
         for delay in (*RETRY_DELAYS, None):
             try:
-                if row.id is None:
-                    row.id = _ids.next_id()
-                row.save()
-                return
+                write()
+                return None
             except Exception as error:  # noqa: BLE001 - retried, then logged whole; never the client's problem
                 failure = error
             if delay is None or (self.deadline is not None and time.time() + delay > self.deadline):
                 break
             time.sleep(delay)
-        _log_lost_row(row, failure)
+        return failure
+
+    def _spend(self, tokens: int) -> None:
+        try:
+            month_spend.add_tokens(self.caller.key_hash, self.started_at, tokens)
+        except Exception as error:  # noqa: BLE001 - the budget is then lenient by these tokens; the row is kept
+            logger.warning("tokens not added to the key's month", extra={"api_key_id": self.caller.key_id,
+                                                                          "tokens": tokens, "reason": repr(error)})
 
     def _row(self) -> Metric:
         usage = _metered_usage(self.usage or {}, self.request.operation.generates)

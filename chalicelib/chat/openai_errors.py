@@ -18,6 +18,7 @@ from chalicelib.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
     RateLimited,
     Unauthorized,
     ValidationFailed,
@@ -26,6 +27,7 @@ from chalicelib.errors import (
 # OpenAI's `error.type` per error class; the SDKs pick their exception by status, clients read the type.
 _TYPES: tuple[tuple[type[ApiError], str], ...] = (
     (RateLimited, "requests"),
+    (QuotaExceeded, "insufficient_quota"),
     (Unauthorized, "authentication_error"),
     (Forbidden, "permission_error"),
     (BadRequest, "invalid_request_error"),

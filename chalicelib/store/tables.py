@@ -109,6 +109,11 @@ class ApiKey(Table):
     # The current rate-limit window (Unix minute) and the requests admitted in it.
     rl_window = NumberAttribute(null=True)
     rl_count = NumberAttribute(null=True)
+    # Total tokens per calendar month (UTC), none if absent; the tokens spent in `month` (YYYYMM), added
+    # after each request (store.month_spend) and read by the admitting write's condition (chat.access).
+    token_budget = NumberAttribute(null=True)
+    month = NumberAttribute(null=True)
+    month_tokens = NumberAttribute(null=True)
 
 
 class Metric(Table):
@@ -137,6 +142,26 @@ class Metric(Table):
     # "chat.completions", "completions" or "embeddings" (chalicelib.chat.operations); older rows have none: chat
     operation = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+
+
+class UsageCount(Table):
+    """Requests and tokens per (UTC hour, API key, model), added to after each usage row (store.usage_counters).
+
+    Partitioned by day so that a summary reads one partition per day of its window; sorted by
+    `<hour>#<api_key_id>#<model>` so that a part of a day is one key range. Not in `/v1/tables`.
+    """
+
+    Meta = _meta("usage")
+    day = UnicodeAttribute(hash_key=True)  # "2025-05-01"
+    bucket = UnicodeAttribute(range_key=True)  # "13#42#meta-llama/Llama-3.1-8B-Instruct"
+    api_key_id = NumberAttribute(null=True)
+    model = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    requests = NumberAttribute(null=True)
+    prompt_tokens = NumberAttribute(null=True)
+    completion_tokens = NumberAttribute(null=True)
+    total_tokens = NumberAttribute(null=True)
+    errors = NumberAttribute(null=True)
 
 
 class LlmModel(Table):
@@ -229,5 +254,5 @@ TABLES_BY_LOGICAL_NAME: dict[str, type[Model]] = {
     "replicas": Replica,
     "replica_security_rules": ReplicaSecurityRule,
 }
-ALL_TABLES: tuple[type[Model], ...] = (*TABLES_BY_LOGICAL_NAME.values(), Bookkeeping)
+ALL_TABLES: tuple[type[Model], ...] = (*TABLES_BY_LOGICAL_NAME.values(), UsageCount, Bookkeeping)
 

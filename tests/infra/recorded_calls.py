@@ -195,6 +195,7 @@ def admin_api() -> None:
             # A user's key on the OpenAI model routes: authenticated by reading its item, nothing written.
             call("get", "/v1/models", key=used["api_key"])
             call("get", "/v1/models/m%2Fone", key=used["api_key"])
+            call("get", "/v1/usage?group_by=user_id&granularity=hour")  # a Query per day of the current month
             for table in call("get", "/v1/tables")["tables"]:
                 call("get", f"/v1/tables/{table}?limit=1")
         Metric(1, api_key_id=used["id"], created=0, model="m/one").save()
@@ -223,7 +224,7 @@ def chat() -> None:
     from chalicelib.chat.request import parse_chat_request
     from chalicelib.errors import ApiError
     from chalicelib.replicas import SUCCESS
-    from chalicelib.store.tables import ApiKey, LlmModel, Metric, Replica
+    from chalicelib.store.tables import ApiKey, LlmModel, Metric, Replica, UsageCount
 
     ApiKey(hash_key(USER_KEY), id=1, user_id="alice", key_prefix="hsk_", last4="9999", allowed_rpm=2,
            created_at=0).save()
@@ -249,6 +250,7 @@ def chat() -> None:
         meter.replica_id = target.replica_id
         meter.write()
     assert Metric.count() == 1, "the usage row was not written"
+    assert UsageCount.count() == 1, "the usage row was not counted"
     chat_requests()
 
 

@@ -96,6 +96,7 @@ CHAT_GRANTS = {
     ("dynamodb:UpdateItem", "replicas"),
     ("dynamodb:GetItem", "replicas"),
     ("dynamodb:PutItem", "metric"),
+    ("dynamodb:UpdateItem", "usage"),
     ("dynamodb:UpdateItem", "bookkeeping"),
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -104,7 +105,10 @@ LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 # as well as updated ones). A replica has two: its per-minute count, and (chalicelib/store/replica_use.py,
 # wake_requests.py) its minute of use and a wake's ask, whose condition reads hibernated_at, never vm_status.
 CHAT_UPDATE_ATTRIBUTES = {
-    ("api_key", frozenset({"key_hash", "rl_window", "rl_count", "enabled", "expires_at", "models", "allowed_rpm"})),
+    ("api_key", frozenset({"key_hash", "rl_window", "rl_count", "enabled", "expires_at", "models", "allowed_rpm",
+                           "token_budget", "month", "month_tokens"})),
+    ("usage", frozenset({"day", "bucket", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors",
+                         "api_key_id", "model", "user_id"})),
     ("replicas", frozenset({"id", "rl_window", "rl_count", "rate_limit"})),
     ("replicas", frozenset({"id", "last_used_minute", "wake_requested_at", "hibernated_at"})),
     ("bookkeeping", frozenset({"pk", "value"})),
@@ -790,7 +794,7 @@ def test_chat_role_cannot_mint_keys_delete_rows_scan_read_a_secret_or_set_a_repl
         _chat_call("dynamodb:UpdateItem", "replicas", "id", "vm_status"),
         _chat_call("dynamodb:UpdateItem", "replicas", "id", "wake_requested_at", "vm_status"),
         _chat_call("dynamodb:UpdateItem", "replicas", "id", "hibernated_at", "vm_status"),
-        *[_chat_call(action, table) for table in ("api_key", "metric", "llm_models", "replicas", "bookkeeping")
+        *[_chat_call(action, table) for table in ("api_key", "metric", "llm_models", "replicas", "bookkeeping", "usage")
           for action in ("dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:BatchWriteItem")],
         _chat_call("dynamodb:Query", "api_key/index/listing"),
         _chat_call("dynamodb:GetItem", "replica_security_rules"),

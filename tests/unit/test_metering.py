@@ -16,7 +16,7 @@ from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import MAX_CONTENT_BYTES, Meter
 from chalicelib.chat.request import parse_chat_request
 from chalicelib.observability import logger
-from chalicelib.store.tables import Metric
+from chalicelib.store.tables import Metric, UsageCount
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def fail_puts(api, monkeypatch) -> Callable[[float], None]:
 
 def meter_for(content: str = "hi", store_content: bool = False) -> Meter:
     body = {"model": "m/x", "messages": [{"role": "user", "content": content}]}
-    caller = Caller(key_id=7, user_id="alice", allowed_rpm=10, remaining=9, reset_seconds=30)
+    caller = Caller(key_id=7, key_hash="h7", user_id="alice", allowed_rpm=10, remaining=9, reset_seconds=30)
     meter = Meter(caller, parse_chat_request(json.dumps(body).encode(), 8 << 20), 1_800_000_000.0)
     meter.store_content = store_content
     meter.usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
@@ -124,6 +124,23 @@ def test_logged_rows_are_replayed_once(fail_puts, log_lines):
 
     assert (first, second) == ((1, 0), (0, 1))
     assert [row.total_tokens for row in Metric.scan()] == [8]
+    assert [(count.requests, count.total_tokens) for count in UsageCount.scan()] == [(1, 8)]
+
+
+def test_written_row_is_counted_once_and_a_failed_count_is_logged_for_replay(api, log_lines, monkeypatch):
+    def refuse(row):
+        raise EndpointConnectionError(endpoint_url="http://dynamodb.invalid")
+
+    monkeypatch.setattr(metering, "RETRY_DELAYS", (0, 0, 0))
+    meter_for().write()
+    with monkeypatch.context() as patched:
+        patched.setattr(metering.usage_counters, "count", refuse)
+        meter_for().write()
+    lines = log_lines()
+
+    assert usage_replay.replay(lines) == (0, 0) and usage_replay.replay(lines) == (0, 0)
+    assert [(count.requests, count.total_tokens) for count in UsageCount.scan()] == [(2, 16)]
+    assert Metric.count() == 2
 
 
 def test_retries_stop_at_the_deadline(fail_puts, monkeypatch):

@@ -23,8 +23,8 @@ EMBEDDING_ANSWER = {"object": "list", "data": [{"index": 0, "object": "embedding
 
 def meter_for(operation, store_content=False, **body) -> Meter:
     request = parse_request(json.dumps({**BODIES[operation], **body}).encode(), 1 << 20, operation)
-    meter = Meter(Caller(key_id=7, user_id="alice", allowed_rpm=10, remaining=9, reset_seconds=30), request,
-                  1_800_000_000.0)
+    caller = Caller(key_id=7, key_hash="h7", user_id="alice", allowed_rpm=10, remaining=9, reset_seconds=30)
+    meter = Meter(caller, request, 1_800_000_000.0)
     meter.store_content = store_content
     return meter
 
