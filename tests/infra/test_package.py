@@ -1,8 +1,8 @@
 """The packaged CloudFormation: what `chalice package --merge-template infra/template.json` produces,
 with the state machine definitions inlined by infra/package.py (as `make package` does).
 
-The package is built once per module (it needs the wheels of requirements.txt, nothing from AWS) and
-every test reads the resulting `sam.json`. The PynamoDB models are introspected in a subprocess so that
+The package is built once per session (tests/infra/conftest.py: `package_dir`, `template`) and every
+test reads the resulting `sam.json`. The PynamoDB models are introspected in a subprocess so that
 importing them (which reads and caches settings from the environment) cannot leak into other tests.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,11 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing_prerequisite
+from tests.infra.conftest import MERGE_TEMPLATE, REPO_ROOT, STAGE, offline_aws_env, tool
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STAGE = "dev"
-MERGE_TEMPLATE = "infra/template.json"
 STAGE_PARAMETER = "Stage"
 # app.py's `@app.lambda_function(name="chat")`: the streaming chat function and its role, as Chalice names them.
 CHAT = "Chat"
@@ -174,61 +169,8 @@ PSEUDO_PARAMETERS = {
     "AWS::Partition": "aws", "AWS::Region": RECORDED_REGION, "AWS::AccountId": RECORDED_ACCOUNT,
     "AWS::StackName": f"hyperstack-llm-proxy-{STAGE}", STAGE_PARAMETER: STAGE,
 }
-# Kept out of the subprocesses: tests/conftest.py sets them for the unit tests.
-PROJECT_VARIABLES = ("STAGE", "TABLE_PREFIX", "ADMIN_API_KEY", "ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
-                     "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN")
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _tool(name: str) -> str:
-    """A console script of the running interpreter's environment (the venv), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        missing_prerequisite(name, "pip install -r requirements-dev.txt (make test does)")
-    return found
-
-
-def _offline_aws_env(tmp: Path) -> dict[str, str]:
-    """The caller's environment without AWS settings or this project's, plus fake credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in PROJECT_VARIABLES}
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
-    )
-    return env
-
-
-@pytest.fixture(scope="module")
-def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("chalice-package")
-    out = tmp / "out"
-    result = subprocess.run(
-        [_tool("chalice"), "package", "--stage", STAGE, "--merge-template", MERGE_TEMPLATE, str(out)],
-        cwd=REPO_ROOT,
-        env=_offline_aws_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
-    inlined = subprocess.run(
-        [sys.executable, "infra/package.py", str(out / "sam.json")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert inlined.returncode == 0, f"infra/package.py failed:\n{inlined.stdout}\n{inlined.stderr}"
-    return out
-
-
-@pytest.fixture(scope="module")
-def template(package_dir: Path) -> dict[str, Any]:
-    return json.loads((package_dir / "sam.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +198,7 @@ def model_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
         print(json.dumps(out))
         """
     )
-    env = _offline_aws_env(tmp_path_factory.mktemp("models"))
+    env = offline_aws_env(tmp_path_factory.mktemp("models"))
     env.update(STAGE=STAGE, TABLE_PREFIX=f"hyperstack-llm-proxy-{STAGE}")
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -288,7 +230,7 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[d
     out = tmp / "calls.json"
     result = subprocess.run(
         [sys.executable, "-m", "tests.infra.recorded_calls", str(out)],
-        cwd=REPO_ROOT, env=_offline_aws_env(tmp), capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=offline_aws_env(tmp), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, f"recording the functions' calls failed:\n{result.stderr[-6000:]}"
     calls = json.loads(out.read_text())
@@ -412,7 +354,7 @@ def _function_environments(template: dict[str, Any]) -> dict[str, dict[str, Any]
 
 def test_packaged_template_passes_cfn_lint(package_dir: Path) -> None:
     result = subprocess.run(
-        [_tool("cfn-lint"), str(package_dir / "sam.json")], capture_output=True, text=True, timeout=120
+        [tool("cfn-lint"), str(package_dir / "sam.json")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"cfn-lint:\n{result.stdout}\n{result.stderr}"
 
