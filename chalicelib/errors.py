@@ -45,6 +45,10 @@ class ValidationFailed(BadRequest):
         return {"errors": self.errors}
 
 
+class ReplicaRefused(BadRequest):
+    """A replica's own 4xx, passed on with its status and message: the replica refused, not the proxy."""
+
+
 class Unauthorized(ApiError):
     status = 401
 

@@ -7,20 +7,32 @@ formatter itself adds xray_trace_id) and a `correlation_id`, and none of them ou
 - Chalice's functions (the admin API, `provision`, `chat` answered whole) through `log_invocation`,
   a Chalice middleware for every event type;
 - the streaming chat runtime, which has no context object, through `invocation_logging` directly.
+
+Metrics (chalicelib.metric_names) are embedded metric format lines on stdout, beside the log lines: CloudWatch
+reads them from the function's log, and `make run` prints them. `emit_metrics` writes one.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+from chalicelib.metric_names import STAGE
+from chalicelib.settings import get_settings
 
 logger = Logger(service="hyperstack-llm-proxy")
 METRICS_NAMESPACE = "HyperstackLlmProxy"  # CloudWatch metrics, emitted as embedded metric format log lines
+COUNT, MILLISECONDS = "Count", "Milliseconds"  # the metrics' units (CloudWatch's names)
+_stdout = threading.Lock()  # the local gateway answers requests on threads: one line must not cut into another
 
 # A caller's own id, so that its logs and ours can be joined; the first one present wins.
 CORRELATION_HEADERS = ("x-correlation-id", "x-request-id")
@@ -88,3 +100,26 @@ def caller_correlation_id(headers: Mapping[str, Any]) -> str | None:
 
 def _usable(value: str) -> bool:
     return 0 < len(value) <= MAX_CORRELATION_ID_LENGTH and value.isascii() and value.isprintable()
+
+
+def emit_metrics(dimensions: Mapping[str, str], metrics: Iterable[tuple[str, str, float]]) -> None:
+    """One embedded metric format line: `metrics`, each (name, unit, value), in METRICS_NAMESPACE, with `dimensions`
+    and the stage's (metric_names.STAGE). Never raises: losing a metric must not fail what it counts.
+
+    Built by Powertools (its EMF schema; `aws_lambda_powertools` loads it with Logger, so it costs no import),
+    with exactly these dimensions: not Powertools' default `service`, since alarms match a metric's dimension
+    set exactly. Written in one piece and flushed: a frozen or killed instance loses no line.
+    """
+    try:
+        emf = AmazonCloudWatchEMFProvider(namespace=METRICS_NAMESPACE, service="")  # "": no service dimension
+        for name, unit, value in metrics:
+            emf.add_metric(name=name, unit=unit, value=value)
+        for name, value in {STAGE: get_settings().stage, **dimensions}.items():
+            emf.add_dimension(name=name, value=value)
+        line = json.dumps(emf.serialize_metric_set(), separators=(",", ":")) + "\n"
+    except Exception:  # noqa: BLE001 - the work it measures has been done; say so and go on
+        logger.warning("metrics not emitted", exc_info=True, extra={"dimensions": dict(dimensions)})
+        return
+    with _stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()

@@ -30,7 +30,9 @@ from typing import Any
 
 from chalicelib.chat.access import Caller
 from chalicelib.chat.request import ChatRequest
-from chalicelib.observability import METRICS_NAMESPACE, logger
+from chalicelib.errors import ApiError
+from chalicelib.metric_names import USAGE_ROWS_LOST
+from chalicelib.observability import COUNT, emit_metrics, logger
 from chalicelib.settings import get_chat_settings, get_settings
 from chalicelib.store import month_spend, usage_counters
 from chalicelib.store.conditional import save_if
@@ -59,6 +61,14 @@ class Meter:
         self.store_content = get_chat_settings().store_content
         self.answer: list[str] = []
         self.deadline = deadline  # time.time() after which the row's retries must not hold the function up
+        self.error: ApiError | None = None  # the error answered, if any (its code is the refusal's reason)
+        self.replica_failures = 0  # replicas skipped for failing or timing out (chalicelib.chat.upstream)
+        self.failed_over = False  # answered by a replica other than the first one tried
+
+    def fail(self, error: ApiError) -> None:
+        """The answer is `error`: before the first byte, or as a stream's last event."""
+        self.status = error.status
+        self.error = error
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:
@@ -69,8 +79,9 @@ class Meter:
         if self.store_content and self.request.operation.generates:
             self.answer.append(json.dumps(payload.get("choices")))
 
-    def write(self) -> None:
-        """Never raises: the answer has been delivered, losing the row must not turn it into an error."""
+    def write(self) -> Metric:
+        """The row, written; never raises: the answer has been delivered, losing the row must not turn it into
+        an error."""
         row = self._row()
         failure = self._retried(lambda: self._save(row))
         if failure is not None:
@@ -81,6 +92,7 @@ class Meter:
                 logger.error(UNCOUNTED_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(failure)})
         if row.total_tokens:
             self._spend(int(row.total_tokens))
+        return row
 
     @staticmethod
     def _save(row: Metric) -> None:
@@ -165,8 +177,5 @@ def _cut(text: str, max_bytes: int) -> str:
 
 def _log_lost_row(row: Metric, error: BaseException) -> None:
     """The row, whole, on one JSON line (`chalicelib.usage_replay` writes it back), and counted."""
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric  # only ever on this rare path
-
     logger.error(LOST_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(error)})
-    with single_metric(name="UsageRowsLost", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
-        metric.add_dimension(name="service", value="chat")
+    emit_metrics({}, [(USAGE_ROWS_LOST, COUNT, 1)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chalicelib.chat import request_metrics
 from chalicelib.chat.response import ChatResponse, json_response
 from chalicelib.errors import (
     ApiError,
@@ -63,8 +64,11 @@ def openai_type(error: ApiError) -> str:
 
 
 def internal_error_response() -> ChatResponse:
-    """A failure of our own: nothing about it is told to the client but that it happened."""
-    return error_response(ApiError(INTERNAL_ERROR))
+    """A failure of our own: nothing about it is told to the client but that it happened (counted as a 5xx)."""
+    error = ApiError(INTERNAL_ERROR)
+    response = error_response(error)
+    response.on_close = lambda: request_metrics.emit_refused(error)
+    return response
 
 
 def sse_error_event(error: ApiError) -> bytes:

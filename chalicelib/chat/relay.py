@@ -26,7 +26,7 @@ from chalicelib.chat import sse
 from chalicelib.chat.metering import Meter
 from chalicelib.chat.openai_errors import sse_error_event
 from chalicelib.chat.upstream import discard, read_chunks
-from chalicelib.errors import ApiError, BadRequest, UpstreamFailed
+from chalicelib.errors import ApiError, ReplicaRefused, UpstreamFailed
 
 _READ_SIZE = 64 * 1024
 _DONE = sse.Event(b"[DONE]")
@@ -55,7 +55,7 @@ def relay_events(events: Iterator[sse.Item], meter: Meter, client_wants_usage: b
                 yield sse.encode(item)
         yield sse.encode(_DONE)
     except ApiError as error:
-        meter.status = error.status
+        meter.fail(error)
         yield sse_error_event(error)
     finally:
         close = getattr(events, "close", None)
@@ -91,7 +91,7 @@ def read_answer(response: urllib3.BaseHTTPResponse, meter: Meter, deadline: floa
     return payload
 
 
-def upstream_error(response: urllib3.BaseHTTPResponse) -> ApiError:
+def upstream_error(response: urllib3.BaseHTTPResponse) -> ReplicaRefused:
     """A replica's 4xx, passed on with its status and message in OpenAI's shape."""
     try:
         body = json.loads(response.read(_READ_SIZE))
@@ -101,7 +101,8 @@ def upstream_error(response: urllib3.BaseHTTPResponse) -> ApiError:
     finally:
         response.close()
         response.release_conn()
-    return BadRequest(str(message or f"The replica refused the request ({response.status})."), status=response.status)
+    message = message or f"The replica refused the request ({response.status})."
+    return ReplicaRefused(str(message), status=response.status)
 
 
 def _worth_parsing(data: bytes, meter: Meter) -> bool:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 from chalicelib.bearer import bearer_token
-from chalicelib.chat import access, routing, sse, upstream, waking
+from chalicelib.chat import access, request_metrics, routing, sse, upstream, waking
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
 from chalicelib.chat.openai_errors import error_response, sse_error_event
@@ -57,21 +57,29 @@ def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = Non
         wait = waking.wait_seconds(headers, answer_by)
         caller = access.admit(token, request.model, started_at)
     except ApiError as error:
-        return error_response(error)
+        return _refused(error)
     meter = Meter(caller, request, started_at, deadline=deadline - _LAST_SAVE_SECONDS)
     used: list[Target] = []
     try:
         response = _answer(request, caller, meter, started_at, answer_by, wait, used)
     except ApiError as error:
-        meter.status = error.status
+        meter.fail(error)
         response = error_response(error, caller.rate_limit_headers())
     response.body = _Metered(response.body, meter)
     response.on_close = lambda: _after(meter, used)
     return response
 
 
+def _refused(error: ApiError) -> ChatResponse:
+    """A request not admitted: no row, only its metrics, once answered."""
+    response = error_response(error)
+    response.on_close = lambda: request_metrics.emit_refused(error)
+    return response
+
+
 def _after(meter: Meter, used: list[Target]) -> None:
-    meter.write()
+    row = meter.write()
+    request_metrics.emit_answered(meter, row)
     for target in used:  # after the answer: the replica's minute of use, for the idle check
         routing.note_use(target, time.time())
 
@@ -97,8 +105,13 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
 
 def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: float, headers: dict[str, str],
            used: list[Target]) -> ChatResponse:
-    target, reply = upstream.send(targets, request.upstream_body(), request.stream, time.time(), deadline,
-                                  path=request.operation.replica_path)
+    attempts = upstream.Attempts()
+    try:
+        target, reply = upstream.send(targets, request.upstream_body(), request.stream, time.time(), deadline,
+                                      path=request.operation.replica_path, attempts=attempts)
+    finally:
+        meter.replica_failures += attempts.failed
+    meter.failed_over = attempts.failed > 0
     meter.replica_id = target.replica_id
     used.append(target)
     if reply.status >= 400:
@@ -145,7 +158,7 @@ def _once_awake(request: ChatRequest, meter: Meter, until: float, deadline: floa
             raise asked
         yield from _relay(request, targets, meter, deadline, {}, used).body
     except ApiError as error:
-        meter.status = error.status
+        meter.fail(error)
         yield sse_error_event(error)
 
 

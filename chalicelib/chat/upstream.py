@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import urllib3
 from urllib3.exceptions import HTTPError, ReadTimeoutError
@@ -33,9 +34,18 @@ _READ_SIZE = 64 * 1024
 CHAT_PATH = "/chat/completions"
 
 
+@dataclass
+class Attempts:
+    """What one request's sending went through, for its metrics (chalicelib.chat.request_metrics)."""
+
+    failed: int = 0  # replicas skipped for failing or timing out (not for being full, nor for the deadline)
+
+
 def send(targets: list[Target], body: bytes, stream: bool, now: float, deadline: float | None = None,
-         path: str = CHAT_PATH) -> tuple[Target, urllib3.BaseHTTPResponse]:
-    """The first replica that answers `body` POSTed to `path` under its endpoint, and its answer."""
+         path: str = CHAT_PATH, attempts: Attempts | None = None) -> tuple[Target, urllib3.BaseHTTPResponse]:
+    """The first replica that answers `body` POSTed to `path` under its endpoint, and its answer.
+    Each replica skipped for failing is counted in `attempts`, also when none answers (the error is raised)."""
+    attempts = attempts if attempts is not None else Attempts()
     settings = get_chat_settings()
     headers = {**_HEADERS, "accept": "text/event-stream" if stream else "application/json"}
     timed_out = at_capacity = 0
@@ -55,16 +65,16 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float, deadline:
             timed_out += 1
             if _time_left(deadline) <= 0:
                 continue  # the deadline cut the wait short: not the replica's fault, and none is left to try
-            routing.mark_failed(target)
+            _skip(target, attempts)
             logger.warning("replica timed out", extra={"replica_id": target.replica_id})
             continue
         except HTTPError as error:
-            routing.mark_failed(target)
+            _skip(target, attempts)
             reason = type(error).__name__
             logger.warning("replica unreachable", extra={"replica_id": target.replica_id, "reason": reason})
             continue
         if response.status >= 500:
-            routing.mark_failed(target)
+            _skip(target, attempts)
             logger.warning("replica failed", extra={"replica_id": target.replica_id, "status": response.status})
             discard(response)
             continue
@@ -75,6 +85,12 @@ def send(targets: list[Target], body: bytes, stream: bool, now: float, deadline:
     if timed_out:
         raise UpstreamTimedOut("The model did not answer in time.", code="upstream_timeout")
     raise UpstreamFailed("No replica of this model could serve the request.", code="upstream_unavailable")
+
+
+def _skip(target: Target, attempts: Attempts) -> None:
+    """The replica failed this request: the next requests try it last for a while, and this one counts it."""
+    routing.mark_failed(target)
+    attempts.failed += 1
 
 
 def read_chunks(response: urllib3.BaseHTTPResponse, deadline: float | None = None) -> Iterator[bytes]:

@@ -13,8 +13,9 @@ never match) and
 - marks a SUCCESS replica FAILED, with the reason, when its VM is gone or in ERROR: routing then stops
   sending it requests. The write holds only if the row is still SUCCESS with that VM.
 
-Each action is one structured log line. A failure on one VM is logged and the sweep goes on: the next
-run retries it (Hyperstack answers 409 to deleting a VM that is still building).
+Each action is one structured log line; a sweep that deleted VMs counts them in the VMS_DELETED_BY_BACKSTOP
+metric. A failure on one VM is logged and the sweep goes on: the next run retries it (Hyperstack answers
+409 to deleting a VM that is still building).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.observability import logger
+from chalicelib.metric_names import VMS_DELETED_BY_BACKSTOP
+from chalicelib.observability import COUNT, emit_metrics, logger
 from chalicelib.settings import get_provision_settings
 from chalicelib.store.conditional import update_if
 from chalicelib.store.deployment import deployment_id
@@ -76,6 +78,8 @@ def reconcile(client: Any, now: datetime, grace_seconds: float | None = None,
     listed = {vm.id: vm for vm in vms}
     for replica in _serving_replicas():
         _guarded(summary, HyperstackError, lambda replica=replica: _check_serving(client, replica, listed, summary))
+    if summary.deleted_vms:  # a sweep that deleted nothing says nothing (every 5 s under `make run`)
+        emit_metrics({}, [(VMS_DELETED_BY_BACKSTOP, COUNT, len(summary.deleted_vms))])
     return summary
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.provisioning import power, replica_tls
+from chalicelib.provisioning import outcomes, power, replica_tls
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import (
@@ -51,15 +51,19 @@ def vm_name(replica_id: int) -> str:
 
 
 def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
-    """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack."""
+    """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack. A step that ends
+    its workflow is counted once it has returned (chalicelib.provisioning.outcomes)."""
     name = event.get("step", "")
     with_hyperstack = {**_HYPERSTACK_STEPS, **power.HYPERSTACK_STEPS}
-    if name in with_hyperstack:
-        return with_hyperstack[name](event, hyperstack)
     without_hyperstack = {**_STEPS_WITHOUT_HYPERSTACK, **power.STEPS_WITHOUT_HYPERSTACK}
-    if name in without_hyperstack:
-        return without_hyperstack[name](event)
-    raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
+    if name in with_hyperstack:
+        result = with_hyperstack[name](event, hyperstack)
+    elif name in without_hyperstack:
+        result = without_hyperstack[name](event)
+    else:
+        raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
+    outcomes.record(name, event, result)
+    return result
 
 
 def start_create(event: dict[str, Any]) -> dict[str, Any]:

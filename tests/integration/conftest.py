@@ -18,6 +18,7 @@ from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.mock_vllm import MockVllm
 from infra.local.served_vms import ServedVm, ServedVms, mock_replica_for
 from tests.conftest import TEST_ADMIN_KEY
+from tests.integration.stack_output import StackOutput
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +84,7 @@ def start_local_stack(extra_env: dict[str, str | None] | None = None) -> LocalSt
     env = {key: value for key, value in env.items() if value is not None}
     process = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process.stdout = StackOutput(process.stdout)  # read as it comes, so that the stack never blocks on it
     stack = LocalStack(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -28,6 +28,9 @@ class FakeMeter:
     def observe_answer(self, payload: dict) -> None:
         self.usage = payload.get("usage")
 
+    def fail(self, error) -> None:
+        self.status = error.status
+
 
 def response(body: bytes, headers: dict[str, str] | None = None) -> urllib3.HTTPResponse:
     return urllib3.HTTPResponse(body=io.BytesIO(body), headers=headers or {}, status=200, preload_content=False)
