@@ -54,12 +54,10 @@ def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack
     """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack. A step that ends
     its workflow is counted once it has returned (chalicelib.provisioning.outcomes)."""
     name = event.get("step", "")
-    with_hyperstack = {**_HYPERSTACK_STEPS, **power.HYPERSTACK_STEPS}
-    without_hyperstack = {**_STEPS_WITHOUT_HYPERSTACK, **power.STEPS_WITHOUT_HYPERSTACK}
-    if name in with_hyperstack:
-        result = with_hyperstack[name](event, hyperstack)
-    elif name in without_hyperstack:
-        result = without_hyperstack[name](event)
+    if name in STEPS_WITH_HYPERSTACK:
+        result = STEPS_WITH_HYPERSTACK[name](event, hyperstack)
+    elif name in STEPS_WITHOUT_HYPERSTACK:
+        result = STEPS_WITHOUT_HYPERSTACK[name](event)
     else:
         raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
     outcomes.record(name, event, result)
@@ -229,3 +227,6 @@ _STEPS_WITHOUT_HYPERSTACK: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]
     "mark_failed": mark_failed,
     "mark_delete_failed": mark_delete_failed,
 }
+# Every workflow's steps (provisioning's here, hibernate's and wake's in power.py), built once.
+STEPS_WITH_HYPERSTACK = {**_HYPERSTACK_STEPS, **power.HYPERSTACK_STEPS}
+STEPS_WITHOUT_HYPERSTACK = {**_STEPS_WITHOUT_HYPERSTACK, **power.STEPS_WITHOUT_HYPERSTACK}

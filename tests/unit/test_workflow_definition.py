@@ -65,10 +65,10 @@ def workflow(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def _dispatched_steps() -> tuple[set[str], set[str]]:
     """The steps chalicelib.provisioning.tasks.handle runs: all of them, and those that call Hyperstack."""
-    from chalicelib.provisioning import power, tasks
+    from chalicelib.provisioning import tasks
 
-    hyperstack = set(tasks._HYPERSTACK_STEPS) | set(power.HYPERSTACK_STEPS)
-    return hyperstack | set(tasks._STEPS_WITHOUT_HYPERSTACK) | set(power.STEPS_WITHOUT_HYPERSTACK), hyperstack
+    hyperstack = set(tasks.STEPS_WITH_HYPERSTACK)
+    return hyperstack | set(tasks.STEPS_WITHOUT_HYPERSTACK), hyperstack
 
 
 @pytest.fixture(scope="module")
