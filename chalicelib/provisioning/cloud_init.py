@@ -25,46 +25,20 @@ CONFIG_DIR = "/etc/llm-replica"
 MODEL_CACHE = "/var/lib/llm-replica/huggingface"  # on the root disk; `-v` it into a container
 _HEREDOC_END = "LLM_REPLICA_EOF"
 
-_SCRIPT = """#!/bin/bash
-{marker}
-# Written by the Hyperstack LLM inference proxy. Output: /var/log/llm-replica.log
-set -uo pipefail
-exec >>/var/log/llm-replica.log 2>&1
-(umask 077 && mkdir -p {config_dir})
-(umask 077 && cat > {config_dir}/tls.crt) <<'{end}'
-{certificate}{end}
-(umask 077 && cat > {config_dir}/tls.key) <<'{end}'
-{private_key}{end}
-if ! command -v docker >/dev/null 2>&1; then
-  curl -fsSL https://get.docker.com | sh
-fi
-if command -v nvidia-smi >/dev/null 2>&1 && ! command -v nvidia-ctk >/dev/null 2>&1; then
-  # GPU images without the container toolkit cannot give docker containers a GPU.
-  distribution=$(. /etc/os-release; echo "$ID$VERSION_ID")
-  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o /usr/share/keyrings/nvidia.gpg
-  curl -fsSL "https://nvidia.github.io/libnvidia-container/$distribution/libnvidia-container.list" \\
-    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia.gpg] https://#' \\
-    > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-  apt-get update && apt-get install -y nvidia-container-toolkit
-  nvidia-ctk runtime configure --runtime=docker && systemctl restart docker
-fi
-# The TLS front: the replica's certificate, its bearer on every request, answers streamed as they come.
-if ! command -v nginx >/dev/null 2>&1; then
-  apt-get update && apt-get install -y nginx
-fi
-(umask 077 && cat > /etc/nginx/conf.d/llm-replica.conf) <<'{end}'
-map $http_authorization $llm_replica_caller {{
-  default 0;
-  "Bearer {api_key}" 1;
-}}
-server {{
+FRONT_MAX_BODY = "16m"  # nginx's client_max_body_size: above any chat body the proxy lets through (4 MiB)
+LOG = "/var/log/llm-replica.log"
+
+# nginx's configuration for the TLS front. The bearer is compared as a whole string, case and all: a `map`
+# would match it ignoring case, and its 61-character key overflows nginx's default map_hash_bucket_size (64),
+# which stops nginx from starting at all. `if` holding only a `return` is the use nginx documents as safe.
+_FRONT = """server {{
   listen {front_port} ssl;
   ssl_certificate {config_dir}/tls.crt;
   ssl_certificate_key {config_dir}/tls.key;
   ssl_protocols TLSv1.2 TLSv1.3;
-  client_max_body_size 16m;
+  client_max_body_size {max_body};
   location / {{
-    if ($llm_replica_caller = 0) {{
+    if ($http_authorization != "Bearer {api_key}") {{
       return 401 '{{"error": "Unauthorized"}}';
     }}
     proxy_pass http://127.0.0.1:{port};
@@ -75,11 +49,58 @@ server {{
     proxy_read_timeout 3600s;
   }}
 }}
-{end}
+"""
+_FRONT_BEARER = re.compile(r'^    if \(\$http_authorization != "Bearer ([^"]+)"\) \{$', re.M)
+
+_SCRIPT = """#!/bin/bash
+{marker}
+# Written by the Hyperstack LLM inference proxy. Output: {log}
+# It stops at the first step that fails and says which, here and in cloud-init's output, and cloud-init's
+# status turns to error: a VM whose front did not start must not look like one that is booting.
+set -Eeuo pipefail
+exec 3>&2 >>{log} 2>&1
+step="starting"
+trap 'code=$?; echo "llm-replica: FAILED while $step: line $LINENO: $BASH_COMMAND (exit $code)" | tee /dev/fd/3' ERR
+say() {{ step="$1"; echo "llm-replica: $step"; }}
+say "writing the replica's TLS material"
+(umask 077 && mkdir -p {config_dir})
+(umask 077 && cat > {config_dir}/tls.crt) <<'{end}'
+{certificate}{end}
+(umask 077 && cat > {config_dir}/tls.key) <<'{end}'
+{private_key}{end}
+if ! command -v docker >/dev/null 2>&1; then
+  say "installing docker"
+  curl -fsSL https://get.docker.com | sh
+fi
+if command -v nvidia-smi >/dev/null 2>&1 && ! command -v nvidia-ctk >/dev/null 2>&1; then
+  # GPU images without the container toolkit cannot give docker containers a GPU.
+  say "installing the NVIDIA container toolkit"
+  distribution=$(. /etc/os-release; echo "$ID$VERSION_ID")
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o /usr/share/keyrings/nvidia.gpg
+  curl -fsSL "https://nvidia.github.io/libnvidia-container/$distribution/libnvidia-container.list" \\
+    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia.gpg] https://#' \\
+    > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get update
+  apt-get install -y nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker
+  systemctl restart docker
+fi
+# The TLS front: the replica's certificate, its bearer on every request, answers streamed as they come.
+if ! command -v nginx >/dev/null 2>&1; then
+  say "installing nginx"
+  apt-get update
+  apt-get install -y nginx
+fi
+say "starting the TLS front (nginx on port {front_port})"
+(umask 077 && cat > /etc/nginx/conf.d/llm-replica.conf) <<'{end}'
+{front}{end}
 rm -f /etc/nginx/sites-enabled/default
-systemctl enable nginx && systemctl restart nginx
+nginx -t
+systemctl enable nginx
+systemctl restart nginx
 # The model server runs as a service, so it starts again on every boot: a wake from hibernation boots
 # the VM again, and user_data runs on the first boot only. Its environment holds the secrets: root only.
+say "installing the model server's service"
 (umask 077 && cat > {config_dir}/run.sh) <<'{end}'
 #!/bin/bash
 # The model cache on the root disk, which hibernation keeps (the ephemeral disk is lost): no new download.
@@ -108,13 +129,16 @@ ExecStartPre={config_dir}/redirect.sh
 ExecStart={config_dir}/run.sh
 Restart=always
 RestartSec=5
-StandardOutput=append:/var/log/llm-replica.log
-StandardError=append:/var/log/llm-replica.log
+StandardOutput=append:{log}
+StandardError=append:{log}
 
 [Install]
 WantedBy=multi-user.target
 {end}
-systemctl daemon-reload && systemctl enable --now llm-replica.service
+systemctl daemon-reload
+say "starting the model server (llm-replica.service) behind the redirect of port {port}"
+systemctl enable --now llm-replica.service
+say "done: the model server's own log follows"
 """
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 # The bearer is spliced into nginx's configuration and the script: only characters inert in both.
@@ -129,10 +153,19 @@ def user_data(model: str, port: int, run_command: str, *, api_key: str, certific
     for pem in (certificate_pem, private_key_pem):
         if not _PEM.fullmatch(pem):  # a line equal to the heredoc's end would cut it short
             raise ValueError("not a single PEM block")
-    return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), front_port=FRONT_PORT,
+    front = _FRONT.format(front_port=FRONT_PORT, config_dir=CONFIG_DIR, max_body=FRONT_MAX_BODY, api_key=api_key,
+                          port=int(port))
+    return _SCRIPT.format(marker=replica_marker(port, model), port=int(port), front_port=FRONT_PORT, log=LOG,
                           config_dir=CONFIG_DIR, model_cache=MODEL_CACHE, end=_HEREDOC_END, certificate=certificate_pem,
-                          private_key=private_key_pem, api_key=api_key, quoted_api_key=shlex.quote(api_key),
+                          private_key=private_key_pem, front=front, quoted_api_key=shlex.quote(api_key),
                           command=shlex.quote(run_command), secrets=_exports(secrets or {}))
+
+
+def front_bearer(user_data: str | None) -> str | None:
+    """The bearer the TLS front in `user_data` lets through (None: it sets up no front), read from the nginx
+    configuration itself, so a front that imitates it checks what nginx will check."""
+    found = _FRONT_BEARER.search(user_data or "")
+    return found.group(1) if found else None
 
 
 def _exports(secrets: Mapping[str, str]) -> str:

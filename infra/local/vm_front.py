@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import shlex
 import ssl
 import tempfile
 import threading
@@ -25,25 +24,27 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from chalicelib.provisioning.cloud_init import FRONT_MAX_BODY, front_bearer
 from chalicelib.provisioning.replica_tls import ReplicaCredentials, new_credentials
 from infra.local.hyperstack_vms import IMPOSTOR_FLAG
 
 _BUFFER = 64 * 1024
 _CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----\n", re.S)
 _PRIVATE_KEY = re.compile(r"-----BEGIN PRIVATE KEY-----\n.*?-----END PRIVATE KEY-----\n", re.S)
-_API_KEY = re.compile(r"^export VLLM_API_KEY=(.+)$", re.M)
 _HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection")
-_MAX_DISCARDED_BODY = 16 * 1024 * 1024  # nginx's client_max_body_size in cloud_init.py
+_MAX_DISCARDED_BODY = int(FRONT_MAX_BODY.removesuffix("m")) * 1024 * 1024  # nginx's client_max_body_size
 
 
 def credentials_in(user_data: str | None) -> ReplicaCredentials | None:
-    """The front's certificate, private key and bearer in a VM's user_data; None if it asks for no front."""
-    found = [pattern.search(user_data or "") for pattern in (_API_KEY, _CERTIFICATE, _PRIVATE_KEY)]
-    if not all(found):
+    """The front's certificate, private key and bearer in a VM's user_data; None if it asks for no front.
+
+    The bearer is the one nginx's configuration in the user_data compares (cloud_init.front_bearer), so this
+    front lets through exactly what the VM's nginx would; tests/vm boots that configuration in a real nginx."""
+    api_key = front_bearer(user_data)
+    certificate, private_key = (pattern.search(user_data or "") for pattern in (_CERTIFICATE, _PRIVATE_KEY))
+    if not (api_key and certificate and private_key):
         return None
-    api_key, certificate, private_key = found
-    words = shlex.split(api_key.group(1))
-    return ReplicaCredentials(words[0], certificate.group(0), private_key.group(0)) if len(words) == 1 else None
+    return ReplicaCredentials(api_key, certificate.group(0), private_key.group(0))
 
 
 def front_for(vm: dict[str, Any], backend: tuple[str, int]) -> VmFront | None:

@@ -229,7 +229,7 @@ def test_run_command_runs_as_a_service_that_comes_back_after_a_boot(tmp_path):
     shown = subprocess.run(["bash", str(tmp_path / "run.sh")], capture_output=True, text=True, check=True)
 
     assert shown.stdout.splitlines() == ["8000", CREDENTIALS.api_key, "/var/lib/llm-replica/huggingface", SECRET]
-    assert "systemctl daemon-reload && systemctl enable --now llm-replica.service" in script
+    assert "systemctl daemon-reload\n" in script and "systemctl enable --now llm-replica.service\n" in script
     assert "Restart=always" in script and "ExecStart=/etc/llm-replica/run.sh" in script
     # iptables rules are lost on a reboot: the unit sets the redirect again before every start, once.
     assert "ExecStartPre=/etc/llm-replica/redirect.sh" in script
