@@ -54,24 +54,47 @@ def vm_poll(vm: Any, event: dict[str, Any], waiting: str, doing: str) -> dict[st
 
 
 def model_poll(event: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-    """One health check of the replica's model on its VM: {healthy, polls: polls + 1}."""
+    """One health check of the replica's model on its VM: {healthy, polls: polls + 1}, and when not healthy
+    `answer`: what did not answer (the replica's error_message says it if the checks run out)."""
     replica = live(event, allowed=allowed)
     polls = int(event.get("polls") or 0) + 1
-    healthy = answers(endpoint(event["floating_ip"], replica) + "/models", replica.api_key, replica.tls_fingerprint)
-    return {"healthy": healthy, "polls": polls}
+    problem = health_problem(endpoint(event["floating_ip"], replica) + "/models", replica.api_key,
+                             replica.tls_fingerprint)
+    if problem is None:
+        return {"healthy": True, "polls": polls}
+    return {"healthy": False, "polls": polls, "answer": problem}
 
 
 def answers(url: str, api_key: str | None = None, fingerprint: str | None = None) -> bool:
-    """The replica serves, reached as chat requests will reach it: over TLS with its pinned
-    certificate, with its bearer. A yes proves the VM is ours, up, and holding its key."""
+    return health_problem(url, api_key, fingerprint) is None
+
+
+def health_problem(url: str, api_key: str | None = None, fingerprint: str | None = None) -> str | None:
+    """None if the replica serves, reached as chat requests will reach it: over TLS with its pinned
+    certificate, with its bearer (a yes proves the VM is ours, up, and holding its key). Otherwise which
+    part of the VM did not answer: its TLS front (nginx), or the model server behind it."""
     import urllib3
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    where = url.split("/")[2]
     try:
         with urllib3.PoolManager(retries=False, **pool_options(fingerprint)) as pool:
-            return pool.request("GET", url, headers=headers, timeout=5, redirect=False).status == 200
-    except (urllib3.exceptions.HTTPError, OSError, ValueError):
-        return False
+            status = pool.request("GET", url, headers=headers, timeout=5, redirect=False).status
+    except urllib3.exceptions.SSLError as error:
+        return f"{where} answered, but not with the replica's TLS certificate ({error})"
+    except urllib3.exceptions.ConnectTimeoutError:  # refused, unreachable, or no answer to the handshake
+        return (f"nothing accepted a connection on {where}: the VM's TLS front is not listening "
+                "(on the VM: cloud-init status --long, /var/log/llm-replica.log)")
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+        return f"{where} accepted a connection but gave no answer ({type(error).__name__})"
+    if status == 200:
+        return None
+    if status == 401:
+        return f"the TLS front on {where} refused the replica's bearer (401)"
+    if status in (502, 503, 504):
+        return (f"the TLS front on {where} answers, the model server behind it does not ({status}; on the VM: "
+                "systemctl status llm-replica, /var/log/llm-replica.log)")
+    return f"the model server behind {where} answered {status} to GET /v1/models"
 
 
 def call(action: Callable[[], Any], conflict_is_retryable: bool = False) -> Any:

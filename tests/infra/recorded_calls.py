@@ -384,7 +384,7 @@ def provision() -> None:
     Replica(1).update(actions=[Replica.execution_arn.set(started["executionArn"])])
     vm = {"replica_id": 1, "vm_id": 7, "floating_ip": "127.0.0.1", "execution_arn": started["executionArn"]}
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", FakeHyperstack), \
-            mock.patch.object(step_helpers, "answers", return_value=True), RECORDER.recording("Provision"):
+            mock.patch.object(step_helpers, "health_problem", return_value=None), RECORDER.recording("Provision"):
         for step in ("start_create", "create_vm", "check_vm", "check_model", "mark_ready", "mark_failed",
                      "delete_vm", "mark_delete_failed", "create_ended", "stop_create", "teardown"):
             tasks.handle({"step": step, **vm})
@@ -420,7 +420,7 @@ def hibernate_and_wake() -> None:
     refused = {"Error": "HibernationRefused", "Cause": "Hyperstack refused: this flavor does not support hibernation"}
     never = {"Error": "VmNeverHibernated", "Cause": "The VM did not hibernate."}
     with mock.patch("chalicelib.hyperstack.client.HyperstackClient", HibernatingHyperstack), \
-            mock.patch.object(step_helpers, "answers", return_value=True), RECORDER.recording("Provision"):
+            mock.patch.object(step_helpers, "health_problem", return_value=None), RECORDER.recording("Provision"):
         # A flavor that cannot hibernate; a hibernation that failed with the VM still serving; one that ends
         # HIBERNATED with a wake asked meanwhile (it starts the wake); then the wake, to SUCCESS.
         for step, extra in (("start_hibernate", {}), ("hibernate_vm", {}), ("check_hibernated", {}),

@@ -97,7 +97,7 @@ def test_happy_path_polls_the_vm_then_the_model_and_marks_the_replica_ready(emul
     tasks = FakeTasks(
         emulator_url,
         check_vm=[vm("CREATING"), vm("CREATING"), vm("ACTIVE")],
-        check_model=[{"healthy": False}, {"healthy": True}],
+        check_model=[{"healthy": False, "answer": NOT_LISTENING}, {"healthy": True}],
     )
     execution, states = run(emulator_url, tasks, CREATE)
     assert execution["status"] == "SUCCEEDED", execution
@@ -134,12 +134,23 @@ def test_a_vm_never_active_within_max_polls_is_compensated(emulator_url: str) ->
     assert tasks.event("mark_failed")["error"]["Error"] == "VmNeverActive"
 
 
+NOT_LISTENING = "nothing accepted a connection on 203.0.113.10:8000: the VM's TLS front is not listening"
+
+
 def test_a_model_that_never_answers_is_compensated(emulator_url: str) -> None:
-    tasks = FakeTasks(emulator_url, check_model=[{"healthy": False}])
+    tasks = FakeTasks(emulator_url, check_model=[{"healthy": False, "answer": NOT_LISTENING}])
     execution, _ = run(emulator_url, tasks, {**CREATE, "max_model_polls": 2})
     assert execution["status"] == "FAILED"
     assert tasks.steps[-4:] == ["check_model", "check_model", "delete_vm", "mark_failed"]
     assert tasks.event("mark_failed")["error"]["Error"] == "ModelNeverHealthy"
+
+
+def test_a_model_that_never_answers_fails_saying_what_the_last_check_found(emulator_url: str) -> None:
+    tasks = FakeTasks(emulator_url, check_model=[{"healthy": False, "answer": NOT_LISTENING}])
+
+    run(emulator_url, tasks, {**CREATE, "max_model_polls": 2})
+
+    assert tasks.event("mark_failed")["error"]["Cause"].endswith(f"(2 health checks); the last: {NOT_LISTENING}")
 
 
 def test_a_retryable_hyperstack_error_is_retried(emulator_url: str) -> None:

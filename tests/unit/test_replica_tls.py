@@ -215,6 +215,37 @@ def test_health_check_with_a_wrong_bearer_is_not_healthy():
         assert step_helpers.answers(url, OTHER.api_key, OTHER.fingerprint) is True
 
 
+def test_health_check_says_the_front_is_not_listening_when_nothing_accepts_the_connection():
+    with TlsReplicaServer(OTHER) as probe:  # a port nothing listens on once it is closed
+        port = probe.port
+
+    problem = step_helpers.health_problem(f"https://127.0.0.1:{port}/v1/models", OTHER.api_key, OTHER.fingerprint)
+
+    assert problem.startswith(f"nothing accepted a connection on 127.0.0.1:{port}: the VM's TLS front is not listening")
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (401, "the TLS front on {where} refused the replica's bearer (401)"),
+    (502, "the TLS front on {where} answers, the model server behind it does not (502"),
+    (500, "the model server behind {where} answered 500"),
+])
+def test_health_check_says_which_part_of_the_vm_did_not_answer(status, says):
+    with TlsReplicaServer(OTHER, answer=status) as server:
+        where = f"127.0.0.1:{server.port}"
+        problem = step_helpers.health_problem(f"https://{where}/v1/models", OTHER.api_key, OTHER.fingerprint)
+
+    assert problem.startswith(says.format(where=where))
+
+
+def test_health_check_says_when_the_certificate_is_not_the_replicas():
+    with TlsReplicaServer(OTHER) as impostor:
+        where = f"127.0.0.1:{impostor.port}"
+        pinned = new_credentials("the-replica").fingerprint
+        problem = step_helpers.health_problem(f"https://{where}/v1/models", OTHER.api_key, pinned)
+
+    assert problem.startswith(f"{where} answered, but not with the replica's TLS certificate")
+
+
 def test_chat_reaches_a_pinned_replica_and_skips_an_impostor():
     credentials = new_credentials("replica")
     with TlsReplicaServer(credentials) as replica, TlsReplicaServer(OTHER) as impostor:
