@@ -43,6 +43,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -122,7 +123,7 @@ class FakeHyperstack(BackgroundService):
     restore_goes_to_error = _Forward("fleet", "faults")
 
     def __init__(self, api_key: str = "fake-key", host: str = "127.0.0.1", port: int = 0,
-                 active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
+                 active_after_seconds: float = 1.0, floating_ip: str | Callable[[dict], str] = "127.0.0.1",
                  on_active: VmCallback | None = None, on_deleted: VmCallback | None = None, *,
                  on_hibernated: VmCallback | None = None, hibernate_after_seconds: float = 0.2,
                  restore_after_seconds: float = 0.2, stall_seconds: float = 30.0, verbose: bool = False) -> None:

@@ -3,7 +3,8 @@
 Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls onto it.
 
 - A created VM is CREATING without IPs; `active_after_seconds` later (checked lazily, by `advance()`, which every
-  read calls) it becomes ACTIVE with `floating_ip`, once `on_active(vm)` has returned. `vm["port"]` and
+  read calls) it becomes ACTIVE with `floating_ip` (one address for every VM, or a function of the VM giving
+  each its own), once `on_active(vm)` has returned. `vm["port"]` and
   `vm["model"]` come from the user_data marker line (chalicelib/vm_naming.py), else None.
 - `impostor_certificate` (a counting switch): the next N VMs to turn ACTIVE reach `on_active` flagged
   `vm[IMPOSTOR_FLAG] = True`: whoever serves them answers with a certificate other than their user_data's.
@@ -92,7 +93,7 @@ class Faults:
 class VmFleet:
     """Every VM of the fake Hyperstack; thread-safe, as the HTTP layer serves requests concurrently."""
 
-    def __init__(self, active_after_seconds: float = 1.0, floating_ip: str = "127.0.0.1",
+    def __init__(self, active_after_seconds: float = 1.0, floating_ip: str | Callable[[dict], str] = "127.0.0.1",
                  on_active: VmCallback | None = None, on_deleted: VmCallback | None = None, *,
                  on_hibernated: VmCallback | None = None, hibernate_after_seconds: float = 0.2,
                  restore_after_seconds: float = 0.2) -> None:
@@ -266,7 +267,9 @@ class VmFleet:
         return {"id": rule_id, **fields, "status": "SUCCESS", "created_at": _now()}
 
     def _floating_ip(self, vm: dict[str, Any]) -> str | None:
-        return self.floating_ip if vm["assign_floating_ip"] else None
+        if not vm["assign_floating_ip"]:
+            return None
+        return self.floating_ip(vm) if callable(self.floating_ip) else self.floating_ip
 
 
 def _refuse(problem: str | None) -> None:

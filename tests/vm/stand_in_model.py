@@ -27,11 +27,11 @@ class StandIn(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._log()
-        if self.path == "/health":
+        if self.path.split("?")[0] == "/health":
             return self._json(200, {})
         if not self._authorized():
             return
-        if self.path == "/v1/models":
+        if self.path.split("?")[0] == "/v1/models":
             return self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         self._json(404, {"error": "not found"})
 
