@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 SMOLLM2 := $(VENV)/.smollm2
 
-.PHONY: run test unit integration infra-test lint package bench cost fuzz clean
+.PHONY: run test unit integration infra-test vm-test vm-tools lint package bench cost fuzz clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ $(SMOLLM2): $(INSTALLED)
 run: $(INSTALLED) $(if $(LOCAL_REPLICA),$(SMOLLM2))
 	exec $(PY) -m infra.local
 
-## test: lint, then every test (unit, integration against the local HTTP stack, infra)
-test: lint $(NODE_INSTALLED) $(SMOLLM2)
+## test: lint, then every test (unit, integration against the local HTTP stack, infra, and as root the VM boot)
+test: lint $(NODE_INSTALLED) $(SMOLLM2) vm-tools
 	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest
 
 unit: $(INSTALLED) $(NODE_INSTALLED)
@@ -40,6 +40,16 @@ integration: $(INSTALLED) $(SMOLLM2)
 
 infra-test: $(INSTALLED)
 	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest tests/infra
+
+## vm-test: a replica's user_data booted for real (systemd, cloud-init, nginx, iptables) in a Debian 12 machine
+vm-test: $(INSTALLED) vm-tools
+	REQUIRE_ALL_PREREQUISITES=1 $(PY) -m pytest tests/vm
+
+# The boot test's tools, from Debian's packages; it runs as root only (elsewhere pytest says it skipped it, and why).
+vm-tools:
+	@if [ "$$(id -u)" != 0 ]; then echo "make: not root, so the VM boot test (tests/vm) will be skipped: sudo make vm-test"; \
+	elif ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container debootstrap >/dev/null; fi
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
