@@ -105,3 +105,52 @@ def test_worst_chat_bodies_within_the_cap_stay_within_a_memory_budget(name):
         tracemalloc.stop()
 
     assert peak < 60 * 1024 * 1024, f"{name}: {peak / 2**20:.1f} MiB"
+
+
+# Counting values in time linear in the body, whatever its shape
+
+ONE_MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": [1, 2, {"b": "c,d:[{"}]}', '["\\"", "x\\\\", {"k\\"": "v\\\\"}]', '"just, a: [string{"',
+    '[[], {}, [{}], {"": []}]', '{"\\\\\\"": "\\\\\\\\\\"", "x": ["\\u0022,", ","]}',
+])
+def test_values_are_counted_outside_strings_escapes_and_all(text):
+    raw = text.encode()
+    outside = reference_outside(raw)
+
+    assert bounded_json._values(raw, MAX_VALUES) == 1 + sum(outside.count(symbol) for symbol in "[{,:")
+
+
+def reference_outside(raw: bytes) -> str:
+    """The text with its strings removed, by a plain character-by-character reading of JSON."""
+    out, inside, escaped = [], False, False
+    for char in raw.decode():
+        if inside:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                inside = False
+        elif char == '"':
+            inside = True
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("name", ["escaped quotes, then commas", "an unterminated string of escaped quotes",
+                                  "quotes and commas", "a lone backslash at the end"])
+def test_hostile_shapes_of_a_mebibyte_are_refused_in_one_pass(name):
+    """Before, the first body took hours of CPU: each `\\"` started a scan to the end. The test's timeout is
+    the bound here, not a timed assertion: a quadratic count would not finish."""
+    body = {
+        "escaped quotes, then commas": '{"model":"m","messages":"' + '\\"' * 100_000 + "," * (ONE_MIB - 200_030),
+        "an unterminated string of escaped quotes": '{"model":"m","messages":"' + '\\"' * (ONE_MIB // 2),
+        "quotes and commas": '{"model":"m","messages":[' + '",' * (ONE_MIB // 2),
+        "a lone backslash at the end": '{"a":"' + '\\"' * 100_000 + "," * 300_000 + "\\",
+    }[name].encode()
+
+    assert refusal(body) in ("Request body is not valid JSON.", f"Request body holds more than {MAX_VALUES} values.")
