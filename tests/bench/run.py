@@ -28,6 +28,7 @@ from infra.local.mock_vllm import MockVllm  # noqa: E402
 from tests.bench.body_probe import bodies, event_bytes  # noqa: E402
 from tests.bench.idle_marking import HEADER as IDLE_HEADER  # noqa: E402
 from tests.bench.idle_marking import idle_marking_rows  # noqa: E402
+from tests.bench.parsing import parsing_rows  # noqa: E402
 from tests.bench.real_model import real_model_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402
 
@@ -102,7 +103,7 @@ def main() -> None:
             rows += real_model_rows(stack, key, Client)
     finally:
         stack.stop()
-    rows += cold_start_rows()
+    rows += cold_start_rows() + parsing_rows()
     print_table(rows)
     print()
     print_table(idle_rows, IDLE_HEADER)
