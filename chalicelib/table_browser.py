@@ -19,7 +19,7 @@ _ROWS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "metric": lambda row: _columns(row, (
         "id", "api_key_id", "input", "created", "model", "choices", "prompt_tokens", "total_tokens",
         "completion_tokens", "duration", "user_id", "replica_id", "time_to_first_token", "status", "streamed",
-        "content_truncated", "operation",
+        "content_truncated", "operation", "usage_estimated",
     )),
     "llm_models": llm_models.describe,
     "replicas": replicas.describe_row,

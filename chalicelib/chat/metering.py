@@ -64,11 +64,19 @@ class Meter:
         self.error: ApiError | None = None  # the error answered, if any (its code is the refusal's reason)
         self.replica_failures = 0  # replicas skipped for failing or timing out (chalicelib.chat.upstream)
         self.failed_over = False  # answered by a replica other than the first one tried
+        self.relayed_pieces = 0  # generated pieces relayed (one per choice per event): at least a token each
 
     def fail(self, error: ApiError) -> None:
         """The answer is `error`: before the first byte, or as a stream's last event."""
         self.status = error.status
         self.error = error
+
+    def relayed(self, pieces: list[str]) -> None:
+        """A streamed event relayed these generated pieces ("" for a tool call's)."""
+        self.first_token()
+        self.relayed_pieces += len(pieces)
+        if self.store_content:
+            self.answer.extend(pieces)
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:
@@ -122,7 +130,7 @@ class Meter:
                                                                           "tokens": tokens, "reason": repr(error)})
 
     def _row(self) -> Metric:
-        usage = _metered_usage(self.usage or {}, self.request.operation.generates)
+        usage, estimated = self._usage()
         created = int(self.started_at)
         content_input, choices, truncated = self._content()
         return Metric(
@@ -142,9 +150,26 @@ class Meter:
             input=content_input,
             choices=choices,
             content_truncated=truncated or None,
+            usage_estimated=estimated or None,
             expires_at=datetime.fromtimestamp(created, tz=UTC)
             + timedelta(days=get_settings().metric_ttl_days),
         )
+
+    def _usage(self) -> tuple[dict[str, Any], bool]:
+        """The tokens to meter, and whether they are estimated. The replica's figures (a stream's last running
+        usage when it was cut) unless a stream relayed more pieces than they count: a replica that reports no
+        usage, or a stream cut before its usage came. Then each relayed piece counts one completion token, and
+        a prompt the replica did not count, a quarter of its UTF-8 bytes (about what a token is in English)."""
+        usage = _metered_usage(self.usage or {}, self.request.operation.generates)
+        completion = usage.get("completion_tokens")
+        if not self.relayed_pieces or (isinstance(completion, int) and completion >= self.relayed_pieces):
+            return usage, False
+        prompt = usage.get("prompt_tokens")
+        if not isinstance(prompt, int):
+            prompt_bytes = len(json.dumps(self.request.body.get(self.request.operation.prompt_field)).encode())
+            prompt = max(1, -(-prompt_bytes // 4))
+        return {"prompt_tokens": prompt, "completion_tokens": self.relayed_pieces,
+                "total_tokens": prompt + self.relayed_pieces}, True
 
     def _content(self) -> tuple[str | None, str | None, bool]:
         """The prompt and the answer as stored, cut to fit one item between them: (input, choices, cut)."""

@@ -75,14 +75,17 @@ def stream_chunks(request: dict[str, Any], *, model: str) -> Iterator[dict[str, 
     """The `text_completion` chunks of a streamed reply, in order, without the final `[DONE]`."""
     header = {"id": _completion_id(), "object": "text_completion", "created": int(time.time()), "model": model}
 
-    def chunk(index: int, text: str, finish_reason: str | None = None, stop_reason: str | None = None) -> dict:
+    running = mock_replies.running_usage(request, _usage(request)["prompt_tokens"])
+
+    def chunk(index: int, text: str, finish_reason: str | None = None, stop_reason: str | None = None,
+              tokens: int = 1) -> dict:
         choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason,
                   "stop_reason": stop_reason}
-        return {**header, "choices": [choice]}
+        return running({**header, "choices": [choice]}, tokens if text else 0)
 
     for index, echoed, answer in _choices(request):
         if echoed:
-            yield chunk(index, echoed)
+            yield chunk(index, echoed, tokens=0)  # the prompt, echoed: no completion token
         for piece in answer.pieces:
             yield chunk(index, piece)
         yield chunk(index, "", answer.finish_reason, answer.stop_reason)

@@ -17,7 +17,8 @@ Wire decisions (the proxy relies on them):
   `stream_options.include_usage` exactly one extra chunk, `"choices": []` with `usage`, comes before
   `data: [DONE]`. Its usage has no `prompt_tokens_details` key (vLLM drops nulls there); the non-streamed
   reply's usage has `"prompt_tokens_details": null`.
-- `stream_options.continuous_usage_stats` is not supported (ignored).
+- With `include_usage` and `continuous_usage_stats` both (vLLM's running usage), every chunk also carries the
+  usage so far: the prompt, and the completion tokens sent up to and including that chunk.
 - The finish comes in a chunk of its own, `delta {"content": ""}` with `finish_reason` and `stop_reason`.
 """
 
@@ -28,7 +29,7 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,9 +121,11 @@ def stream_chunks(request: dict[str, Any], *, model: str) -> Iterator[dict[str, 
     answers = answer_choices(request)
     header = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
+    running = running_usage(request, prompt_tokens(request))
+
     def chunk(index: int, delta: dict[str, str], **finish: Any) -> dict[str, Any]:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None, **finish}
-        return {**header, "choices": [choice]}
+        return running({**header, "choices": [choice]}, 1 if delta.get("content") else 0)
 
     for index in range(len(answers)):
         yield chunk(index, {"role": "assistant", "content": ""})
@@ -135,6 +138,22 @@ def stream_chunks(request: dict[str, Any], *, model: str) -> Iterator[dict[str, 
         yield chunk(index, {"content": ""}, finish_reason=answer.finish_reason, stop_reason=answer.stop_reason)
     if (request.get("stream_options") or {}).get("include_usage"):
         yield {**header, "choices": [], "usage": _usage(request, answers)}
+
+
+def running_usage(request: dict[str, Any], prompt: int) -> Callable[[dict[str, Any], int], dict[str, Any]]:
+    """`chunk, tokens -> chunk`: with vLLM's running usage asked for, the chunk with the usage so far added
+    (`tokens` more completion tokens); otherwise the chunk as it is."""
+    options = request.get("stream_options") or {}
+    if not (options.get("include_usage") and options.get("continuous_usage_stats")):
+        return lambda chunk, tokens: chunk
+    sent = 0
+
+    def add(chunk: dict[str, Any], tokens: int) -> dict[str, Any]:
+        nonlocal sent
+        sent += tokens
+        return {**chunk, "usage": {"prompt_tokens": prompt, "total_tokens": prompt + sent, "completion_tokens": sent}}
+
+    return add
 
 
 def is_token_chunk(chunk: dict[str, Any]) -> bool:

@@ -5,8 +5,11 @@ replica's dialect (chalicelib.chat.sse): `data: ...` lines ending in LF and a bl
 `event:`/`id:`/`retry:` fields. Keep-alive comments are relayed as `: keep-alive`: while a replica
 queues or thinks, they keep idle intermediaries (API Gateway cuts an edge-optimized stream after 30 s
 of silence, proxies on the client's side too) from closing the client's connection; clients ignore them.
-Only the usage chunk is held back when the client did not ask for it (the proxy always asks the
-replica for usage, to meter it). JSON is parsed only for events that may carry usage or the first token.
+The proxy always asks the replica for usage, in every chunk too (vLLM's `continuous_usage_stats`), so that
+a stream cut anywhere is metered up to where it was cut; what the client did not ask for is taken out
+again: the `usage` of each chunk (the chunk is then re-encoded, compact, as vLLM writes it), and the final
+usage chunk. Every generated piece relayed is counted too, for a replica that reports no usage. JSON is
+parsed only for events that may carry usage or text the meter needs.
 
 A stream that ends by its HTTP framing without `data: [DONE]` is complete: the proxy ends it with
 `data: [DONE]` itself. A connection lost before the end, a silent replica, the deadline, or an event
@@ -44,15 +47,18 @@ def upstream_events(response: urllib3.BaseHTTPResponse, deadline: float | None =
         chunks.close()  # early exit included: closing the connection makes the replica stop generating
 
 
-def relay_events(events: Iterator[sse.Item], meter: Meter, client_wants_usage: bool) -> Iterator[bytes]:
+def relay_events(events: Iterator[sse.Item], meter: Meter, client_wants_usage: bool,
+                 client_wants_running_usage: bool = False) -> Iterator[bytes]:
     try:
         for item in events:
             if isinstance(item, sse.Comment):
                 yield sse.KEEP_ALIVE
             elif item.data.startswith(b"[DONE]"):  # as the OpenAI SDKs read it
                 break
-            elif not _worth_parsing(item.data, meter) or _meter_and_keep(item.data, meter, client_wants_usage):
-                yield sse.encode(item)
+            else:
+                data = _metered(item.data, meter, client_wants_usage, client_wants_running_usage)
+                if data is not None:
+                    yield sse.encode(item if data is item.data else sse.Event(data))
         yield sse.encode(_DONE)
     except ApiError as error:
         meter.fail(error)
@@ -105,30 +111,33 @@ def upstream_error(response: urllib3.BaseHTTPResponse) -> ReplicaRefused:
     return ReplicaRefused(str(message), status=response.status)
 
 
-def _worth_parsing(data: bytes, meter: Meter) -> bool:
-    """Whether the event may tell the meter anything: JSON is parsed only for those."""
-    return b'"usage"' in data or meter.time_to_first_token is None or meter.store_content
-
-
-def _meter_and_keep(data: bytes, meter: Meter, client_wants_usage: bool) -> bool:
-    """Record what the event tells the meter; True if the client gets it (False holds back unasked usage)."""
+def _metered(data: bytes, meter: Meter, client_wants_usage: bool, client_wants_running_usage: bool) -> bytes | None:
+    """Record what the event tells the meter; the event for the client (`data` itself when unchanged), or None
+    to hold it back (a usage chunk it did not ask for)."""
+    if b'"usage"' not in data and b'"content"' not in data and b'"text"' not in data and b'"tool_calls"' not in data:
+        return data  # the role's first chunk, a finish reason: nothing to meter
     try:
         chunk: dict[str, Any] = json.loads(data)
     except ValueError:
-        return True
+        return data
     if not isinstance(chunk, dict):
-        return True
+        return data
     choices = chunk.get("choices")
     choices = choices if isinstance(choices, list) else []
-    texts = [_generated(choice) for choice in choices if isinstance(choice, dict)]
-    if any(text is not None for text in texts):
-        meter.first_token()
-        if meter.store_content:
-            meter.answer.extend(text or "" for text in texts)
-    if chunk.get("usage"):
-        meter.usage = chunk["usage"]
-        return bool(choices) or client_wants_usage
-    return True
+    generated = (_generated(choice) for choice in choices if isinstance(choice, dict))
+    texts = [text for text in generated if text is not None]
+    if texts:
+        meter.relayed(texts)
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        return data
+    meter.usage = usage
+    if not choices:
+        return data if client_wants_usage else None  # the final usage chunk
+    if client_wants_running_usage:
+        return data
+    del chunk["usage"]
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _generated(choice: dict[str, Any]) -> str | None:

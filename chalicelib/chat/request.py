@@ -17,14 +17,18 @@ class ChatRequest:
     body: dict[str, Any]  # what the client sent, forwarded as it is but for stream_options
     model: str
     stream: bool
-    client_wants_usage: bool
+    client_wants_usage: bool  # the final usage chunk (`include_usage`)
     operation: Operation = field(default=CHAT)
+    client_wants_running_usage: bool = False  # usage in every chunk too (vLLM's `continuous_usage_stats`)
 
     def upstream_body(self) -> bytes:
-        """The body for the replica: streams always ask for usage, which the proxy meters."""
+        """The body for the replica: streams always ask for usage, in every chunk too (vLLM's running usage), so
+        that a stream cut at any point is metered up to where it was cut. What the client did not ask for is
+        taken out of the events again before they reach it (chalicelib.chat.relay)."""
         body = self.body
         if self.stream:
-            body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+            asked = body.get("stream_options") or {}
+            body = {**body, "stream_options": {**asked, "include_usage": True, "continuous_usage_stats": True}}
         return _utf8_json(body)
 
 
@@ -51,6 +55,9 @@ def parse_request(raw: bytes, max_bytes: int, operation: Operation) -> ChatReque
     operation.rules(body)
     # An operation that cannot stream (embeddings) forwards a `stream` key as it came, for the replica to judge.
     stream = operation.can_stream and bool(body.get("stream"))
-    wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+    options = (body.get("stream_options") or {}) if stream else {}
+    wants_usage = bool(options.get("include_usage"))
+    # As vLLM reads them: running usage only comes with the final usage chunk.
+    wants_running_usage = wants_usage and bool(options.get("continuous_usage_stats"))
     return ChatRequest(body=body, model=body["model"], stream=stream, client_wants_usage=wants_usage,
-                       operation=operation)
+                       operation=operation, client_wants_running_usage=wants_running_usage)

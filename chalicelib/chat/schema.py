@@ -47,7 +47,10 @@ CHAT_COMPLETION: dict[str, Any] = {
         "model": {"type": "string", "minLength": 1, "maxLength": 256},
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "stream": {"type": ["boolean", "null"]},
-        "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": ["boolean", "null"]}}},
+        "stream_options": {"type": ["object", "null"], "properties": {
+            "include_usage": {"type": ["boolean", "null"]},
+            "continuous_usage_stats": {"type": ["boolean", "null"]},  # vLLM's: usage in every chunk
+        }},
         "temperature": _number(0, 2),
         "top_p": _number(0, 1),
         "presence_penalty": _number(-2, 2),

@@ -117,7 +117,8 @@ def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: 
     if reply.status >= 400:
         raise upstream_error(reply)
     if request.stream:
-        events = relay_events(upstream_events(reply, deadline), meter, request.client_wants_usage)
+        events = relay_events(upstream_events(reply, deadline), meter, request.client_wants_usage,
+                              request.client_wants_running_usage)
         return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
     answer = read_answer(reply, meter, deadline, get_chat_settings().max_answer_bytes)
     return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([answer]))
@@ -169,10 +170,10 @@ def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) ->
     if not routing.model_exists(request.model):
         raise NotFound(f"The model `{request.model}` does not exist.", code="model_not_found", param="model")
     if request.stream:
-        body = request.body | {"stream_options": {"include_usage": True}}
+        body = request.body | {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}
         events = sse.parse(mock_answers.stream_events(request.operation, body, request.model))
-        return ChatResponse(200, {**SSE_HEADERS, **headers}, relay_events(events, meter, request.client_wants_usage),
-                            streamed=True)
+        relayed = relay_events(events, meter, request.client_wants_usage, request.client_wants_running_usage)
+        return ChatResponse(200, {**SSE_HEADERS, **headers}, relayed, streamed=True)
     answer = mock_answers.answer(request.operation, request.body, request.model)
     meter.observe_answer(answer)
     meter.first_token()

@@ -139,6 +139,7 @@ class Metric(Table):
     status = NumberAttribute(null=True)
     streamed = BooleanAttribute(null=True)
     content_truncated = BooleanAttribute(null=True)  # input/choices cut to fit DynamoDB's item limit
+    usage_estimated = BooleanAttribute(null=True)  # tokens counted by the proxy: the replica reported none
     # "chat.completions", "completions" or "embeddings" (chalicelib.chat.operations); older rows have none: chat
     operation = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)

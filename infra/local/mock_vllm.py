@@ -20,6 +20,8 @@ as to chat; embeddings, never streamed, take them as a non-streamed chat reply d
 - "stall": reads the request, then never answers (until `stop()`, which it does not hold up).
 - "die_mid_stream": a stream sends DIE_AFTER_EVENTS events, then the connection closes without the terminating
   chunk nor `data: [DONE]`; a non-streamed reply sends its headers and half its body, then closes.
+- "no_usage": a stream carries no usage at all, running or final, whatever `stream_options` asks (a server that
+  ignores them).
 - Other servers' SSE dialects and faults, with the "ok" mode's content: "crlf", "split_cr", "keepalive",
   "no_done", "done_no_blank", "oversized_event", "trickle", "idle" (each described in sse_faults.py).
 
@@ -45,7 +47,7 @@ from infra.local import sse_faults
 from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 
 MODES = ("ok", "error400", "error500", "stall", "die_mid_stream", "crlf", "split_cr", "keepalive", "no_done",
-         "done_no_blank", "oversized_event", "trickle", "idle")
+         "done_no_blank", "oversized_event", "trickle", "idle", "no_usage")
 DIE_AFTER_EVENTS = 3  # the role chunk and two tokens
 _ERRORS = {
     "error400": (400, mock_replies.error_body("Mock replica in mode error400.", "BadRequestError", 400)),
@@ -219,6 +221,8 @@ class _Handler(PromptHandler):
             message = f"The model `{request['model']}` does not exist."
             self._send_json(404, mock_replies.error_body(message, "NotFoundError", 404))
         elif request.get("stream") and route.chunks is not None:
+            if mode == "no_usage":
+                request = {key: value for key, value in request.items() if key != "stream_options"}
             self._stream(route.chunks(request, model=owner.model), mode)
         else:
             self._complete(route.reply(request, model=owner.model), mode)

@@ -38,7 +38,7 @@ def test_streamed_answer_relays_every_chunk_and_hides_usage_not_asked_for(stack,
 
     assert [chunk.choices for chunk in chunks] == [chunk.choices for chunk in straight]
     assert all(chunk.usage is None for chunk in chunks)
-    assert forwarded["stream_options"] == {"include_usage": True}
+    assert forwarded["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
 
 
 def test_streamed_usage_chunk_is_forwarded_when_asked_for(stack, served, replica, key):

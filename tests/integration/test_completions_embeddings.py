@@ -37,7 +37,7 @@ def test_streamed_completion_relays_every_text_chunk_and_hides_usage_not_asked_f
 
     assert [chunk.choices[0].text for chunk in chunks] == [chunk.choices[0].text for chunk in straight]
     assert all(chunk.usage is None for chunk in chunks)
-    assert forwarded["stream_options"] == {"include_usage": True}
+    assert forwarded["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
 
 
 def test_streamed_completion_usage_chunk_is_forwarded_when_asked_for(stack, served, key):

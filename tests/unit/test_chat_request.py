@@ -84,7 +84,8 @@ def test_vllm_extra_parameters_pass_through_untouched():
 def test_stream_always_asks_the_replica_for_usage_but_remembers_what_the_client_wanted():
     quiet, asking = parse(stream=True), parse(stream=True, stream_options={"include_usage": True})
 
-    assert json.loads(quiet.upstream_body())["stream_options"] == {"include_usage": True}
+    assert json.loads(quiet.upstream_body())["stream_options"] == {"include_usage": True,
+                                                                   "continuous_usage_stats": True}
     assert (quiet.client_wants_usage, asking.client_wants_usage) == (False, True)
 
 

@@ -152,3 +152,42 @@ def test_retries_stop_at_the_deadline(fail_puts, monkeypatch):
     meter.write()
 
     assert Metric.count() == 0
+
+
+# Every relayed token metered: a stream's running usage, or what was relayed when the replica reports none
+
+
+def streamed_meter(usage: dict | None, pieces: int, content: str = "x" * 40) -> Meter:
+    body = {"model": "m/x", "stream": True, "messages": [{"role": "user", "content": content}]}
+    caller = Caller(key_id=7, key_hash="h7", user_id="alice", allowed_rpm=10, remaining=9, reset_seconds=30)
+    meter = Meter(caller, parse_chat_request(json.dumps(body).encode(), 8 << 20), 1_800_000_000.0)
+    meter.usage = usage
+    for _ in range(pieces):
+        meter.relayed([" word"])
+    return meter
+
+
+def test_a_streams_usage_counting_at_least_what_was_relayed_is_kept_as_the_replica_said(api):
+    row = streamed_meter({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, pieces=2).write()
+
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens, row.usage_estimated) == (3, 2, 5, None)
+
+
+def test_a_stream_without_any_usage_counts_one_token_per_relayed_piece_and_says_it_is_estimated(api):
+    row = streamed_meter(None, pieces=2).write()
+
+    prompt = -(-len(json.dumps([{"role": "user", "content": "x" * 40}]).encode()) // 4)
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (prompt, 2, prompt + 2)
+    assert row.usage_estimated is True
+
+
+def test_a_running_usage_behind_what_was_relayed_is_raised_to_it_keeping_the_replicas_prompt(api):
+    row = streamed_meter({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, pieces=3).write()
+
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens, row.usage_estimated) == (3, 3, 6, True)
+
+
+def test_a_stream_that_relayed_nothing_meters_nothing(api):
+    row = streamed_meter(None, pieces=0).write()
+
+    assert (row.total_tokens, row.usage_estimated) == (None, None)

@@ -234,3 +234,14 @@ def test_request_problem_names_what_vllm_refuses(request_body):
 
 def test_request_problem_accepts_a_plain_chat():
     assert mock_replies.request_problem(chat(stream=True, max_tokens=5, stop=["x"])) is None
+
+
+def test_running_usage_puts_the_usage_so_far_in_every_chunk_as_vllm_does():
+    request = chat(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True})
+
+    chunks = list(mock_replies.stream_chunks(request, model=MODEL))
+
+    pieces = [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["delta"].get("content")]
+    assert [chunk["usage"]["completion_tokens"] for chunk in pieces] == list(range(1, len(pieces) + 1))
+    assert all("usage" in chunk for chunk in chunks)
+    assert chunks[-1]["usage"]["completion_tokens"] == len(pieces)

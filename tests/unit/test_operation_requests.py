@@ -72,7 +72,8 @@ def test_completion_stream_options_without_stream_are_refused():
 def test_streamed_completion_always_asks_the_replica_for_usage():
     request = completion(stream=True)
 
-    assert json.loads(request.upstream_body())["stream_options"] == {"include_usage": True}
+    assert json.loads(request.upstream_body())["stream_options"] == {"include_usage": True,
+                                                                     "continuous_usage_stats": True}
     assert request.stream and not request.client_wants_usage
 
 

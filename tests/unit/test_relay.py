@@ -25,6 +25,9 @@ class FakeMeter:
     def first_token(self) -> None:
         self.time_to_first_token = 0.1
 
+    def relayed(self, pieces: list[str]) -> None:
+        self.first_token()
+
     def observe_answer(self, payload: dict) -> None:
         self.usage = payload.get("usage")
 
@@ -139,3 +142,41 @@ def test_non_streamed_answer_under_the_cap_is_metered_and_passed_whole():
 def test_an_answer_past_its_deadline_is_a_timeout():
     with pytest.raises(UpstreamTimedOut):
         read_answer(response(b"{}"), FakeMeter(), deadline=0.0)
+
+
+# Running usage: always asked of the replica, shown to the client only as asked
+
+RUNNING = b'{"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}'
+
+
+def relayed_as(*items, wants_usage=False, wants_running_usage=False):
+    meter = FakeMeter()
+    body = b"".join(relay_events(iter(items), meter, wants_usage, wants_running_usage))
+    return [line.removeprefix(b"data: ") for line in body.split(b"\n\n") if line], meter
+
+
+def test_running_usage_is_metered_and_taken_out_of_chunks_for_a_client_that_did_not_ask():
+    events, meter = relayed_as(sse.Event(RUNNING), sse.Event(USAGE), sse.Event(b"[DONE]"))
+
+    assert events == [CHUNK, b"[DONE]"]
+    assert meter.usage["completion_tokens"] == 1
+
+
+def test_a_client_asking_for_the_final_usage_gets_it_but_not_the_running_usage():
+    events, _ = relayed_as(sse.Event(RUNNING), sse.Event(USAGE), wants_usage=True)
+
+    assert events == [CHUNK, USAGE, b"[DONE]"]
+
+
+def test_a_client_asking_for_running_usage_gets_every_chunk_as_the_replica_sent_it():
+    events, _ = relayed_as(sse.Event(RUNNING), sse.Event(USAGE), wants_usage=True, wants_running_usage=True)
+
+    assert events == [RUNNING, USAGE, b"[DONE]"]
+
+
+def test_a_chunk_without_usage_is_relayed_byte_for_byte():
+    spaced = b'{"choices": [{"index": 0, "delta": {"content": "caf\\u00e9"}}]}'
+
+    events, _ = relayed_as(sse.Event(spaced))
+
+    assert events == [spaced, b"[DONE]"]
