@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.store.key_limits import MODEL_NAME_MAX_BYTES, MODEL_NAME_MAX_LENGTH
 from chalicelib.validation import boolean, integer
 
 MAX_ID = 2**53 - 1  # ids stay exact as JSON numbers in every client
@@ -32,8 +33,10 @@ def _name(max_length: int, min_length: int = 1) -> dict[str, Any]:
             "x-pattern-message": "Must not contain control characters."}
 
 
+# A model's name is part of DynamoDB keys: bounded in bytes as well as in characters, here and on the chat routes.
 MODEL_NAME: dict[str, Any] = {
-    **_string(256),
+    **_string(MODEL_NAME_MAX_LENGTH),
+    "x-max-utf8-bytes": MODEL_NAME_MAX_BYTES,
     "pattern": MODEL_NAME_PATTERN,
     "x-pattern-message": "Must not contain spaces, '%', '?' or '#', nor start or end with '/'.",
 }

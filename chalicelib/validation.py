@@ -227,6 +227,10 @@ def _constraint_messages(schema: dict[str, Any], value: Any) -> list[str]:
         shortest, longest = _length_bounds(schema, value)
         if (shortest is not None and len(value) < shortest) or (longest is not None and len(value) > longest):
             messages.append(_length_message(shortest, longest))
+    # Text that becomes part of a DynamoDB key is bounded in bytes too: 256 four-byte characters are 1 KiB.
+    if isinstance(value, str) and "x-max-utf8-bytes" in schema and len(value.encode("utf-8", "surrogatepass")) > (
+            limit := schema["x-max-utf8-bytes"]):
+        messages.append(f"Longer than maximum length {limit} bytes in UTF-8.")
     if isinstance(value, str) and "pattern" in schema and not matches(schema["pattern"], value):
         messages.append(schema.get("x-pattern-message", "String does not match expected pattern."))
     if "enum" in schema and value not in schema["enum"]:

@@ -11,8 +11,9 @@ as `choices`. An embedding's vectors are never stored: they are large, and deriv
 
 A row is never lost silently, or metering could be dodged: the write is retried with backoff in
 the time the invocation has left; stored content is cut to fit DynamoDB's 400 KB item limit (and
-the row marked `content_truncated`); a row that still cannot be written is logged whole, as one
-JSON line `chalicelib.usage_replay` writes back later, and counted in the `UsageRowsLost` metric.
+the row marked `content_truncated`); a row that still cannot be written is logged, as one JSON line
+`chalicelib.usage_replay` writes back later, and counted in the `UsageRowsLost` metric. Logged without its
+prompt and answer: logs never hold them, whatever METRICS_STORE_CONTENT says.
 
 After its row, the request is added to its hour's usage counters (`store.usage_counters`, what
 `/v1/usage` reads) and its tokens to its key's month (`store.month_spend`, what the budget is checked
@@ -97,7 +98,7 @@ class Meter:
         else:
             failure = self._retried(lambda: usage_counters.count(row))
             if failure is not None:
-                logger.error(UNCOUNTED_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(failure)})
+                logger.error(UNCOUNTED_ROW_MESSAGE, extra={"usage_row": _loggable(row), "reason": repr(failure)})
         if row.total_tokens:
             self._spend(int(row.total_tokens))
         return row
@@ -200,7 +201,18 @@ def _cut(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode("utf-8", "ignore")
 
 
+def _loggable(row: Metric) -> dict[str, Any]:
+    """The row for a log line, without the prompt and the answer whatever METRICS_STORE_CONTENT says: logs are
+    read by more people, kept longer and copied further than the table. Replayed, such a row says its content
+    was cut (`content_truncated`)."""
+    logged = row.to_simple_dict()
+    had_content = [logged.pop(name, None) for name in ("input", "choices")] != [None, None]
+    if had_content:
+        logged["content_truncated"] = True
+    return logged
+
+
 def _log_lost_row(row: Metric, error: BaseException) -> None:
     """The row, whole, on one JSON line (`chalicelib.usage_replay` writes it back), and counted."""
-    logger.error(LOST_ROW_MESSAGE, extra={"usage_row": row.to_simple_dict(), "reason": repr(error)})
+    logger.error(LOST_ROW_MESSAGE, extra={"usage_row": _loggable(row), "reason": repr(error)})
     emit_metrics({}, [(USAGE_ROWS_LOST, COUNT, 1)])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.store.key_limits import MODEL_NAME_MAX_BYTES, MODEL_NAME_MAX_LENGTH
+
 
 def _number(low: float, high: float) -> dict[str, Any]:
     return {"type": ["number", "null"], "minimum": low, "maximum": high}
@@ -44,7 +46,8 @@ CHAT_COMPLETION: dict[str, Any] = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": {
-        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+        "model": {"type": "string", "minLength": 1, "maxLength": MODEL_NAME_MAX_LENGTH,
+                  "x-max-utf8-bytes": MODEL_NAME_MAX_BYTES},
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "stream": {"type": ["boolean", "null"]},
         "stream_options": {"type": ["object", "null"], "properties": {

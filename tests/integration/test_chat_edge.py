@@ -1,5 +1,8 @@
 """What the chat edge refuses before it costs anything, through the local HTTP stack and the openai client."""
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import openai
 import pytest
 import requests
@@ -92,3 +95,43 @@ def test_deeply_nested_page_token_is_a_json_400(stack):
     reply = stack.admin.get(stack.url(f"/v1/tables/metric?next_token={token}"))
 
     assert (reply.status_code, reply.json()) == (400, {"error": "Invalid next_token."})
+
+
+def stack_cpu_seconds(stack) -> float:
+    """CPU the local stack's process has used so far (user and system): what a body costs it, whatever else
+    the machine is doing, unlike a wall-clock time."""
+    fields = open(f"/proc/{stack.process.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_three_hostile_mebibyte_bodies_at_once_cost_little_cpu_and_the_next_request_is_answered(stack, served):
+    """Before, each `\\"` of an unterminated string started a scan to the end: hours of CPU for such a body,
+    before any key was checked. The bound below is generous (a few ms each, measured): it tells linear from
+    quadratic, not fast from slow."""
+    hostile = [
+        b'{"model":"m","messages":"' + b'\\"' * 100_000 + b"," * 800_000,
+        b'{"model":"m","messages":[' + b'",' * 500_000,
+        b'{"model":"m","messages":"' + b'\\"' * 500_000,
+    ]
+    before = stack_cpu_seconds(stack)
+
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda body: requests.post(
+            stack.url("/v1/chat/completions"), data=body, timeout=60,
+            headers={"Authorization": "Bearer hsk_made_up", "Content-Type": "application/json"}), hostile))
+    spent = stack_cpu_seconds(stack) - before
+    answer = stack.client(stack.new_key()["api_key"]).chat.completions.create(model=served, messages=MESSAGES)
+
+    assert [reply.status_code for reply in replies] == [400, 400, 400]
+    assert spent < 3.0, f"{spent:.2f} s of CPU for three 1 MiB bodies"
+    assert answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("name", ["m" * 257, "\U0001F600" * 129], ids=["257-characters", "516-bytes"])
+def test_a_model_name_past_the_stores_key_limits_is_a_400_naming_the_field(stack, name):
+    created = stack.admin.post(stack.url("/v1/models"), json={"name": name})
+    chat = requests.post(stack.url("/v1/chat/completions"), json={"model": name, "messages": MESSAGES},
+                         headers={"Authorization": f"Bearer {stack.new_key()['api_key']}"})
+
+    assert created.status_code == 400 and list(created.json()["errors"]) == ["name"]
+    assert chat.status_code == 400 and chat.json()["error"]["param"] == "model"

@@ -191,3 +191,33 @@ def test_a_stream_that_relayed_nothing_meters_nothing(api):
     row = streamed_meter(None, pieces=0).write()
 
     assert (row.total_tokens, row.usage_estimated) == (None, None)
+
+
+# Logs never hold a prompt or an answer; a replay goes on past a row it cannot count
+
+
+def test_a_lost_row_is_logged_without_its_prompt_or_answer_even_when_content_is_stored(fail_puts, log_lines):
+    fail_puts(float("inf"))
+    meter = meter_for(content="MARKER-PROMPT", store_content=True)
+    meter.answer.append("MARKER-ANSWER")
+
+    meter.write()
+
+    lines = log_lines()
+    (logged,) = [json.loads(line)["usage_row"] for line in lines if metering.LOST_ROW_MESSAGE in line]
+    assert not any("MARKER" in line for line in lines)
+    assert "input" not in logged and "choices" not in logged and logged["content_truncated"] is True
+    assert logged["total_tokens"] == 8
+
+
+def test_replay_skips_and_reports_a_row_it_cannot_count_and_goes_on(api):
+    row = {"id": 41, "api_key_id": 7, "created": 1_800_000_000, "model": "m/x", "total_tokens": 8, "status": 200}
+    too_long = {**row, "id": 42, "model": "\U0001F600" * 300}  # 1,200 bytes: past the counters' sort key limit
+    lines = [json.dumps({"message": metering.LOST_ROW_MESSAGE, "usage_row": logged}) for logged in (too_long, row)]
+    skipped = []
+
+    written = usage_replay.replay(lines, lambda skipped_row, reason: skipped.append((skipped_row["id"], reason)))
+
+    assert written == (1, 0)
+    assert [row_id for row_id, _ in skipped] == [42]
+    assert [(count.requests, count.total_tokens) for count in UsageCount.scan()] == [(1, 8)]
