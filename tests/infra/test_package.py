@@ -1143,3 +1143,21 @@ def test_chalice_deploy_gives_the_idle_check_its_own_policy(chalice_config: dict
     for stage, settings in chalice_config["stages"].items():
         own = settings["lambda_functions"][CHALICE_FUNCTIONS[IDLE_CHECK]]
         assert own["iam_policy_file"] == f"policy-idle_check-{stage}.json" != settings["iam_policy_file"]
+
+
+# A chat flood cannot starve the rest (issue #19)
+
+
+@pytest.mark.parametrize(("function", "parameter", "default"), [
+    ("APIHandler", "ApiReservedConcurrency", 5), ("Provision", "ProvisionReservedConcurrency", 5),
+    ("Reconcile", "ScheduledReservedConcurrency", 1), ("IdleCheck", "ScheduledReservedConcurrency", 1),
+    ("Chat", "ChatConcurrencyLimit", 0),
+])
+def test_each_function_reserves_the_concurrency_its_parameter_says_and_0_reserves_none(
+        template: dict[str, Any], function: str, parameter: str, default: int) -> None:
+    reserved = template["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
+    condition, when_set, when_zero = reserved["Fn::If"]
+
+    assert template["Parameters"][parameter]["Default"] == default
+    assert when_set == {"Ref": parameter} and when_zero == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}
