@@ -5,7 +5,9 @@ from the status before, so two workflows never both act on one replica; a step t
 another status (deleted: DELETING; woken meanwhile) raises ReplicaGone and its workflow ends without
 touching it. No step here makes a VM: a teardown running beside them deletes the one recorded, and their
 compensation (delete the VM, mark FAILED) is provisioning's. Steps are idempotent like provisioning's:
-Hyperstack's hibernate and restore succeed when the VM is already where they send it.
+Hyperstack's hibernate and restore succeed when the VM is already where they send it, and a step delivered
+again after its own status move landed finds the replica moved there by its execution and ends as if it
+had moved it (step_helpers.live and advance).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ FAILED_REASON = "Hibernation failed, the replica serves on: {reason}"
 
 
 def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.SUCCESS,))
+    replica = live(event, allowed=(statuses.SUCCESS,), done=(statuses.HIBERNATING,))
     if replica.vm_id is None:
         raise ProvisioningFailed(f"Replica {replica.id} has no VM to hibernate.")
     advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,), hibernated_at=int(time.time()))
@@ -68,7 +70,7 @@ def check_hibernated(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str,
 
 
 def mark_hibernated(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.HIBERNATING,))
+    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.HIBERNATED,))
     advance(event, statuses.HIBERNATED, allowed=(statuses.HIBERNATING,))
     if replica.wake_requested_at is not None:  # a request came while it hibernated: wake it right away
         workflow.start_wake(int(replica.id), int(replica.wake_requested_at))
@@ -76,6 +78,7 @@ def mark_hibernated(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
+    live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
     reason = REFUSED_REASON.format(reason=failure_reason(event.get("error")))
     advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
             hibernate_after_seconds=None, hibernated_at=None, wake_requested_at=None)
@@ -84,7 +87,7 @@ def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
 
 def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
     """Back to SUCCESS if the VM still serves (ACTIVE); else `serving: false` and compensation deletes it."""
-    replica = live(event, allowed=(statuses.HIBERNATING,))
+    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
     vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
     if vm is None or vm.status != "ACTIVE":
         return {"serving": False}
@@ -97,7 +100,7 @@ def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[st
 
 
 def start_wake(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.HIBERNATING, statuses.HIBERNATED))
+    replica = live(event, allowed=(statuses.HIBERNATING, statuses.HIBERNATED), done=(statuses.WAKING,))
     if replica.vm_status == statuses.HIBERNATING:  # asked for mid-hibernation: restore once it is hibernated
         raise StillHibernating(f"Replica {replica.id} is still hibernating.")
     advance(event, statuses.WAKING, allowed=(statuses.HIBERNATED,), wake_started_at=int(time.time()),
@@ -126,7 +129,7 @@ def check_awake(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def mark_awake(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.WAKING,))
+    replica = live(event, allowed=(statuses.WAKING,), done=(statuses.SUCCESS,))
     now = time.time()
     took = now - float(replica.wake_started_at) if replica.wake_started_at is not None else None
     # Served from now, and counted as used now: the requests that woke it are about to come.

@@ -26,16 +26,31 @@ def configured_hyperstack() -> Any:
     return client
 
 
-def live(event: dict[str, Any], allowed: tuple[str, ...]) -> Replica:
-    """The event's replica, if its status is one of `allowed`; else ReplicaGone (deleted, or moved on)."""
+def live(event: dict[str, Any], allowed: tuple[str, ...], done: tuple[str, ...] = ()) -> Replica:
+    """The event's replica, if its status is one of `allowed`, or one of `done` that this very execution moved
+    it to (the step delivered again after its own write landed: Step Functions retries a Lambda task whose
+    invocation may have run); else ReplicaGone (deleted, or moved on by someone else)."""
     replica = find(int(event["replica_id"]))
-    if replica is None or replica.vm_status not in allowed:
+    done_here = replica is not None and replica.vm_status in done and _moved_by(replica, event)
+    if replica is None or not (replica.vm_status in allowed or done_here):
         raise ReplicaGone(f"Replica {event['replica_id']} is no longer {' or '.join(allowed)}.")
     return replica
 
 
 def advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fields: Any) -> None:
-    mark(int(event["replica_id"]), status, allowed=allowed, **fields)
+    """Make it so: the replica moves to `status` from one of `allowed`, stamped with the event's execution. Run
+    again after that write landed, it finds the replica there, moved by the same execution, and does nothing."""
+    replica_id = int(event["replica_id"])
+    try:
+        mark(replica_id, status, allowed=allowed, moved_by=event.get("execution_arn"), **fields)
+    except ReplicaGone:
+        replica = find(replica_id)
+        if replica is None or replica.vm_status != status or not _moved_by(replica, event):
+            raise
+
+
+def _moved_by(replica: Replica, event: dict[str, Any]) -> bool:
+    return bool(event.get("execution_arn")) and replica.moved_by == event["execution_arn"]
 
 
 def endpoint(floating_ip: str, replica: Replica) -> str:

@@ -1,8 +1,10 @@
 """The Task steps of the provisioning workflow (infra/provisioning.asl.json), one Lambda for all
 (the hibernate and wake workflows' steps are in chalicelib/provisioning/power.py, dispatched here too).
 
-Each step is idempotent, since Step Functions retries them: a VM is found by its deterministic
-name before one is created, and a VM that is already gone counts as deleted. Exceptions end a
+Each step is idempotent, since Step Functions retries them, and may deliver a step whose invocation ran
+(its answer lost): a VM is found by its deterministic name before one is created, a VM that is already
+gone counts as deleted, and a step that moves the replica's status and finds it already moved there by
+its own execution (`moved_by`, step_helpers.live and advance) ends as if it had made the move. Exceptions end a
 step; their class names are the error names the workflow's Retry and Catch rules match:
 `HyperstackRetryable` is retried with backoff, `ProvisioningFailed` and `ReplicaGone` lead to
 compensation (delete the VM, then mark the replica FAILED unless it is being deleted).
@@ -96,7 +98,7 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
 
 
 def check_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
-    live(event, allowed=(statuses.CREATING_VM,))
+    live(event, allowed=(statuses.CREATING_VM,), done=(statuses.BOOTING,))
     client = hyperstack()
     checked = vm_poll(call(lambda: client.get_vm(event["vm_id"])), event, waiting="CREATING", doing="created")
     if checked["status"] == "ACTIVE":
@@ -109,7 +111,7 @@ def check_model(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.BOOTING,))
+    replica = live(event, allowed=(statuses.BOOTING,), done=(statuses.SUCCESS,))
     advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=endpoint(event["floating_ip"], replica),
             error_message=None, serving_since=int(time.time()))
     return {}

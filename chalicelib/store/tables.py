@@ -200,6 +200,8 @@ class Replica(Table):
     run_command = UnicodeAttribute(null=True)
     assign_floating_ip = BooleanAttribute(null=True)
     execution_arn = UnicodeAttribute(null=True)
+    # The workflow execution whose step made the last status move: a step delivered twice knows its own write.
+    moved_by = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
     api_key = UnicodeAttribute(null=True)

@@ -1,0 +1,181 @@
+"""Every workflow step delivered twice ends where delivering it once does (issue #20).
+
+Step Functions retries a Lambda task whose invocation may already have run: a step can see its own write.
+Each workflow's path is walked with one of its steps run twice, for every step in turn, and must end as the
+path does with each step run once: the same status, the same one VM, nothing deleted that serves. The
+branch steps (compensation, refusals) are run twice on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from chalicelib import replica_statuses as statuses
+from chalicelib.provisioning.errors import HibernationRefused
+from chalicelib.store import replica_credentials
+from tests.conftest import TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
+from tests.unit.replica_server import TlsReplicaServer
+from tests.unit.test_hibernation import HibernatingHyperstack
+from tests.unit.test_provisioning_tasks import CREDENTIALS, catch, new_replica, row, run
+
+
+def execution(state_machine: str, name: str) -> str:
+    return state_machine.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+CREATE, HIBERNATE, WAKE = (execution(TEST_STATE_MACHINE_ARN, "create"), execution(TEST_HIBERNATE_ARN, "hibernate"),
+                           execution(TEST_WAKE_ARN, "wake"))
+
+
+class Walk:
+    """One replica walked through the workflows' steps, against the in-memory Hyperstack and a model server."""
+
+    def __init__(self, api, hyperstack: HibernatingHyperstack, server: TlsReplicaServer) -> None:
+        self.hyperstack = hyperstack
+        self.replica_id = new_replica(api, api.create_model(), port=server.port)
+        replica_credentials.keep_first(self.replica_id, CREDENTIALS.api_key, CREDENTIALS.certificate_pem,
+                                       CREDENTIALS.private_key_pem)
+        self.vm_id: int | None = None
+
+    def step(self, name: str, arn: str, **fields: Any) -> dict[str, Any]:
+        hyperstack = self.hyperstack if name in HYPERSTACK_STEPS else None
+        return run(name, self.replica_id, hyperstack, execution_arn=arn, **fields)
+
+    def vm(self) -> dict[str, Any]:
+        return {"vm_id": self.vm_id}
+
+    def at(self) -> dict[str, Any]:
+        return {"vm_id": self.vm_id, "floating_ip": "127.0.0.1"}
+
+
+HYPERSTACK_STEPS = {"create_vm", "check_vm", "delete_vm", "teardown", "hibernate_vm", "check_hibernated",
+                    "hibernation_failed", "restore_vm", "check_restored"}
+
+
+def _created(walk: Walk, result: dict[str, Any]) -> None:
+    walk.vm_id = result["vm_id"]
+    walk.hyperstack.set_vm(walk.vm_id, "ACTIVE", floating_ip="127.0.0.1")  # the VM boots meanwhile
+
+
+# Each path: (step, its execution, the event's fields from the walk so far, what to do with its result).
+Path = list[tuple[str, str, Callable[[Walk], dict[str, Any]], Callable[[Walk, dict[str, Any]], None]]]
+_NONE: Callable[[Walk], dict[str, Any]] = lambda walk: {}  # noqa: E731
+_KEEP: Callable[[Walk, dict[str, Any]], None] = lambda walk, result: None  # noqa: E731
+PROVISION: Path = [
+    ("start_create", CREATE, _NONE, _KEEP),
+    ("create_vm", CREATE, _NONE, _created),
+    ("check_vm", CREATE, lambda walk: {**walk.vm(), "polls": 0}, _KEEP),
+    ("check_model", CREATE, lambda walk: {**walk.at(), "polls": 0}, _KEEP),
+    ("mark_ready", CREATE, Walk.at, _KEEP),
+]
+HIBERNATION: Path = [
+    ("start_hibernate", HIBERNATE, _NONE, _KEEP),
+    ("hibernate_vm", HIBERNATE, Walk.vm, _KEEP),
+    ("check_hibernated", HIBERNATE, lambda walk: {**walk.vm(), "polls": 0}, _KEEP),
+    ("mark_hibernated", HIBERNATE, _NONE, _KEEP),
+]
+WAKING: Path = [
+    ("start_wake", WAKE, _NONE, _KEEP),
+    ("restore_vm", WAKE, Walk.vm, _KEEP),
+    ("check_restored", WAKE, lambda walk: {**walk.vm(), "polls": 0}, _KEEP),
+    ("check_awake", WAKE, lambda walk: {**walk.at(), "polls": 0}, _KEEP),
+    ("mark_awake", WAKE, Walk.at, _KEEP),
+]
+PATHS = {"provision": (PROVISION, statuses.SUCCESS), "hibernate": (PROVISION + HIBERNATION, statuses.HIBERNATED),
+         "wake": (PROVISION + HIBERNATION + WAKING, statuses.SUCCESS)}
+CASES = [(path, index) for path, (steps, _) in PATHS.items() for index in range(len(steps))
+         if path == "provision" or index >= len(PATHS[path][0]) - len(HIBERNATION if path == "hibernate" else WAKING)]
+
+
+@pytest.fixture
+def server() -> Iterator[TlsReplicaServer]:
+    with TlsReplicaServer(CREDENTIALS, api_key=CREDENTIALS.api_key) as running:
+        yield running
+
+
+@pytest.fixture
+def walk(api, server) -> Walk:
+    return Walk(api, HibernatingHyperstack(), server)
+
+
+def walked(walk: Walk, steps: Path, twice: int | None = None) -> list[dict[str, Any]]:
+    """The path's steps in order, the one at `twice` delivered a second time with the same event."""
+    results = []
+    for index, (name, arn, fields, then) in enumerate(steps):
+        event = fields(walk)
+        result = walk.step(name, arn, **event)
+        if index == twice:
+            assert walk.step(name, arn, **event) == result, f"{name} answered otherwise the second time"
+        then(walk, result)
+        results.append(result)
+    return results
+
+
+@pytest.mark.parametrize(("path", "index"), CASES,
+                         ids=[f"{path}-{PATHS[path][0][index][0]}" for path, index in CASES])
+def test_a_step_delivered_twice_ends_where_once_does(walk, path, index):
+    steps, status = PATHS[path]
+
+    walked(walk, steps, twice=index)
+
+    replica = row(walk.replica_id)
+    assert replica.vm_status == status, replica.error_message
+    assert list(walk.hyperstack.vms) == [walk.vm_id] == [replica.vm_id]
+    assert walk.hyperstack.called("delete_vm") == []
+
+
+# The branches, each twice
+
+
+def serving(walk: Walk) -> None:
+    walked(walk, PROVISION)
+
+
+def hibernating(walk: Walk) -> None:
+    serving(walk)
+    walk.step("start_hibernate", HIBERNATE)
+
+
+def test_hibernation_failed_twice_on_an_active_vm_leaves_it_serving_both_times(walk):
+    hibernating(walk)
+    event = {**walk.vm(), "error": catch(HibernationRefused("Hyperstack answered 500"))}
+
+    first, second = (walk.step("hibernation_failed", HIBERNATE, **event) for _ in range(2))
+
+    assert first == second == {"serving": True}
+    assert row(walk.replica_id).vm_status == statuses.SUCCESS and list(walk.hyperstack.vms) == [walk.vm_id]
+
+
+def test_hibernation_refused_twice_leaves_it_serving_with_hibernation_off(walk):
+    hibernating(walk)
+    event = {"error": catch(HibernationRefused("Hyperstack refused: this flavor cannot hibernate"))}
+
+    first, second = (walk.step("hibernation_refused", HIBERNATE, **event) for _ in range(2))
+
+    replica = row(walk.replica_id)
+    assert first == second and replica.vm_status == statuses.SUCCESS and replica.hibernate_after_seconds is None
+
+
+def test_compensation_twice_deletes_the_vm_once_and_fails_the_replica(walk):
+    walked(walk, PROVISION[:3])
+    error = {"error": catch(RuntimeError("The model never answered"))}
+
+    for _ in range(2):
+        walk.step("delete_vm", CREATE, **walk.vm())
+    for _ in range(2):
+        walk.step("mark_failed", CREATE, **walk.vm(), **error)
+
+    assert walk.hyperstack.vms == {} and row(walk.replica_id).vm_status == statuses.FAILED
+
+
+def test_teardown_twice_leaves_no_vm_and_no_row(api, walk):
+    serving(walk)
+    assert api.delete(f"/v1/replicas/{walk.replica_id}").status == 204
+
+    for _ in range(2):
+        walk.step("teardown", CREATE)
+
+    assert walk.hyperstack.vms == {} and row(walk.replica_id) is None
