@@ -6,6 +6,11 @@ class HyperstackRetryable(Exception):
     """Hyperstack answered 429 or 5xx, or did not answer: worth trying again."""
 
 
+class StoreRetryable(Exception):
+    """DynamoDB or Step Functions throttled, failed with a 5xx, or did not answer: worth trying again.
+    Never a reason to compensate (delete a VM): every step retries it for minutes (infra/*.asl.json)."""
+
+
 class ProvisioningFailed(Exception):
     """A failure a retry will not mend; the message is shown to the admin."""
 

@@ -6,8 +6,9 @@ Each step is idempotent, since Step Functions retries them, and may deliver a st
 gone counts as deleted, and a step that moves the replica's status and finds it already moved there by
 its own execution (`moved_by`, step_helpers.live and advance) ends as if it had made the move. Exceptions end a
 step; their class names are the error names the workflow's Retry and Catch rules match:
-`HyperstackRetryable` is retried with backoff, `ProvisioningFailed` and `ReplicaGone` lead to
-compensation (delete the VM, then mark the replica FAILED unless it is being deleted).
+`HyperstackRetryable` and `StoreRetryable` (DynamoDB or Step Functions throttled or failing) are retried
+with backoff, `ProvisioningFailed` and `ReplicaGone` lead to compensation (delete the VM, then mark the
+replica FAILED unless it is being deleted).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from chalicelib import replica_statuses as statuses
 from chalicelib.provisioning import outcomes, power, replica_tls
 from chalicelib.provisioning.cloud_init import user_data
-from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
+from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone, StoreRetryable
 from chalicelib.provisioning.replica_store import (
     delete_rows,
     find,
@@ -41,6 +42,7 @@ from chalicelib.provisioning.step_helpers import (
 )
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
+from chalicelib.store.transient import is_transient
 from chalicelib.vm_naming import deployment_label, replica_vm_name
 
 # Compensation may end these: provisioning, and a hibernation or a wake that lost its VM.
@@ -56,12 +58,17 @@ def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack
     """Run the event's step; `hyperstack` builds the client of the steps that call Hyperstack. A step that ends
     its workflow is counted once it has returned (chalicelib.provisioning.outcomes)."""
     name = event.get("step", "")
-    if name in STEPS_WITH_HYPERSTACK:
-        result = STEPS_WITH_HYPERSTACK[name](event, hyperstack)
-    elif name in STEPS_WITHOUT_HYPERSTACK:
-        result = STEPS_WITHOUT_HYPERSTACK[name](event)
-    else:
+    if name not in STEPS_WITH_HYPERSTACK and name not in STEPS_WITHOUT_HYPERSTACK:
         raise ProvisioningFailed(f"Unknown workflow step {event.get('step')!r}.")
+    try:
+        if name in STEPS_WITH_HYPERSTACK:
+            result = STEPS_WITH_HYPERSTACK[name](event, hyperstack)
+        else:
+            result = STEPS_WITHOUT_HYPERSTACK[name](event)
+    except Exception as error:
+        if is_transient(error):  # DynamoDB or Step Functions throttled or failed: retried, never compensated
+            raise StoreRetryable(f"{type(error).__name__}: {error}") from None
+        raise
     outcomes.record(name, event, result)
     return result
 

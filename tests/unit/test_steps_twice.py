@@ -1,25 +1,32 @@
-"""Every workflow step delivered twice ends where delivering it once does (issue #20).
+"""Every workflow step delivered twice, or failing on a transient error and retried, ends where delivering it
+once does (issue #20).
 
 Step Functions retries a Lambda task whose invocation may already have run: a step can see its own write.
 Each workflow's path is walked with one of its steps run twice, for every step in turn, and must end as the
 path does with each step run once: the same status, the same one VM, nothing deleted that serves. The
-branch steps (compensation, refusals) are run twice on their own.
+branch steps (compensation, refusals) are run twice on their own. Then each step of each path fails once
+on a throttled DynamoDB call (its first, then its second: before and after its write), and on a Hyperstack
+5xx where it calls Hyperstack: it raises the error its state retries, never one that compensates, and
+its retry ends the path as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.provisioning.errors import HibernationRefused
+from chalicelib.provisioning.errors import HibernationRefused, HyperstackRetryable, StoreRetryable
 from chalicelib.store import replica_credentials
+from chalicelib.store.tables import Metric
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
 from tests.unit.replica_server import TlsReplicaServer
 from tests.unit.test_hibernation import HibernatingHyperstack
-from tests.unit.test_provisioning_tasks import CREDENTIALS, catch, new_replica, row, run
+from tests.unit.test_provisioning_tasks import CREDENTIALS, RETRYABLE, catch, new_replica, row, run
 
 
 def execution(state_machine: str, name: str) -> str:
@@ -101,11 +108,16 @@ def walk(api, server) -> Walk:
     return Walk(api, HibernatingHyperstack(), server)
 
 
-def walked(walk: Walk, steps: Path, twice: int | None = None) -> list[dict[str, Any]]:
-    """The path's steps in order, the one at `twice` delivered a second time with the same event."""
+def walked(walk: Walk, steps: Path, twice: int | None = None, failing: int | None = None,
+           fail: Callable[[str], AbstractContextManager] | None = None) -> list[dict[str, Any]]:
+    """The path's steps in order, the one at `twice` delivered a second time with the same event; the one at
+    `failing` first run inside `fail(step)` (which arms a fault and checks what the step raised), then again."""
     results = []
     for index, (name, arn, fields, then) in enumerate(steps):
         event = fields(walk)
+        if index == failing and fail is not None:
+            with fail(name):
+                walk.step(name, arn, **event)
         result = walk.step(name, arn, **event)
         if index == twice:
             assert walk.step(name, arn, **event) == result, f"{name} answered otherwise the second time"
@@ -125,6 +137,89 @@ def test_a_step_delivered_twice_ends_where_once_does(walk, path, index):
     assert replica.vm_status == status, replica.error_message
     assert list(walk.hyperstack.vms) == [walk.vm_id] == [replica.vm_id]
     assert walk.hyperstack.called("delete_vm") == []
+
+
+# Each step failing once on a transient error, then retried
+
+FIRST_HYPERSTACK_CALL = {"create_vm": "find_vm_by_name", "check_vm": "get_vm", "hibernate_vm": "hibernate_vm",
+                         "check_hibernated": "get_vm", "restore_vm": "restore_vm", "check_restored": "get_vm"}
+
+
+class Throttle:
+    """DynamoDB answering one call as throttled: `arm(after)` lets `after` calls through, then fails the next."""
+
+    def __init__(self) -> None:
+        self.left: int | None = None
+
+    def arm(self, after: int) -> None:
+        self.left = after
+
+    def disarm(self) -> bool:
+        """True if the armed failure never happened (the step made fewer calls)."""
+        never, self.left = self.left is not None, None
+        return never
+
+    def hook(self, model: Any, params: Any, **_: Any) -> None:
+        if self.left is None:
+            return
+        self.left -= 1
+        if self.left < 0:
+            self.left = None
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "Rate of requests exceeds the allowed throughput."},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, model.name)
+
+
+@pytest.fixture
+def throttle(api) -> Iterator[Throttle]:
+    client = Metric._get_connection().connection.client  # every table's: they share one client
+    throttled = Throttle()
+    client.meta.events.register("before-call.dynamodb", throttled.hook)
+    yield throttled
+    client.meta.events.unregister("before-call.dynamodb", throttled.hook)
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["first-call", "second-call"])
+@pytest.mark.parametrize(("path", "index"), CASES,
+                         ids=[f"{path}-{PATHS[path][0][index][0]}" for path, index in CASES])
+def test_a_step_throttled_by_dynamodb_is_retried_and_ends_where_once_does(walk, throttle, path, index, after):
+    steps, status = PATHS[path]
+
+    @contextmanager
+    def throttled(step: str) -> Iterator[None]:
+        throttle.arm(after)
+        try:
+            yield
+        except StoreRetryable:
+            return
+        # It ended without the failure: only a step that makes no more than `after` calls may.
+        assert throttle.disarm() and after > 0, f"{step} swallowed a throttled DynamoDB call"
+
+    walked(walk, steps, failing=index, fail=throttled)
+
+    replica = row(walk.replica_id)
+    assert replica.vm_status == status, replica.error_message
+    assert list(walk.hyperstack.vms) == [walk.vm_id] and walk.hyperstack.called("delete_vm") == []
+
+
+HYPERSTACK_CASES = [(path, index) for path, index in CASES if PATHS[path][0][index][0] in FIRST_HYPERSTACK_CALL]
+
+
+@pytest.mark.parametrize(("path", "index"), HYPERSTACK_CASES,
+                         ids=[f"{path}-{PATHS[path][0][index][0]}" for path, index in HYPERSTACK_CASES])
+def test_a_step_answered_5xx_by_hyperstack_is_retried_and_ends_where_once_does(walk, path, index):
+    steps, status = PATHS[path]
+
+    @contextmanager
+    def failing(step: str) -> Iterator[None]:
+        walk.hyperstack.fail[FIRST_HYPERSTACK_CALL[step]] = RETRYABLE
+        with pytest.raises(HyperstackRetryable):
+            yield
+
+    walked(walk, steps, failing=index, fail=failing)
+
+    assert row(walk.replica_id).vm_status == status
+    assert list(walk.hyperstack.vms) == [walk.vm_id] and walk.hyperstack.called("delete_vm") == []
 
 
 # The branches, each twice
