@@ -5,10 +5,14 @@ function pays for it only on the rare request that wakes a model."""
 from __future__ import annotations
 
 import json
+import time
 from functools import lru_cache
 from typing import Any
 
 from chalicelib.settings import get_settings
+
+_ENDED_UNDONE = ("FAILED", "TIMED_OUT", "ABORTED")  # ended without doing what it was started for
+_MAX_NAME = 80  # Step Functions' limit on an execution's name
 
 
 @lru_cache(maxsize=1)
@@ -19,18 +23,27 @@ def client() -> Any:
     return boto3.client("stepfunctions", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint)
 
 
-def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any]) -> str:
-    """Start the execution `name` unless one of that name exists already; its ARN either way.
+def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any], *,
+               restart_failed: bool = False) -> str:
+    """Start the execution `name` unless one of that name exists already; the ARN of the one that runs.
 
     Execution names are unique per state machine for 90 days, so a name derived from what the execution
     is for (a replica's wake asked at a given time, say) makes starting it idempotent across callers.
+    But a name taken by an execution that failed (timed out, was stopped) blocks its purpose for 90 days:
+    with `restart_failed`, such a one is started again under the name plus the current minute, so callers
+    that overlap start one, and a restart that fails too is followed by another a minute later (the
+    workflows' conditional moves make a second execution for one purpose harmless: it finds the replica
+    moved on and ends). The idle check restarts so, and so a failed wake or hibernation is no dead end.
     """
     sfn = client()
     try:
         return sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
                                    input=json.dumps(execution_input))["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
-        return state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+        existing = state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+    if restart_failed and sfn.describe_execution(executionArn=existing)["status"] in _ENDED_UNDONE:
+        return start_once(state_machine_arn, f"{name}-again-{int(time.time() // 60)}"[:_MAX_NAME], execution_input)
+    return existing
 
 
 def wake_execution_name(replica_id: int, requested_at: int) -> str:

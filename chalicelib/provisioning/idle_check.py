@@ -4,8 +4,10 @@ Every IDLE_CHECK_SECONDS (an EventBridge schedule; each second under `make run`)
 (the `listing` index: an admin's handful of rows, eventually consistent, which the workflows' conditional
 writes make harmless) and starts the hibernate workflow of each SUCCESS provisioned replica that the idle
 rule (chalicelib/idle_rule.py) calls idle. It also starts the wake of a hibernated replica whose wake was
-asked for a while ago without one starting (its asker died between its write and the start). Starting
-is idempotent by execution name, so overlapping checks start each workflow once.
+asked for a while ago without one serving it (its asker died between its write and the start, or its
+execution failed). Starting is idempotent by execution name, so overlapping checks start each workflow
+once; a workflow whose execution of that name failed is started again under a new name (no dead end: a
+failed wake or hibernation is retried a minute later, and so on until one succeeds or the replica moves).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ def run(now: float | None = None) -> dict[str, Any]:
     hibernated, woken = [], []
     for replica in Replica.listing_index.query("replicas"):
         if _idle(replica, now):
-            workflow.start_hibernate(int(replica.id), int(_serving_since(replica)))
+            workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
             hibernated.append(int(replica.id))
             logger.info("idle replica hibernating", extra={
                 "replica_id": int(replica.id), "hibernate_after_seconds": int(replica.hibernate_after_seconds),
                 "last_used_minute": replica.last_used_minute})
         elif _wake_never_started(replica, now):
-            workflow.start_wake(int(replica.id), int(replica.wake_requested_at))
+            workflow.start_wake(int(replica.id), int(replica.wake_requested_at), restart_failed=True)
             woken.append(int(replica.id))
             logger.info("stalled wake started", extra={"replica_id": int(replica.id)})
     return {"hibernating": hibernated, "waking": woken}

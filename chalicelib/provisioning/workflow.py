@@ -56,24 +56,30 @@ def start(action: str, replica_id: int) -> str:
     return started["executionArn"]
 
 
-def start_hibernate(replica_id: int, serving_since: int | None) -> str:
+def start_hibernate(replica_id: int, serving_since: int | None, restart_failed: bool = False) -> str:
     """Hibernate the replica. Named after its serving period: a second idle check while the first
-    hibernation runs, or after it, starts nothing more (an admin's asks pass no period, so always start one)."""
+    hibernation runs, or after it, starts nothing more (an admin's asks pass no period, so always start one);
+    with `restart_failed`, one that failed is started again (step_functions.start_once)."""
     period = serving_since if serving_since is not None else time.time_ns()
     return _start_once(get_provision_settings().hibernate_state_machine_arn, "hibernation",
-                       f"replica-{replica_id}-hibernate-{period}", replica_id)
+                       f"replica-{replica_id}-hibernate-{period}", replica_id, restart_failed)
 
 
-def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None) -> str:
-    """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it."""
+def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None,
+               restart_failed: bool = False) -> str:
+    """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it;
+    with `restart_failed`, one that failed is started again (step_functions.start_once)."""
     arn = state_machine_arn or get_provision_settings().wake_state_machine_arn
-    return _start_once(arn, "waking", step_functions.wake_execution_name(replica_id, requested_at), replica_id)
+    return _start_once(arn, "waking", step_functions.wake_execution_name(replica_id, requested_at), replica_id,
+                       restart_failed)
 
 
-def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int) -> str:
+def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int,
+                restart_failed: bool = False) -> str:
     if not state_machine_arn:
         raise ServiceUnavailable(f"Replica {what} is not configured on this deployment (no state machine).")
-    return step_functions.start_once(state_machine_arn, name, execution_input(what, replica_id))
+    return step_functions.start_once(state_machine_arn, name, execution_input(what, replica_id),
+                                     restart_failed=restart_failed)
 
 
 def create_execution_name(replica_id: int) -> str:

@@ -481,20 +481,27 @@ def reconcile() -> None:
 # --- the idle check (IdleCheck) --------------------------------------------------------------------
 
 def idle_check() -> None:
+    import boto3
+
     from chalicelib import replica_statuses as statuses
     from chalicelib.provisioning import idle_check as check
     from chalicelib.store.tables import Replica
 
     # Serving since the epoch, never used, hibernating after 5 minutes: idle. Hibernated, with a wake asked
-    # for at the epoch and never started (its asker died): started now. Each starts once however often
-    # the check runs (ExecutionAlreadyExists, swallowed, on the second run).
+    # for at the epoch and never started (its asker died): started now. Each execution then fails, and the
+    # next check describes it and starts it again (issue #20: no dead ends).
     Replica(1, model_id=1, vm_status=statuses.SUCCESS, vm_id=7, created_at=0, serving_since=0,
             hibernate_after_seconds=300, endpoint="https://10.0.0.9:8000/v1").save()
     Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0,
             hibernated_at=0).save()
     with RECORDER.recording("IdleCheck"):
-        for _ in range(2):
-            assert check.run() == {"hibernating": [1], "waking": [2]}
+        assert check.run() == {"hibernating": [1], "waking": [2]}
+        with RECORDER.paused():  # both executions fail: the next check sees that and starts them again
+            sfn = boto3.client("stepfunctions", region_name=REGION)
+            for machine in (HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN):
+                for execution in sfn.list_executions(stateMachineArn=machine)["executions"]:
+                    sfn.stop_execution(executionArn=execution["executionArn"])
+        assert check.run() == {"hibernating": [1], "waking": [2]}
 
 
 def main(out: str) -> int:

@@ -58,6 +58,9 @@ IDLE_CHECK_GRANTS = {
     ("dynamodb:Query", "replicas/index/listing"),
     ("states:StartExecution", "HibernateStateMachine"),
     ("states:StartExecution", "WakeStateMachine"),
+    # To tell a failed execution, whose purpose it then starts again (issue #20).
+    ("states:DescribeExecution", "executions of HibernateStateMachine"),
+    ("states:DescribeExecution", "executions of WakeStateMachine"),
 }
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
@@ -1131,6 +1134,9 @@ def test_idle_check_role_allows_exactly_the_replica_listing_the_two_workflows_an
     def target(resource: Any) -> str:
         if isinstance(resource, dict) and set(resource) == {"Ref"}:
             return machines[_template_arn(resource, template)]
+        if isinstance(resource, dict) and ":execution:" in str(resource.get("Fn::Sub")):
+            machine = _template_arn(resource, template).replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+            return f"executions of {machines[machine]}"
         return _table_or_index(resource, template)
 
     granted = {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS

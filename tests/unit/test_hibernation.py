@@ -76,6 +76,9 @@ def executions(aws) -> list[dict[str, Any]]:
                             "input": json.loads(call["input"])})
             return {"executionArn": f"arn:execution:{call['name']}"}
 
+        def describe_execution(self, executionArn: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
+            return {"executionArn": executionArn, "status": "RUNNING"}  # every recorded execution still runs
+
     step_functions.client.cache_clear()
     original = step_functions.client
     step_functions.client = lambda: Recording()  # type: ignore[assignment]
@@ -338,3 +341,49 @@ def test_hibernate_after_seconds_on_a_replica_by_url_is_refused(api, model_id):
                      {"endpoint": "http://10.0.0.9:8000/v1", "hibernate_after_seconds": 300})
 
     assert reply.status == 400 and set(reply.json["errors"]) == {"hibernate_after_seconds"}
+
+
+# No dead ends: an execution that failed does not block its purpose
+
+
+@pytest.fixture
+def sfn(aws) -> Any:
+    import boto3
+
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    for arn in (TEST_HIBERNATE_ARN, TEST_WAKE_ARN):
+        client.create_state_machine(name=arn.rsplit(":", 1)[1], roleArn="arn:aws:iam::123456789012:role/test",
+                                    definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}')
+    return client
+
+
+def executions_of(sfn, state_machine_arn: str) -> dict[str, str]:
+    listed = sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]
+    return {execution["name"]: execution["status"] for execution in listed}
+
+
+def test_idle_check_starts_again_a_wake_whose_execution_failed_once_a_minute(api, model_id, hyperstack, sfn):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    asked = request_wake(replica_id, int(time.time() * 1000) - 60_000)
+    name = f"replica-{replica_id}-wake-{asked}"
+    failed = sfn.start_execution(stateMachineArn=TEST_WAKE_ARN, name=name)["executionArn"]
+    sfn.stop_execution(executionArn=failed)  # ended without waking it: ABORTED, its name taken for 90 days
+
+    idle_check.run()
+    idle_check.run()  # an overlapping check, in the same minute: the same restart
+
+    started = executions_of(sfn, TEST_WAKE_ARN)
+    assert started.pop(name) == "ABORTED"
+    (again,) = started
+    assert again.startswith(f"{name}-again-")
+
+
+def test_idle_check_starts_again_a_hibernation_whose_execution_failed(api, model_id, hyperstack, sfn):
+    replica_id, _ = serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)
+    idle_check.run()
+    (first,) = executions_of(sfn, TEST_HIBERNATE_ARN)
+    sfn.stop_execution(executionArn=TEST_HIBERNATE_ARN.replace(":stateMachine:", ":execution:") + f":{first}")
+
+    idle_check.run()
+
+    assert sorted(executions_of(sfn, TEST_HIBERNATE_ARN).values()) == ["ABORTED", "RUNNING"]
