@@ -58,6 +58,7 @@ class _CachedModel:
     dormant: tuple[Dormant, ...] = ()
 
 
+WAKING_REREAD_SECONDS = 1.0
 _cache: dict[str, _CachedModel] = {}
 _failed_at: dict[int, float] = {}
 _used_minute: dict[int, int] = {}  # replica id -> the minute this instance last recorded
@@ -75,6 +76,10 @@ def targets_for(model: str, fresh: bool = False) -> list[Target]:
     None serving but some hibernating: one is woken, and ModelWaking (a 503) is raised.
     """
     entry = _lookup(model, fresh)
+    if not entry.targets and entry.dormant and time.monotonic() - entry.fetched_at > WAKING_REREAD_SECONDS:
+        # About to answer "waking, retry in N s" from rows read a while ago: the wake may be over. Read again
+        # (at most once a WAKING_REREAD_SECONDS per instance and model), so a caller is served, or told the truth.
+        entry = _lookup(model, fresh=True)
     if not entry.exists:
         raise NotFound(f"The model `{model}` does not exist.", code="model_not_found", param="model")
     if not entry.targets and entry.dormant:

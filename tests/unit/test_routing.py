@@ -26,3 +26,28 @@ def test_model_looked_up_after_a_flood_is_still_found(api):
         routing.model_exists(f"made-up/{index}")
 
     assert routing.model_exists("org/real") is True
+
+
+# Retry-After that tells the truth (issue #20)
+
+
+def test_a_waking_model_is_read_again_before_answering_waking_once_the_cache_is_a_second_old(api, monkeypatch):
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.chat.waking import ModelWaking
+    from chalicelib.store.tables import Replica
+
+    model_id = api.create_model("org/asleep")
+    replica_id = api.create_replica(model_id)
+    Replica(replica_id).update(actions=[Replica.vm_status.set(statuses.WAKING), Replica.wake_started_at.set(0)])
+    clock = [1000.0]
+    monkeypatch.setattr(routing.time, "monotonic", lambda: clock[0])
+    with pytest.raises(ModelWaking):
+        routing.targets_for("org/asleep")  # cached now, for REPLICA_CACHE_SECONDS (5 s)
+    Replica(replica_id).update(actions=[Replica.vm_status.set(statuses.SUCCESS)])  # the wake ends
+
+    with pytest.raises(ModelWaking):
+        routing.targets_for("org/asleep")  # the same instant: the cached rows stand
+    clock[0] += routing.WAKING_REREAD_SECONDS + 0.1
+    targets = routing.targets_for("org/asleep")
+
+    assert [target.replica_id for target in targets] == [replica_id]
