@@ -21,13 +21,14 @@ from chalicelib.provisioning import workflow
 from chalicelib.provisioning.cloud_init import FRONT_PORT
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
+from chalicelib.step_functions import ENDED_UNDONE
 from chalicelib.store.conditional import update_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.replica_rows import delete_rows, endpoint_guard
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
 from chalicelib.store.transactions import failed_conditions, transaction
-from chalicelib.store.wake_requests import request_wake
+from chalicelib.store.wake_requests import renew_wake, request_wake
 from chalicelib.validation import field_error, validate
 
 SUCCESS = statuses.SUCCESS
@@ -139,14 +140,26 @@ def hibernate(replica_id: int) -> None:
 
 
 def wake(replica_id: int) -> None:
-    """Wake a hibernated (or hibernating) replica: one wake however many ask (a conditional write)."""
+    """Wake a hibernated (or hibernating) replica: one wake however many ask (a conditional write), and a wake
+    asked before whose execution failed is started again (no dead end)."""
     replica = _replica_or_404(replica_id)
     if replica.vm_status not in (statuses.HIBERNATING, statuses.HIBERNATED):
         raise Conflict(f"Replica {replica_id} is {replica.vm_status}: only a hibernated replica can wake.")
     requested_at = request_wake(replica_id, time.time_ns() // 1_000_000)
-    if requested_at is None:
+    if requested_at is not None:
+        workflow.start_wake(replica_id, requested_at)
+        return
+    # Asked before: while that ask's wake runs (or woke it), a 409. One that never started is started; one
+    # whose execution failed is asked anew and started (an execution's name stays taken for 90 days).
+    asked = _replica_or_404(replica_id).wake_requested_at
+    status = workflow.execution_status(workflow.wake_arn(replica_id, int(asked))) if asked is not None else "-"
+    if status is None:
+        workflow.start_wake(replica_id, int(asked))
+        return
+    renewed = renew_wake(replica_id, int(asked), time.time_ns() // 1_000_000) if status in ENDED_UNDONE else None
+    if renewed is None:
         raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
-    workflow.start_wake(replica_id, requested_at)
+    workflow.start_wake(replica_id, renewed)
 
 
 def delete_all(model: LlmModel) -> None:

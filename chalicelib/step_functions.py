@@ -11,7 +11,7 @@ from typing import Any
 
 from chalicelib.settings import get_settings
 
-_ENDED_UNDONE = ("FAILED", "TIMED_OUT", "ABORTED")  # ended without doing what it was started for
+ENDED_UNDONE = ("FAILED", "TIMED_OUT", "ABORTED")  # ended without doing what it was started for
 _MAX_NAME = 80  # Step Functions' limit on an execution's name
 
 
@@ -41,9 +41,18 @@ def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any
                                    input=json.dumps(execution_input))["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
         existing = state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
-    if restart_failed and sfn.describe_execution(executionArn=existing)["status"] in _ENDED_UNDONE:
+    if restart_failed and sfn.describe_execution(executionArn=existing)["status"] in ENDED_UNDONE:
         return start_once(state_machine_arn, f"{name}-again-{int(time.time() // 60)}"[:_MAX_NAME], execution_input)
     return existing
+
+
+def execution_status(execution_arn: str) -> str | None:
+    """The execution's status (RUNNING, SUCCEEDED, FAILED, ...), None if no execution has that ARN."""
+    sfn = client()
+    try:
+        return sfn.describe_execution(executionArn=execution_arn)["status"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
 
 
 def wake_execution_name(replica_id: int, requested_at: int) -> str:

@@ -74,6 +74,17 @@ def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None
                        restart_failed)
 
 
+def execution_status(execution_arn: str) -> str | None:
+    return step_functions.execution_status(execution_arn)
+
+
+def wake_arn(replica_id: int, requested_at: int) -> str:
+    """The ARN of the wake execution named after an ask (whether or not it was started)."""
+    machine = get_provision_settings().wake_state_machine_arn or ""
+    return machine.replace(":stateMachine:", ":execution:") + ":" + step_functions.wake_execution_name(
+        replica_id, requested_at)
+
+
 def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int,
                 restart_failed: bool = False) -> str:
     if not state_machine_arn:

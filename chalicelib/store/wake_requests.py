@@ -17,3 +17,11 @@ def request_wake(replica_id: int, now_ms: int) -> int | None:
     asked = update_if(Replica(replica_id), [Replica.wake_requested_at.set(now_ms)],
                       Replica.hibernated_at.exists() & Replica.wake_requested_at.does_not_exist())
     return now_ms if asked else None
+
+
+def renew_wake(replica_id: int, asked: int, now_ms: int) -> int | None:
+    """Replace the ask made at `asked` (its wake failed) by one at `now_ms`, unless someone else replaced it, or
+    the replica woke meanwhile; the new ask's time if this call made it. Its wake then has a name of its own."""
+    renewed = update_if(Replica(replica_id), [Replica.wake_requested_at.set(now_ms)],
+                        Replica.hibernated_at.exists() & (Replica.wake_requested_at == asked))
+    return now_ms if renewed else None

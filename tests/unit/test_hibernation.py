@@ -387,3 +387,16 @@ def test_idle_check_starts_again_a_hibernation_whose_execution_failed(api, model
     idle_check.run()
 
     assert sorted(executions_of(sfn, TEST_HIBERNATE_ARN).values()) == ["ABORTED", "RUNNING"]
+
+
+def test_admin_wake_after_a_failed_wake_starts_it_again_and_then_is_a_409(api, model_id, hyperstack, sfn):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    assert api.post(f"/v1/replicas/{replica_id}/wake", {}).status == 202
+    (failed,) = sfn.list_executions(stateMachineArn=TEST_WAKE_ARN)["executions"]
+    sfn.stop_execution(executionArn=failed["executionArn"])
+
+    again = api.post(f"/v1/replicas/{replica_id}/wake", {})
+    while_it_runs = api.post(f"/v1/replicas/{replica_id}/wake", {})
+
+    assert (again.status, while_it_runs.status) == (202, 409)
+    assert sorted(executions_of(sfn, TEST_WAKE_ARN).values()) == ["ABORTED", "RUNNING"]
