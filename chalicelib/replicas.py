@@ -22,6 +22,7 @@ from chalicelib.provisioning.cloud_init import FRONT_PORT
 from chalicelib.schemas import CREATE_REPLICA, UPDATE_REPLICA
 from chalicelib.settings import get_settings
 from chalicelib.step_functions import ENDED_UNDONE
+from chalicelib.store import replica_secrets
 from chalicelib.store.conditional import update_if
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.replica_rows import delete_rows, endpoint_guard
@@ -51,7 +52,7 @@ def describe(replica: Replica) -> dict[str, Any]:
 
 def describe_row(replica: Replica) -> dict[str, Any]:
     """The raw table view: the public fields, the api_key masked, the secrets by name only."""
-    secrets = replica.secrets.as_dict() if replica.secrets is not None else None
+    secrets = replica.secret_names or (replica.secrets.as_dict() if replica.secrets is not None else None)
     return {**describe(replica), "api_key": masked_api_key(replica.api_key),
             "secrets": sorted(secrets) if secrets is not None else None, "tls_fingerprint": replica.tls_fingerprint}
 
@@ -97,7 +98,7 @@ def create(model_id: int, body: Any) -> int:
     workflow.require_configured()
     replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
     replica.hibernate_after_seconds = request.get("hibernate_after_seconds")
-    _insert(model, replica, rules)
+    _insert(model, replica, rules, details.get("secrets") or None)
     _start_provisioning(replica)
     return replica.id
 
@@ -216,7 +217,7 @@ def _provisioned_replica(
         name=details["name"], environment_name=details["environment_name"], image_name=details["image_name"],
         flavor_name=details["flavor_name"], key_name=details["key_name"], port=details["port"],
         run_command=details["run_command"], assign_floating_ip=details["assign_floating_ip"],
-        secrets=details.get("secrets") or None,
+        secret_names=sorted(details.get("secrets") or {}) or None,
     )
     only_the_port = {"direction": "ingress", "protocol": "tcp", "ethertype": "IPv4"}
     only_the_port |= {"port_range_min": details["port"], "port_range_max": details["port"]}
@@ -244,7 +245,8 @@ def _security_rule(replica_id: int, rule: dict[str, Any]) -> ReplicaSecurityRule
     )
 
 
-def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule]) -> None:
+def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule],
+            secrets: dict[str, str] | None = None) -> None:
     try:
         with transaction() as tx:
             tx.condition_check(LlmModel, model.name,
@@ -254,6 +256,8 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule])
             tx.save(replica, condition=Replica.id.does_not_exist())
             for rule in rules:
                 tx.save(rule)
+            if secrets:  # kept apart from the row, for the create step alone (store.replica_secrets)
+                tx.save(replica_secrets.item(replica.id, secrets))
     except TransactWriteError as error:
         failed = failed_conditions(error)
         if 0 in failed:

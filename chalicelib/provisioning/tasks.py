@@ -40,6 +40,7 @@ from chalicelib.provisioning.step_helpers import (
     model_poll,
     vm_poll,
 )
+from chalicelib.store import replica_secrets
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.store.transient import is_transient
@@ -89,8 +90,9 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
     client = hyperstack()
     vm = call(lambda: client.find_vm_by_name(name) or client.create_vm(_spec(replica, credentials)))
     try:
+        # The row loses any secrets it held itself (a replica made before they moved): the VM has them now.
         advance(event, statuses.CREATING_VM, allowed=(statuses.CREATING_VM,), vm_id=vm.id,
-                 api_key=credentials.api_key, tls_fingerprint=credentials.fingerprint)
+                api_key=credentials.api_key, tls_fingerprint=credentials.fingerprint, secrets=None)
     except ReplicaGone:
         # The race: the replica was deleted (row gone or DELETING) while the create call was in flight.
         # Nobody else knows this VM yet, so this step deletes it. A refusal (409 while it builds) is
@@ -101,6 +103,7 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
             pass
         raise
     replica_tls.forget(int(replica.id))  # the VM holds the private key now; the replica, the pin
+    replica_secrets.forget(int(replica.id))  # and the secrets: nothing else needs them
     return {"vm_id": vm.id}
 
 
@@ -200,6 +203,7 @@ def _delete_vm(client: Any, replica_id: int, vm_id: int | None) -> None:
     for each in sorted(ids):
         call(lambda each=each: client.delete_vm(each), conflict_is_retryable=True)
     replica_tls.forget(replica_id)
+    replica_secrets.forget(replica_id)
 
 
 def _spec(replica: Replica, credentials: ReplicaCredentials) -> Any:
@@ -215,7 +219,7 @@ def _spec(replica: Replica, credentials: ReplicaCredentials) -> Any:
         user_data=user_data(model_name_of(replica), int(replica.port), replica.run_command,
                             api_key=credentials.api_key, certificate_pem=credentials.certificate_pem,
                             private_key_pem=credentials.private_key_pem,
-                            secrets=replica.secrets.as_dict() if replica.secrets is not None else None),
+                            secrets=replica_secrets.read(replica)),
         labels=[vm_name(int(replica.id)), deployment_label(deployment_id())],
         security_rules=security_rules_of(replica),
     )

@@ -1,4 +1,5 @@
-"""A replica's rows: the replica, its security rules and the guard that keeps its endpoint unique.
+"""A replica's rows: the replica, its security rules, the guard that keeps its endpoint unique, and the item
+where a provisioned replica's secrets wait for its VM.
 
 An endpoint is unique per model, but it is not a key of the replicas table, so a guard item
 (`endpoint#<model id>#<endpoint>` in the bookkeeping table) is written in the same transaction as
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.store import replica_secrets
 from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
 from chalicelib.store.transactions import MAX_ITEMS, transaction
 
@@ -25,6 +27,8 @@ def delete_rows(replicas: list[Replica], model: LlmModel | None = None) -> None:
         items.extend(ReplicaSecurityRule.query(replica.id))
         if replica.endpoint:
             items.append(Bookkeeping(endpoint_guard(replica)))
+        if replica.name is not None:  # provisioned: its secrets may still wait for its VM (store.replica_secrets)
+            items.append(Bookkeeping(replica_secrets.key(int(replica.id))))
     if model is not None:
         items.append(model)  # last, so a cascade cut short leaves the model to retry on
     for start in range(0, len(items), MAX_ITEMS):

@@ -205,7 +205,8 @@ class Replica(Table):
     created_at = NumberAttribute()
     # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
     api_key = UnicodeAttribute(null=True)
-    secrets = MapAttribute(null=True)
+    secrets = MapAttribute(null=True)  # only on rows made before the secrets moved to store.replica_secrets
+    secret_names = ListAttribute(of=UnicodeAttribute, null=True)
     # A provisioned replica's certificate: its SHA-256 fingerprint, the one TLS peer the proxy accepts.
     tls_fingerprint = UnicodeAttribute(null=True)
     # Hibernation (chalicelib/idle_rule.py): after how long idle, since when it serves, its last used minute
@@ -240,7 +241,8 @@ class ReplicaSecurityRule(Table):
 
 class Bookkeeping(Table):
     """What DynamoDB lacks natively: id sequences (`seq#<table>`) and uniqueness guards; and a
-    provisioned replica's credentials until its VM is recorded (`store.replica_credentials`)."""
+    provisioned replica's credentials and secrets until its VM is recorded (`store.replica_credentials`,
+    `store.replica_secrets`)."""
 
     Meta = _meta("bookkeeping")
     pk = UnicodeAttribute(hash_key=True)
@@ -248,6 +250,7 @@ class Bookkeeping(Table):
     secret = UnicodeAttribute(null=True)
     certificate = UnicodeAttribute(null=True)
     private_key = UnicodeAttribute(null=True)
+    secrets = MapAttribute(null=True)  # a replica's run-command secrets until its VM is made (store.replica_secrets)
 
 
 TABLES_BY_LOGICAL_NAME: dict[str, type[Model]] = {

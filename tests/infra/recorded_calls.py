@@ -180,8 +180,9 @@ def admin_api() -> None:
             model_id = call("post", "/v1/models", {"name": "m/one"})["id"]
             by_url = call("post", f"/v1/models/{model_id}/replicas",
                           {"endpoint": "http://10.0.0.1:8000/v1", "rate_limit": 5})["replica_id"]
-            by_vm = call("post", f"/v1/models/{model_id}/replicas",
-                         {"create_vm": True, "vm_creation_details": VM_DETAILS})["replica_id"]
+            by_vm = call("post", f"/v1/models/{model_id}/replicas",  # its secrets wait apart, for the create step
+                         {"create_vm": True, "vm_creation_details": {**VM_DETAILS, "secrets": {"HF_TOKEN": "hf_x"}}}
+                         )["replica_id"]
             with mock.patch("chalicelib.provisioning.workflow.start", side_effect=RuntimeError("refused")):
                 # a workflow that does not start: the replica's rows and security rules are taken back
                 call("post", f"/v1/models/{model_id}/replicas",

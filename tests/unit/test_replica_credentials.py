@@ -12,6 +12,7 @@ import pytest
 from chalicelib.chat import routing
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.replica_tls import new_credentials
+from chalicelib.store import replica_secrets
 from chalicelib.store.tables import Replica
 from tests.unit.conftest import VM_DETAILS
 from tests.unit.test_provisioning_tasks import FakeHyperstack, run
@@ -88,10 +89,13 @@ def test_unusable_vm_secrets_are_refused(api, model_id, secrets):
     assert set(reply.json["errors"]["vm_creation_details"]) == {"secrets"}
 
 
-def test_vm_secrets_are_stored_for_the_workflow(api, model_id):
+def test_vm_secrets_are_stored_for_the_workflow_apart_from_the_replica_row(api, model_id):
     replica_id = provisioned(api, model_id, secrets={"HF_TOKEN": SECRET, "_OTHER": ""})
 
-    assert stored(replica_id).secrets.as_dict() == {"HF_TOKEN": SECRET, "_OTHER": ""}
+    row = stored(replica_id)
+    assert replica_secrets.read(row) == {"HF_TOKEN": SECRET, "_OTHER": ""}
+    assert row.secrets is None and row.secret_names == ["HF_TOKEN", "_OTHER"]
+    assert SECRET not in json.dumps([item.to_simple_dict() for item in Replica.scan()])
 
 
 # Never shown back
@@ -251,3 +255,40 @@ def test_create_vm_sends_the_secrets_in_the_user_data(api, model_id):
 
     (spec,) = hyperstack.specs
     assert "export HF_TOKEN=hf_abc\n" in spec.user_data
+
+
+def test_the_secrets_are_in_no_item_once_the_vm_is_recorded(api, model_id):
+    replica_id = provisioned(api, model_id, secrets={"HF_TOKEN": SECRET})
+    run("start_create", replica_id)
+
+    run("create_vm", replica_id, FakeHyperstack())
+
+    from chalicelib.store.tables import Bookkeeping
+
+    everything = json.dumps([item.to_simple_dict() for table in (Replica, Bookkeeping) for item in table.scan()])
+    assert SECRET not in everything
+    assert stored(replica_id).secret_names == ["HF_TOKEN"]
+
+
+def test_a_replica_made_before_the_secrets_moved_still_gets_them_and_then_loses_them(api, model_id):
+    replica_id = provisioned(api, model_id)
+    Replica(replica_id).update(actions=[Replica.secrets.set({"HF_TOKEN": SECRET})])  # an older row
+    hyperstack = FakeHyperstack()
+    run("start_create", replica_id)
+
+    run("create_vm", replica_id, hyperstack)
+
+    (spec,) = hyperstack.specs
+    assert f"export HF_TOKEN={shlex.quote(SECRET)}\n" in spec.user_data
+    assert stored(replica_id).secrets is None
+
+
+def test_deleting_a_replica_before_its_vm_deletes_its_secrets(api, model_id):
+    replica_id = provisioned(api, model_id, secrets={"HF_TOKEN": SECRET})
+    assert api.delete(f"/v1/replicas/{replica_id}").status == 204
+
+    run("teardown", replica_id, FakeHyperstack())
+
+    from chalicelib.store.tables import Bookkeeping
+
+    assert SECRET not in json.dumps([item.to_simple_dict() for item in Bookkeeping.scan()])
