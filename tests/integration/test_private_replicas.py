@@ -15,6 +15,7 @@ import requests
 import urllib3
 
 from infra.local.vm_front import VmFront, credentials_in
+from tests.integration.conftest import free_port
 from tests.integration.provisioned import create_vm_replica, delete_replica, wait_for
 
 MESSAGES = [{"role": "user", "content": "Hello, private replica"}]
@@ -103,3 +104,23 @@ def test_impostor_replacing_a_serving_replica_is_skipped_with_a_502(provisioning
     assert refused.value.status_code == 502
     assert cloud.replicas[row["vm_id"]].requests_seen == 0
 
+
+
+def test_a_secret_given_at_create_reaches_the_vm_and_no_view_or_log_line(provisioning_stack, cloud, model_name):
+    secret = "hf_it-secret-4d7c9e"
+    model_id = provisioning_stack.register_model(model_name)
+    details = {"name": "it-secret", "environment_name": "default-CANADA-1", "image_name": "Ubuntu 22.04",
+               "flavor_name": "n3-RTX-A6000x1", "key_name": "it-key", "port": free_port(),
+               "run_command": f"vllm serve {model_name}", "secrets": {"HF_TOKEN": secret}}
+    reply = provisioning_stack.admin.post(provisioning_stack.url(f"/v1/models/{model_id}/replicas"),
+                                          json={"endpoint": "", "create_vm": True, "vm_creation_details": details})
+    row = wait_for(provisioning_stack, reply.json()["replica_id"], {"SUCCESS", "FAILED"})
+
+    views = [provisioning_stack.admin.get(provisioning_stack.url(path)).text
+             for path in ("/v1/tables/replicas", f"/v1/models/{model_id}/replicas")]
+    assert row["vm_status"] == "SUCCESS", row["error_message"]
+    assert f"export HF_TOKEN={secret}" in cloud.hyperstack.vms[row["vm_id"]]["user_data"]
+    assert row["secrets"] == ["HF_TOKEN"] and all(secret not in view for view in views)
+    assert secret not in "".join(provisioning_stack.process.stdout.lines())
+    delete_replica(provisioning_stack, row["id"])
+    wait_for(provisioning_stack, row["id"], {None})
