@@ -33,6 +33,7 @@ Failure switches (attributes of the fake, kept in the model; counters count down
   infra/local/served_vms.py) with a certificate of their own instead of their user_data's: an impostor.
 - `fail_next_hibernates`, `fail_next_restores`: 500 to the next N hibernates or restores, doing nothing.
 - `restore_goes_to_error`: the next N restores (True: the next one) end in ERROR instead of ACTIVE.
+- `outage(seconds)`: every request answers 503 for that long, doing nothing (the VMs move on meanwhile).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class FakeHyperstack(BackgroundService):
         self.api_key = api_key
         self.stall_seconds = stall_seconds
         self.slow_create_seconds = 0.0
+        self.outage_until = 0.0  # monotonic time until which every request is a 503 (outage())
         self.verbose = verbose
         self._lock = threading.Lock()
         self._request_log: list[dict[str, Any]] = []
@@ -178,6 +180,10 @@ class FakeHyperstack(BackgroundService):
         with self._lock:
             self._request_log.append({"method": method, "path": url.path, "query": parse_qs(url.query),
                                       "body": body})
+
+    def outage(self, seconds: float) -> None:
+        """Answer every request 503 for `seconds` from now."""
+        self.outage_until = time.monotonic() + seconds
 
     def take(self, switch: str) -> bool:
         """Consume one firing of a counting switch."""
@@ -304,7 +310,9 @@ class _Handler(PromptHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         fake.record(method, self.path, body)
-        if self.headers.get("api_key") != fake.api_key:
+        if time.monotonic() < fake.outage_until:
+            self._send(503, _error("Service unavailable (fake: outage)", "service_unavailable"))
+        elif self.headers.get("api_key") != fake.api_key:
             self._send(401, _error("Invalid or missing api_key", "unauthorized"))
         elif fake.take("rate_limit_next"):
             self._send(429, _error("Too many requests", "rate_limited"), {"Retry-After": "1"})

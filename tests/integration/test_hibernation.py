@@ -151,3 +151,38 @@ def test_a_wait_header_that_is_not_seconds_is_a_400(provisioning_stack, model_na
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model_name, messages=MESSAGES,
                                        extra_headers={"X-Wait-For-Model": "soon"})
+
+
+# Hyperstack down for a while (issue #20): retried, never a deleted VM
+
+
+def test_a_12_s_hyperstack_outage_while_a_replica_hibernates_deletes_no_vm_and_it_ends_hibernated(
+        provisioning_stack, cloud, model_name):
+    _, replica_id = create_vm_replica(provisioning_stack, model_name, hibernate_after_seconds=1)
+    serving = wait_for(provisioning_stack, replica_id, {"SUCCESS", "FAILED"})
+    assert serving["vm_status"] == "SUCCESS", serving["error_message"]
+
+    wait_for(provisioning_stack, replica_id, {"HIBERNATING", "HIBERNATED"})
+    cloud.hyperstack.outage(12)
+    ended = wait_for(provisioning_stack, replica_id, {"HIBERNATED", "FAILED", "SUCCESS"}, timeout=90)
+
+    assert ended["vm_status"] == "HIBERNATED", ended["error_message"]
+    assert cloud.hyperstack.vms[serving["vm_id"]]["status"] == "HIBERNATED"
+    delete_replica(provisioning_stack, replica_id)
+    wait_for(provisioning_stack, replica_id, {None})
+
+
+def test_restores_failing_for_20_s_then_the_model_wakes_on_its_same_vm_and_serves(provisioning_stack, cloud,
+                                                                                  model_name, hibernated):
+    client = provisioning_stack.client(provisioning_stack.new_key()["api_key"])
+    cloud.hyperstack.outage(20)
+
+    with pytest.raises(openai.APIStatusError) as waking:
+        client.chat.completions.create(model=model_name, messages=MESSAGES)
+    answer = client.with_options(timeout=110).chat.completions.create(
+        model=model_name, messages=MESSAGES, extra_headers={"X-Wait-For-Model": "100"})
+
+    awake = wait_for(provisioning_stack, hibernated["id"], {"SUCCESS"})
+    assert waking.value.status_code == 503 and waking.value.body["code"] == "model_waking"
+    assert answer.choices[0].message.content
+    assert awake["vm_id"] == hibernated["vm_id"] and cloud.hyperstack.vms[awake["vm_id"]]["status"] == "ACTIVE"
