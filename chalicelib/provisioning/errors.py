@@ -19,6 +19,10 @@ class ReplicaGone(Exception):
     """The replica was deleted, or moved on, while this step ran."""
 
 
+class NotIdle(Exception):
+    """An idle check's hibernation found the replica used since the check read it: it keeps serving."""
+
+
 class HibernationRefused(Exception):
     """The VM's flavor cannot hibernate: the replica stays serving, with the reason."""
 

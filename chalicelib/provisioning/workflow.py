@@ -59,10 +59,12 @@ def start(action: str, replica_id: int) -> str:
 def start_hibernate(replica_id: int, serving_since: int | None, restart_failed: bool = False) -> str:
     """Hibernate the replica. Named after its serving period: a second idle check while the first
     hibernation runs, or after it, starts nothing more (an admin's asks pass no period, so always start one);
-    with `restart_failed`, one that failed is started again (step_functions.start_once)."""
+    with `restart_failed`, one that failed is started again (step_functions.start_once). An idle check's
+    (a period given) hibernates only if the replica is still idle when its first step reads it."""
     period = serving_since if serving_since is not None else time.time_ns()
     return _start_once(get_provision_settings().hibernate_state_machine_arn, "hibernation",
-                       f"replica-{replica_id}-hibernate-{period}", replica_id, restart_failed)
+                       f"replica-{replica_id}-hibernate-{period}", replica_id, restart_failed,
+                       {"if_idle": serving_since is not None})
 
 
 def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None,
@@ -86,10 +88,10 @@ def wake_arn(replica_id: int, requested_at: int) -> str:
 
 
 def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int,
-                restart_failed: bool = False) -> str:
+                restart_failed: bool = False, extra: dict[str, Any] | None = None) -> str:
     if not state_machine_arn:
         raise ServiceUnavailable(f"Replica {what} is not configured on this deployment (no state machine).")
-    return step_functions.start_once(state_machine_arn, name, execution_input(what, replica_id),
+    return step_functions.start_once(state_machine_arn, name, {**execution_input(what, replica_id), **(extra or {})},
                                      restart_failed=restart_failed)
 
 

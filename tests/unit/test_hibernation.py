@@ -14,7 +14,7 @@ import pytest
 from chalicelib import replica_statuses as statuses
 from chalicelib.hyperstack.client import HibernationUnsupported, HyperstackError
 from chalicelib.provisioning import idle_check
-from chalicelib.provisioning.errors import HibernationRefused, ReplicaGone, StillHibernating
+from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ReplicaGone, StillHibernating
 from chalicelib.store.tables import Replica
 from chalicelib.store.wake_requests import request_wake
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_WAKE_ARN
@@ -400,3 +400,21 @@ def test_admin_wake_after_a_failed_wake_starts_it_again_and_then_is_a_409(api, m
 
     assert (again.status, while_it_runs.status) == (202, 409)
     assert sorted(executions_of(sfn, TEST_WAKE_ARN).values()) == ["ABORTED", "RUNNING"]
+
+
+def test_an_idle_checks_hibernation_of_a_replica_used_since_keeps_it_serving(api, model_id, hyperstack):
+    replica_id, _ = serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0,
+                            last_used_minute=int(time.time() // MINUTE))  # used this minute
+
+    with pytest.raises(NotIdle):
+        run("start_hibernate", replica_id, if_idle=True)
+
+    assert row(replica_id).vm_status == statuses.SUCCESS
+
+
+def test_an_admins_hibernation_goes_ahead_whenever_it_was_last_used(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack, hibernate_after_seconds=60,
+                                last_used_minute=int(time.time() // MINUTE))
+
+    assert run("start_hibernate", replica_id, if_idle=False) == {"vm_id": vm_id}
+    assert row(replica_id).vm_status == statuses.HIBERNATING
