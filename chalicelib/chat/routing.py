@@ -7,9 +7,11 @@ starting replica; replicas that failed recently go to the back of the line. A re
 as exact as the per-key limit; replicas without one cost no write.
 
 A model whose replicas all hibernate has none to serve: the request wakes one (chalicelib.chat.waking)
-and is answered 503 `model_waking`. A replica that may hibernate has its minute of use recorded after
-the request, at most once a minute per function instance, and not at all when the cached row already
-shows this minute (another instance wrote it): the idle check reads it.
+and is answered 503 `model_waking`. A replica that may hibernate has its minute of use recorded as soon as
+it answers, again each new minute while a stream runs and at the end (UseMarks), at most once a minute per
+function instance, and not at all when the cached row already shows this minute (another instance wrote
+it): the idle check reads it, so a request in flight keeps its replica from hibernating. The writes run
+beside the answer, never before it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from chalicelib.chat import waking
 from chalicelib.chat.waking import Dormant
 from chalicelib.errors import NotFound, ServiceUnavailable
 from chalicelib.idle_rule import used_minute
+from chalicelib.observability import logger
 from chalicelib.replica_statuses import DORMANT, takes_requests
 from chalicelib.settings import get_chat_settings
 from chalicelib.store.minute_counter import count_request
@@ -109,13 +112,63 @@ def reserve(target: Target, now: float) -> bool:
 
 
 def note_use(target: Target, now: float) -> None:
-    """Record the replica's minute of use if it may hibernate (after the request: nothing is added before)."""
+    """Record the replica's minute of use if it may hibernate, unless this instance recorded it already."""
+    minute = _claim_minute(target, now)
+    if minute is not None:
+        mark_used(target.replica_id, minute)
+
+
+def _claim_minute(target: Target, now: float) -> int | None:
+    """The minute of `now` if the replica may hibernate and no request of this instance recorded it yet
+    (claimed at once: one write per minute however many requests); None otherwise."""
     minute = used_minute(now)
-    known = (target.last_used_minute, _used_minute.get(target.replica_id))
-    if target.hibernate_after_seconds is None or minute in known:
-        return
-    _used_minute[target.replica_id] = minute
-    mark_used(target.replica_id, minute)
+    if target.hibernate_after_seconds is None:
+        return None
+    with _lock:
+        if minute in (target.last_used_minute, _used_minute.get(target.replica_id)):
+            return None
+        _used_minute[target.replica_id] = minute
+    return minute
+
+
+class UseMarks:
+    """The minutes of use one request records on the replicas it used: when the replica answers, each new
+    minute while it streams, and at the end. So an idle check (chalicelib/provisioning/idle_check.py) never
+    finds a replica idle while a request runs on it. Each write runs in a thread of its own, so the answer
+    never waits for it; `finish()` waits for them (the invocation must not end with one in flight)."""
+
+    def __init__(self) -> None:
+        self.targets: list[Target] = []
+        self._writes: list[threading.Thread] = []
+
+    def started(self, target: Target) -> None:
+        self.targets.append(target)
+        self.tick(target)
+
+    def tick(self, target: Target) -> None:
+        """A chunk relayed from `target`: a new minute of use is recorded (a dict lookup otherwise)."""
+        minute = _claim_minute(target, time.time())
+        if minute is not None:
+            write = threading.Thread(target=_mark_logged, args=(target.replica_id, minute), name="use-mark",
+                                     daemon=True)
+            write.start()
+            self._writes.append(write)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """At the end of the request: its last minute too, and every write done."""
+        for target in self.targets:
+            minute = _claim_minute(target, time.time())
+            if minute is not None:
+                _mark_logged(target.replica_id, minute)
+        for write in self._writes:
+            write.join(timeout)
+
+
+def _mark_logged(replica_id: int, minute: int) -> None:
+    try:
+        mark_used(replica_id, minute)
+    except Exception:  # noqa: BLE001 - a lost mark only risks an early hibernation; never the caller's error
+        logger.warning("replica use not recorded", exc_info=True, extra={"replica_id": replica_id})
 
 
 def _wake(model: str, entry: _CachedModel) -> waking.ModelWaking:

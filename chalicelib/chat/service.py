@@ -59,7 +59,7 @@ def handle(headers: Mapping[str, str], body: bytes, deadline: float | None = Non
     except ApiError as error:
         return _refused(error)
     meter = Meter(caller, request, started_at, deadline=deadline - _LAST_SAVE_SECONDS)
-    used: list[Target] = []
+    used = routing.UseMarks()
     try:
         response = _answer(request, caller, meter, started_at, answer_by, wait, used)
     except ApiError as error:
@@ -77,15 +77,14 @@ def _refused(error: ApiError) -> ChatResponse:
     return response
 
 
-def _after(meter: Meter, used: list[Target]) -> None:
+def _after(meter: Meter, used: routing.UseMarks) -> None:
     row = meter.write()
     request_metrics.emit_answered(meter, row)
-    for target in used:  # after the answer: the replica's minute of use, for the idle check
-        routing.note_use(target, time.time())
+    used.finish()  # the last minute of use too, and every mark written before the invocation ends
 
 
 def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, deadline: float, wait: float,
-            used: list[Target]) -> ChatResponse:
+            used: routing.UseMarks) -> ChatResponse:
     headers = caller.rate_limit_headers()
     if get_chat_settings().mock_llm:
         return _mock_answer(request, meter, headers)
@@ -104,7 +103,7 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
 
 
 def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: float, headers: dict[str, str],
-           used: list[Target]) -> ChatResponse:
+           used: routing.UseMarks) -> ChatResponse:
     attempts = upstream.Attempts()
     try:
         target, reply = upstream.send(targets, request.upstream_body(), request.stream, time.time(), deadline,
@@ -113,15 +112,27 @@ def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: 
         meter.replica_failures += attempts.failed
     meter.failed_over = attempts.failed > 0
     meter.replica_id = target.replica_id
-    used.append(target)
+    used.started(target)  # its minute of use, beside the answer: no hibernation while this request runs
     if reply.status >= 400:
         raise upstream_error(reply)
     if request.stream:
         events = relay_events(upstream_events(reply, deadline), meter, request.client_wants_usage,
                               request.client_wants_running_usage)
-        return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)
+        return ChatResponse(200, {**SSE_HEADERS, **headers}, _marking_use(events, target, used), streamed=True)
     answer = read_answer(reply, meter, deadline, get_chat_settings().max_answer_bytes)
     return ChatResponse(200, {**JSON_HEADERS, **headers}, iter([answer]))
+
+
+def _marking_use(events: Iterator[bytes], target: Target, used: routing.UseMarks) -> Iterator[bytes]:
+    """The stream, recording each new minute of use while it runs (a stream may outlast hibernate_after_seconds)."""
+    try:
+        for event in events:
+            used.tick(target)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()  # a client gone: the relay closes the replica's connection
 
 
 def _wait_for_targets(model: str, until: float) -> list[Target] | None:
@@ -146,7 +157,7 @@ def _polled(model: str, until: float) -> Iterator[list[Target]]:
             time.sleep(min(WAIT_POLL_SECONDS, left))
 
 
-def _once_awake(request: ChatRequest, meter: Meter, until: float, deadline: float, used: list[Target],
+def _once_awake(request: ChatRequest, meter: Meter, until: float, deadline: float, used: routing.UseMarks,
                 asked: ModelWaking) -> Iterator[bytes]:
     """A stream for a caller who waits: comments while the model wakes, then the answer (or an error event)."""
     targets: list[Target] = []

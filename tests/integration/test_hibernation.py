@@ -186,3 +186,25 @@ def test_restores_failing_for_20_s_then_the_model_wakes_on_its_same_vm_and_serve
     assert waking.value.status_code == 503 and waking.value.body["code"] == "model_waking"
     assert answer.choices[0].message.content
     assert awake["vm_id"] == hibernated["vm_id"] and cloud.hyperstack.vms[awake["vm_id"]]["status"] == "ACTIVE"
+
+
+@pytest.mark.timeout(240)
+def test_a_12_s_stream_on_a_replica_that_hibernates_after_3_s_completes_and_it_hibernates_afterwards(
+        provisioning_stack, cloud, model_name):
+    _, replica_id = create_vm_replica(provisioning_stack, model_name, hibernate_after_seconds=3)
+    serving = wait_for(provisioning_stack, replica_id, {"SUCCESS", "FAILED"})
+    assert serving["vm_status"] == "SUCCESS", serving["error_message"]
+    cloud.replicas[serving["vm_id"]].pace_seconds = 0.2  # 60 tokens: 12 s
+    client = provisioning_stack.client(provisioning_stack.new_key()["api_key"])
+
+    stream = client.with_options(timeout=60).chat.completions.create(
+        model=model_name, messages=MESSAGES, stream=True, max_tokens=60, extra_body={"ignore_eos": True})
+    pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    during = [row["vm_status"] for row in [wait_for(provisioning_stack, replica_id, {"SUCCESS", "HIBERNATING",
+                                                                                      "HIBERNATED", "FAILED"})]]
+    asleep = wait_for(provisioning_stack, replica_id, {"HIBERNATED", "FAILED"}, timeout=150)
+
+    assert len(pieces) == 60 and during == ["SUCCESS"]
+    assert asleep["vm_status"] == "HIBERNATED", asleep["error_message"]
+    delete_replica(provisioning_stack, replica_id)
+    wait_for(provisioning_stack, replica_id, {None})
