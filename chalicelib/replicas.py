@@ -153,12 +153,14 @@ def wake(replica_id: int) -> None:
     # Asked before: while that ask's wake runs (or woke it), a 409. One that never started is started; one
     # whose execution failed is asked anew and started (an execution's name stays taken for 90 days).
     asked = _replica_or_404(replica_id).wake_requested_at
-    status = workflow.execution_status(workflow.wake_arn(replica_id, int(asked))) if asked is not None else "-"
-    if status is None:
+    status = workflow.wake_status(replica_id, int(asked)) if asked is not None else None
+    if asked is not None and status is None:
         workflow.start_wake(replica_id, int(asked))
         return
-    renewed = renew_wake(replica_id, int(asked), time.time_ns() // 1_000_000) if status in ENDED_UNDONE else None
-    if renewed is None:
+    if asked is None or status not in ENDED_UNDONE:
+        raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
+    renewed = renew_wake(replica_id, int(asked), time.time_ns() // 1_000_000)
+    if renewed is None:  # renewed by another caller, or it woke meanwhile
         raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
     workflow.start_wake(replica_id, renewed)
 

@@ -40,17 +40,22 @@ def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any
         return sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
                                    input=json.dumps(execution_input))["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
-        existing = state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
-    if restart_failed and sfn.describe_execution(executionArn=existing)["status"] in ENDED_UNDONE:
+        existing = execution_arn(state_machine_arn, name)
+    if restart_failed and execution_status(existing) in ENDED_UNDONE:
         return start_once(state_machine_arn, f"{name}-again-{int(time.time() // 60)}"[:_MAX_NAME], execution_input)
     return existing
 
 
-def execution_status(execution_arn: str) -> str | None:
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN the execution `name` of that state machine has (or would have)."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+
+
+def execution_status(arn: str) -> str | None:
     """The execution's status (RUNNING, SUCCEEDED, FAILED, ...), None if no execution has that ARN."""
     sfn = client()
     try:
-        return sfn.describe_execution(executionArn=execution_arn)["status"]
+        return sfn.describe_execution(executionArn=arn)["status"]
     except sfn.exceptions.ExecutionDoesNotExist:
         return None
 

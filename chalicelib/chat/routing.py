@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chalicelib.chat import waking
@@ -111,24 +112,17 @@ def reserve(target: Target, now: float) -> bool:
     return counted
 
 
-def note_use(target: Target, now: float) -> None:
-    """Record the replica's minute of use if it may hibernate, unless this instance recorded it already."""
-    minute = _claim_minute(target, now)
-    if minute is not None:
-        mark_used(target.replica_id, minute)
-
-
-def _claim_minute(target: Target, now: float) -> int | None:
-    """The minute of `now` if the replica may hibernate and no request of this instance recorded it yet
-    (claimed at once: one write per minute however many requests); None otherwise."""
+def note_use(target: Target, now: float, write: Callable[[int, int], object] | None = None) -> None:
+    """Record the replica's minute of use if it may hibernate, unless this instance recorded it already: the
+    minute is claimed here (one write per minute however many requests), then `write` (mark_used) makes it."""
     minute = used_minute(now)
     if target.hibernate_after_seconds is None:
-        return None
+        return
     with _lock:
         if minute in (target.last_used_minute, _used_minute.get(target.replica_id)):
-            return None
+            return
         _used_minute[target.replica_id] = minute
-    return minute
+    (write or mark_used)(target.replica_id, minute)
 
 
 class UseMarks:
@@ -147,21 +141,19 @@ class UseMarks:
 
     def tick(self, target: Target) -> None:
         """A chunk relayed from `target`: a new minute of use is recorded (a dict lookup otherwise)."""
-        minute = _claim_minute(target, time.time())
-        if minute is not None:
-            write = threading.Thread(target=_mark_logged, args=(target.replica_id, minute), name="use-mark",
-                                     daemon=True)
-            write.start()
-            self._writes.append(write)
+        note_use(target, time.time(), self._write_beside)
 
     def finish(self, timeout: float = 5.0) -> None:
         """At the end of the request: its last minute too, and every write done."""
         for target in self.targets:
-            minute = _claim_minute(target, time.time())
-            if minute is not None:
-                _mark_logged(target.replica_id, minute)
+            self.tick(target)
         for write in self._writes:
             write.join(timeout)
+
+    def _write_beside(self, replica_id: int, minute: int) -> None:
+        write = threading.Thread(target=_mark_logged, args=(replica_id, minute), name="use-mark", daemon=True)
+        write.start()
+        self._writes.append(write)
 
 
 def _mark_logged(replica_id: int, minute: int) -> None:

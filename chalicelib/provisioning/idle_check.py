@@ -29,7 +29,7 @@ def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     hibernated, woken = [], []
     for replica in Replica.listing_index.query("replicas"):
-        if _idle(replica, now):
+        if idle(replica, now):
             workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
             hibernated.append(int(replica.id))
             logger.info("idle replica hibernating", extra={
@@ -42,7 +42,8 @@ def run(now: float | None = None) -> dict[str, Any]:
     return {"hibernating": hibernated, "waking": woken}
 
 
-def _idle(replica: Replica, now: float) -> bool:
+def idle(replica: Replica, now: float) -> bool:
+    """The idle rule applied to a replica row: a serving replica with a VM, unused for its time."""
     if replica.vm_status != statuses.SUCCESS or replica.vm_id is None:
         return False
     last_used = int(replica.last_used_minute) if replica.last_used_minute is not None else None

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.idle_rule import is_idle, used_minute
+from chalicelib.idle_rule import used_minute
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ProvisioningFailed, StillHibernating
+from chalicelib.provisioning.idle_check import idle
 from chalicelib.provisioning.step_helpers import (
     Hyperstack,
     advance,
@@ -39,19 +40,12 @@ def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
     replica = live(event, allowed=(statuses.SUCCESS,), done=(statuses.HIBERNATING,))
     if replica.vm_id is None:
         raise ProvisioningFailed(f"Replica {replica.id} has no VM to hibernate.")
-    if event.get("if_idle") and replica.vm_status == statuses.SUCCESS and not _still_idle(replica):
+    if event.get("if_idle") and replica.vm_status == statuses.SUCCESS and not idle(replica, time.time()):
         # The idle check read an eventually consistent index: this read is consistent, and a request may
         # have come since. It keeps serving; the next idle check judges again.
         raise NotIdle(f"Replica {replica.id} was used since the idle check read it.")
     advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,), hibernated_at=int(time.time()))
     return {"vm_id": int(replica.vm_id)}
-
-
-def _still_idle(replica: Any) -> bool:
-    last_used = int(replica.last_used_minute) if replica.last_used_minute is not None else None
-    serving_since = float(replica.serving_since if replica.serving_since is not None else replica.created_at)
-    after = int(replica.hibernate_after_seconds) if replica.hibernate_after_seconds else None
-    return is_idle(last_used, serving_since, after, time.time())
 
 
 def hibernate_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:

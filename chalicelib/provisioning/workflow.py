@@ -76,15 +76,11 @@ def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None
                        restart_failed)
 
 
-def execution_status(execution_arn: str) -> str | None:
-    return step_functions.execution_status(execution_arn)
-
-
-def wake_arn(replica_id: int, requested_at: int) -> str:
-    """The ARN of the wake execution named after an ask (whether or not it was started)."""
+def wake_status(replica_id: int, requested_at: int) -> str | None:
+    """The status of the wake execution named after an ask; None if it was never started."""
     machine = get_provision_settings().wake_state_machine_arn or ""
-    return machine.replace(":stateMachine:", ":execution:") + ":" + step_functions.wake_execution_name(
-        replica_id, requested_at)
+    name = step_functions.wake_execution_name(replica_id, requested_at)
+    return step_functions.execution_status(step_functions.execution_arn(machine, name))
 
 
 def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int,
