@@ -6,6 +6,7 @@ values are fetched (and cached) through Powertools' parameters utility on first 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -140,6 +141,8 @@ class ProvisionSettings:
     reconcile_interval_seconds: int
     reconcile_grace_seconds: int
     idle_check_seconds: int
+    drain_poll_seconds: int
+    drain_timeout_seconds: int
 
 
 @lru_cache(maxsize=1)
@@ -162,6 +165,11 @@ def get_provision_settings() -> ProvisionSettings:
         reconcile_grace_seconds=max(0, _int("RECONCILE_GRACE_SECONDS", 30 * 60)),
         # How often idle replicas are looked for (EventBridge's finest rate in AWS is a minute).
         idle_check_seconds=max(1, _int("IDLE_CHECK_SECONDS", 60)),
+        # A replica marked HIBERNATING is drained before its VM goes: the first wait outlasts every chat
+        # instance's replica cache (so none routes there any more), and requests in flight may run on for
+        # as long as the streaming chat function may (its 900 s timeout).
+        drain_poll_seconds=max(1, _int("DRAIN_POLL_SECONDS", math.ceil(_float("REPLICA_CACHE_SECONDS", 5.0)) + 5)),
+        drain_timeout_seconds=max(0, _int("DRAIN_TIMEOUT_SECONDS", 900)),
     )
 
 

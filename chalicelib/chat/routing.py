@@ -7,11 +7,15 @@ starting replica; replicas that failed recently go to the back of the line. A re
 as exact as the per-key limit; replicas without one cost no write.
 
 A model whose replicas all hibernate has none to serve: the request wakes one (chalicelib.chat.waking)
-and is answered 503 `model_waking`. A replica that may hibernate has its minute of use recorded as soon as
-it answers, again each new minute while a stream runs and at the end (UseMarks), at most once a minute per
-function instance, and not at all when the cached row already shows this minute (another instance wrote
-it): the idle check reads it, so a request in flight keeps its replica from hibernating. The writes run
-beside the answer, never before it.
+and is answered 503 `model_waking`. A replica that fails a request makes its model's replicas be read
+again (it may be draining for hibernation, see chalicelib/provisioning/power.py), and a request that
+every cached replica refused tries those it did not (or learns that the model now wakes).
+
+A replica that may hibernate has its minute of use recorded as soon as it answers, again each new minute
+while a stream runs and at the end (UseMarks), at most once a minute per function instance, and not at
+all when the cached row already shows this minute (another instance wrote it): the idle check reads it,
+so a request in flight keeps its replica from hibernating. The writes run beside the answer, never
+before it.
 """
 
 from __future__ import annotations
@@ -97,7 +101,20 @@ def targets_for(model: str, fresh: bool = False) -> list[Target]:
 
 
 def mark_failed(target: Target) -> None:
+    """The replica failed a request: tried last for a while, and its model's replicas read again by the next
+    request (it may have been marked for hibernation, or deleted, since they were cached)."""
     _failed_at[target.replica_id] = time.monotonic()
+    with _lock:
+        for model, entry in list(_cache.items()):
+            if any(cached.replica_id == target.replica_id for cached in entry.targets):
+                del _cache[model]
+
+
+def untried(model: str, tried: list[Target]) -> list[Target]:
+    """After every replica in `tried` refused: the model's serving replicas read afresh, less those tried.
+    A model whose replicas now all hibernate is woken and ModelWaking raised (its Retry-After tells the truth)."""
+    tried_ids = {target.replica_id for target in tried}
+    return [target for target in targets_for(model, fresh=True) if target.replica_id not in tried_ids]
 
 
 def reserve(target: Target, now: float) -> bool:

@@ -32,7 +32,7 @@ from chalicelib.chat.request import ChatRequest, parse_request
 from chalicelib.chat.response import ChatResponse
 from chalicelib.chat.routing import Target
 from chalicelib.chat.waking import ModelWaking
-from chalicelib.errors import ApiError, NotFound, Unauthorized
+from chalicelib.errors import ApiError, NotFound, Unauthorized, UpstreamFailed
 from chalicelib.settings import get_chat_settings
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
@@ -99,7 +99,14 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
         targets = _wait_for_targets(request.model, now + wait) or []
         if not targets:
             raise
-    return _relay(request, targets, meter, deadline, headers, used)
+    try:
+        return _relay(request, targets, meter, deadline, headers, used)
+    except UpstreamFailed:
+        # Every cached replica refused: they may have changed since they were read (one gone into hibernation).
+        others = routing.untried(request.model, targets)
+        if not others:
+            raise
+        return _relay(request, others, meter, deadline, headers, used)
 
 
 def _relay(request: ChatRequest, targets: list[Target], meter: Meter, deadline: float, headers: dict[str, str],

@@ -8,6 +8,9 @@ asked for a while ago without one serving it (its asker died between its write a
 execution failed). Starting is idempotent by execution name, so overlapping checks start each workflow
 once; a workflow whose execution of that name failed is started again under a new name (no dead end: a
 failed wake or hibernation is retried a minute later, and so on until one succeeds or the replica moves).
+A replica left HIBERNATING or WAKING by an execution that ended without finishing (Hyperstack unreachable
+for longer than its retries, a VM still on its way) gets a new execution of that workflow, whose first
+step takes the replica over (step_helpers.live) and carries on; a minute later again if that one fails too.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ STALE_WAKE_REQUEST_MS = 30_000
 
 def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    hibernated, woken = [], []
+    hibernated, woken, taken_over = [], [], []
     for replica in Replica.listing_index.query("replicas"):
-        if idle(replica, now):
+        if replica.vm_status in (statuses.HIBERNATING, statuses.WAKING) and replica.moved_by:
+            if workflow.take_over_if_ended(int(replica.id), replica.vm_status, replica.moved_by, now):
+                taken_over.append(int(replica.id))
+                logger.info("stalled workflow taken over", extra={"replica_id": int(replica.id),
+                                                                  "vm_status": replica.vm_status})
+        elif idle(replica, now):
             workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
             hibernated.append(int(replica.id))
             logger.info("idle replica hibernating", extra={
@@ -39,7 +47,7 @@ def run(now: float | None = None) -> dict[str, Any]:
             workflow.start_wake(int(replica.id), int(replica.wake_requested_at), restart_failed=True)
             woken.append(int(replica.id))
             logger.info("stalled wake started", extra={"replica_id": int(replica.id)})
-    return {"hibernating": hibernated, "waking": woken}
+    return {"hibernating": hibernated, "waking": woken, "taken_over": taken_over}
 
 
 def idle(replica: Replica, now: float) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.idle_rule import used_minute
+from chalicelib.idle_rule import last_used_at, used_minute
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ProvisioningFailed, StillHibernating
 from chalicelib.provisioning.idle_check import idle
@@ -37,7 +37,9 @@ FAILED_REASON = "Hibernation failed, the replica serves on: {reason}"
 
 
 def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.SUCCESS,), done=(statuses.HIBERNATING,))
+    """SUCCESS -> HIBERNATING: no chat instance routes to it once its replica cache expires (the drain's first
+    wait). Returns the VM and the minute of use it saw, which the drain compares with what it reads later."""
+    replica = live(event, allowed=(statuses.SUCCESS,), done=(statuses.HIBERNATING,), take_over=True)
     if replica.vm_id is None:
         raise ProvisioningFailed(f"Replica {replica.id} has no VM to hibernate.")
     if event.get("if_idle") and replica.vm_status == statuses.SUCCESS and not idle(replica, time.time()):
@@ -45,7 +47,28 @@ def start_hibernate(event: dict[str, Any]) -> dict[str, Any]:
         # have come since. It keeps serving; the next idle check judges again.
         raise NotIdle(f"Replica {replica.id} was used since the idle check read it.")
     advance(event, statuses.HIBERNATING, allowed=(statuses.SUCCESS,), hibernated_at=int(time.time()))
-    return {"vm_id": int(replica.vm_id)}
+    return {"vm_id": int(replica.vm_id), "last_used_minute": _minute(replica)}
+
+
+def check_drained(event: dict[str, Any]) -> dict[str, Any]:
+    """One look at a HIBERNATING replica's requests in flight, before its VM goes: {drained, polls: polls + 1}.
+
+    A request in flight records each new minute of use (chalicelib/chat/routing.py UseMarks), so the replica
+    is drained once the minute it last recorded has ended, and `drain_poll_seconds` more have passed without
+    a newer one. An idle check's hibernation (if_idle) used meanwhile (a request routed from a cache read
+    before the replica was marked) is called off: the replica serves on (NotIdle).
+    """
+    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
+    if replica.vm_status == statuses.SUCCESS:  # delivered again after this step put it back to serving
+        raise NotIdle(f"Replica {replica.id} was used while it drained; it serves on.")
+    now = time.time()
+    last_used = _minute(replica)
+    if event.get("if_idle") and last_used != event.get("last_used_minute"):
+        advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), serving_since=int(now),
+                hibernated_at=None, wake_requested_at=None)
+        raise NotIdle(f"Replica {replica.id} was used while it drained; it serves on.")
+    quiet_since = last_used_at(last_used, 0.0) + int(event.get("drain_poll_seconds") or 0)
+    return {"drained": now >= quiet_since, "polls": int(event.get("polls") or 0) + 1}
 
 
 def hibernate_vm(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
@@ -91,21 +114,36 @@ def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
-    """Back to SUCCESS if the VM still serves (ACTIVE); else `serving: false` and compensation deletes it."""
-    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
+    """Where a hibernation that went wrong leaves the VM, read from Hyperstack again: {outcome}.
+
+    `serving`: the VM is ACTIVE, the replica SUCCESS again. `hibernated`: it hibernated after all, the replica
+    HIBERNATED. `lost`: Hyperstack says the VM is gone or in ERROR, and compensation deletes it. `unsettled`:
+    anything else (still on its way): the replica stays HIBERNATING, the execution fails, and the idle check
+    takes the hibernation over. Never a delete because Hyperstack could not be asked (that error ends the
+    execution the same way).
+    """
+    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS, statuses.HIBERNATED))
+    if replica.vm_status != statuses.HIBERNATING:  # delivered again after its own move landed
+        return {"outcome": "serving" if replica.vm_status == statuses.SUCCESS else "hibernated"}
     vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
-    if vm is None or vm.status != "ACTIVE":
-        return {"serving": False}
+    if vm is None or vm.status == "ERROR":
+        return {"outcome": "lost"}
+    if vm.status == "HIBERNATED":
+        mark_hibernated(event)
+        return {"outcome": "hibernated"}
+    if vm.status != "ACTIVE":
+        return {"outcome": "unsettled", "vm_status": vm.status}
     reason = FAILED_REASON.format(reason=failure_reason(event.get("error")))
     # A new serving period: the idle check names its next hibernation after it.
     advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
             serving_since=int(time.time()), last_used_minute=replica.last_used_minute, hibernated_at=None,
             wake_requested_at=None)
-    return {"serving": True}
+    return {"outcome": "serving"}
 
 
 def start_wake(event: dict[str, Any]) -> dict[str, Any]:
-    replica = live(event, allowed=(statuses.HIBERNATING, statuses.HIBERNATED), done=(statuses.WAKING,))
+    replica = live(event, allowed=(statuses.HIBERNATING, statuses.HIBERNATED), done=(statuses.WAKING,),
+                   take_over=True)
     if replica.vm_status == statuses.HIBERNATING:  # asked for mid-hibernation: restore once it is hibernated
         raise StillHibernating(f"Replica {replica.id} is still hibernating.")
     advance(event, statuses.WAKING, allowed=(statuses.HIBERNATED,), wake_started_at=int(time.time()),
@@ -133,6 +171,17 @@ def check_awake(event: dict[str, Any]) -> dict[str, Any]:
     return model_poll(event, allowed=(statuses.WAKING,))
 
 
+def wake_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
+    """Where a wake that went wrong leaves the VM, read from Hyperstack again: {outcome}. `lost` (gone or in
+    ERROR): compensation deletes it and marks the replica FAILED. Otherwise `unsettled`: the replica stays
+    WAKING, the execution fails, and the idle check takes the wake over; its VM and disk are kept."""
+    live(event, allowed=(statuses.WAKING,))
+    vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
+    if vm is None or vm.status == "ERROR":
+        return {"outcome": "lost"}
+    return {"outcome": "unsettled", "vm_status": vm.status}
+
+
 def mark_awake(event: dict[str, Any]) -> dict[str, Any]:
     replica = live(event, allowed=(statuses.WAKING,), done=(statuses.SUCCESS,))
     now = time.time()
@@ -150,12 +199,18 @@ HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, Any
     "hibernation_failed": hibernation_failed,
     "restore_vm": restore_vm,
     "check_restored": check_restored,
+    "wake_failed": wake_failed,
 }
 STEPS_WITHOUT_HYPERSTACK: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "start_hibernate": start_hibernate,
+    "check_drained": check_drained,
     "mark_hibernated": mark_hibernated,
     "hibernation_refused": hibernation_refused,
     "start_wake": start_wake,
     "check_awake": check_awake,
     "mark_awake": mark_awake,
 }
+
+
+def _minute(replica: Any) -> int | None:
+    return int(replica.last_used_minute) if replica.last_used_minute is not None else None

@@ -10,6 +10,7 @@ from typing import Any
 from chalicelib.pinned_tls import pool_options
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import find, mark
+from chalicelib.store.conditional import update_if
 from chalicelib.store.tables import Replica
 
 # Builds the Hyperstack client. Called when a step first needs it, not before: a step that finds
@@ -26,15 +27,32 @@ def configured_hyperstack() -> Any:
     return client
 
 
-def live(event: dict[str, Any], allowed: tuple[str, ...], done: tuple[str, ...] = ()) -> Replica:
+def live(event: dict[str, Any], allowed: tuple[str, ...], done: tuple[str, ...] = (),
+         take_over: bool = False) -> Replica:
     """The event's replica, if its status is one of `allowed`, or one of `done` that this very execution moved
     it to (the step delivered again after its own write landed: Step Functions retries a Lambda task whose
-    invocation may have run); else ReplicaGone (deleted, or moved on by someone else)."""
+    invocation may have run); else ReplicaGone (deleted, or moved on by someone else).
+
+    With `take_over` (a workflow's first step), a replica left in one of `done` by an execution of the same
+    workflow that ended without finishing (failed, timed out, stopped) is taken over: this execution becomes
+    its mover and carries on from there, so no replica stays in a status only a delete can clear.
+    """
     replica = find(int(event["replica_id"]))
-    done_here = replica is not None and replica.vm_status in done and _moved_by(replica, event)
+    in_done = replica is not None and replica.vm_status in done
+    done_here = in_done and (_moved_by(replica, event) or (take_over and _taken_over(replica, event)))
     if replica is None or not (replica.vm_status in allowed or done_here):
         raise ReplicaGone(f"Replica {event['replica_id']} is no longer {' or '.join(allowed)}.")
     return replica
+
+
+def _taken_over(replica: Replica, event: dict[str, Any]) -> bool:
+    from chalicelib import step_functions
+
+    ended = replica.moved_by and step_functions.execution_status(replica.moved_by) in step_functions.ENDED_UNDONE
+    if not ended or not event.get("execution_arn"):
+        return False
+    return update_if(Replica(int(replica.id)), [Replica.moved_by.set(event["execution_arn"])],
+                     (Replica.vm_status == replica.vm_status) & (Replica.moved_by == replica.moved_by))
 
 
 def advance(event: dict[str, Any], status: str, allowed: tuple[str, ...], **fields: Any) -> None:

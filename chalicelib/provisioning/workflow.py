@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from chalicelib import replica_statuses as statuses
 from chalicelib import step_functions
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.settings import get_provision_settings
@@ -37,6 +38,8 @@ def execution_input(action: str, replica_id: int) -> dict[str, Any]:
         "model_poll_seconds": poll,
         "max_model_polls": max(1, settings.model_timeout_seconds // poll),
         "max_create_waits": max(1, CREATE_END_WAIT_SECONDS // poll),
+        "drain_poll_seconds": settings.drain_poll_seconds,
+        "max_drain_polls": max(1, -(-settings.drain_timeout_seconds // settings.drain_poll_seconds)),
     }
 
 
@@ -74,6 +77,21 @@ def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None
     arn = state_machine_arn or get_provision_settings().wake_state_machine_arn
     return _start_once(arn, "waking", step_functions.wake_execution_name(replica_id, requested_at), replica_id,
                        restart_failed)
+
+
+def take_over_if_ended(replica_id: int, vm_status: str, moved_by: str, now: float) -> bool:
+    """Start a new execution of the workflow that left the replica in `vm_status` (HIBERNATING or WAKING) if
+    that execution (`moved_by`) ended without finishing; True if one was started. Named after the minute, so
+    overlapping idle checks start one a minute at most."""
+    if step_functions.execution_status(moved_by) not in step_functions.ENDED_UNDONE:
+        return False
+    settings = get_provision_settings()
+    hibernating = vm_status == statuses.HIBERNATING
+    what, action = ("hibernation", "hibernate") if hibernating else ("waking", "wake")
+    arn = settings.hibernate_state_machine_arn if hibernating else settings.wake_state_machine_arn
+    _start_once(arn, what, f"replica-{replica_id}-{action}-resumed-{int(now // 60)}", replica_id,
+                extra={"if_idle": False} if hibernating else None)
+    return True
 
 
 def wake_status(replica_id: int, requested_at: int) -> str | None:

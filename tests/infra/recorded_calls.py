@@ -405,6 +405,7 @@ class HibernatingHyperstack(FakeHyperstack):
 
 def hibernate_and_wake() -> None:
     """The provision function's steps of infra/hibernate.asl.json and infra/wake.asl.json, each path once."""
+    import boto3
     from aws_lambda_powertools.utilities.parameters import clear_caches
 
     from chalicelib import replica_statuses as statuses
@@ -428,7 +429,9 @@ def hibernate_and_wake() -> None:
         for step, extra in (("start_hibernate", {}), ("hibernate_vm", {}), ("check_hibernated", {}),
                             ("hibernation_refused", {"error": refused}),
                             ("start_hibernate", {}), ("hibernation_failed", {"error": never}),
-                            ("start_hibernate", {}), ("ask_wake", {}), ("mark_hibernated", {}),
+                            ("start_hibernate", {}),
+                            ("check_drained", {"if_idle": False, "last_used_minute": None, "drain_poll_seconds": 0}),
+                            ("ask_wake", {}), ("mark_hibernated", {}),
                             ("start_wake", {}), ("restore_vm", {}), ("check_restored", {}), ("check_awake", {}),
                             ("mark_awake", {})):
             if step == "ask_wake":  # a request asks for the wake while the replica hibernates (not provision's call)
@@ -436,6 +439,24 @@ def hibernate_and_wake() -> None:
                     Replica(1).update(actions=[Replica.wake_requested_at.set(1_000)])
                 continue
             tasks.handle({"step": step, **vm, **extra})
+        # A hibernation, then a wake, whose execution ended without finishing (stopped here) leaves the replica
+        # HIBERNATING, then WAKING: the next execution's first step takes it over (reading how the last one
+        # ended) and carries on; a wake that goes wrong reads the VM again (wake_failed).
+        hibernate = ("hibernate", statuses.HIBERNATING, HIBERNATE_STATE_MACHINE_ARN,
+                     ("start_hibernate", "check_drained", "hibernate_vm", "check_hibernated", "mark_hibernated"))
+        wake = ("wake", statuses.WAKING, WAKE_STATE_MACHINE_ARN,
+                ("start_wake", "wake_failed", "restore_vm", "check_restored", "check_awake", "mark_awake"))
+        for action, status, machine, steps in (hibernate, wake):
+            with RECORDER.paused():
+                sfn = boto3.client("stepfunctions", region_name=REGION)
+                ended = sfn.start_execution(stateMachineArn=machine, name=f"replica-1-{action}-ended",
+                                            input="{}")["executionArn"]
+                sfn.stop_execution(executionArn=ended)
+                Replica(1).update(actions=[Replica.vm_status.set(status), Replica.moved_by.set(ended)])
+            resumed = {**vm, "execution_arn": ended.replace("-ended", "-resumed-0"), "if_idle": False,
+                       "last_used_minute": None, "drain_poll_seconds": 0}
+            for step in steps:
+                tasks.handle({"step": step, **resumed})
     replica = Replica.get(1)
     assert replica.vm_status == statuses.SUCCESS and replica.wake_seconds, replica.attribute_values
     assert replica.hibernate_after_seconds is None, "the refused hibernation left hibernation on"
@@ -497,13 +518,13 @@ def idle_check() -> None:
     Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0,
             hibernated_at=0).save()
     with RECORDER.recording("IdleCheck"):
-        assert check.run() == {"hibernating": [1], "waking": [2]}
+        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": []}
         with RECORDER.paused():  # both executions fail: the next check sees that and starts them again
             sfn = boto3.client("stepfunctions", region_name=REGION)
             for machine in (HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN):
                 for execution in sfn.list_executions(stateMachineArn=machine)["executions"]:
                     sfn.stop_execution(executionArn=execution["executionArn"])
-        assert check.run() == {"hibernating": [1], "waking": [2]}
+        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": []}
 
 
 def main(out: str) -> int:

@@ -1001,11 +1001,16 @@ def test_provision_role_is_limited_to_replica_rows_the_hyperstack_key_and_its_ow
     states = [s for s in statements if any(a.startswith("states:") for a in _actions(s))]
     # Its provisioning executions: a teardown waits for, and may stop, its replica's create execution. It may
     # start the wake a request asked for while its replica hibernated (named from Stage: the machine needs
-    # Provision, so Provision cannot Ref it); the hibernate and wake executions it never reads nor stops.
-    assert [(_actions(s), s["Resource"]["Fn::Sub"].split(":states:")[1]) for s in states] == [
-        (PROVISION_EXECUTION_ACTIONS, f"${{AWS::Region}}:${{AWS::AccountId}}:execution:{STATE_MACHINE_NAME}:*"),
+    # Provision, so Provision cannot Ref it); the hibernate and wake executions it reads (to take over a
+    # replica one left behind, issue #20), never stops.
+    assert [(_actions(s), [r["Fn::Sub"].split(":states:")[1] for r in _as_list(s["Resource"])])
+            for s in states] == [
+        (PROVISION_EXECUTION_ACTIONS, [f"${{AWS::Region}}:${{AWS::AccountId}}:execution:{STATE_MACHINE_NAME}:*"]),
         ({"states:StartExecution"},
-         f"${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{WORKFLOWS[WAKE_STATE_MACHINE][0]}"),
+         [f"${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{WORKFLOWS[WAKE_STATE_MACHINE][0]}"]),
+        ({"states:DescribeExecution"},
+         [f"${{AWS::Region}}:${{AWS::AccountId}}:execution:{WORKFLOWS[machine][0]}:*"
+          for machine in (HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE)]),
     ]
     wake_arn = template["Resources"][PROVISION]["Properties"]["Environment"]["Variables"]["WAKE_STATE_MACHINE_ARN"]
     assert _template_arn(wake_arn, template) == _resource_arn(WAKE_STATE_MACHINE, template)
@@ -1062,7 +1067,9 @@ def test_chalice_deploy_gives_the_provision_function_its_own_least_privilege_pol
         machine = f"arn:aws:states:*:*:stateMachine:hyperstack-llm-proxy-{stage}-"
         assert granted == {("ssm:GetParameter", f"arn:aws:ssm:*:*:parameter{key}")} | {
             (a, executions) for a in PROVISION_EXECUTION_ACTIONS
-        } | {("states:StartExecution", machine + "wake")}, path.name
+        } | {("states:StartExecution", machine + "wake")} | {
+            ("states:DescribeExecution", f"arn:aws:states:*:*:execution:hyperstack-llm-proxy-{stage}-{workflow}:*")
+            for workflow in ("hibernate", "wake")}, path.name
         api = list(_policy_statements(json.loads((REPO_ROOT / ".chalice" / settings["iam_policy_file"]).read_text())))
         starts = {r for s in api if "states:StartExecution" in _actions(s) for r in _as_list(s["Resource"])}
         assert starts == {machine + workflow for workflow in ("provisioning", "hibernate", "wake")}

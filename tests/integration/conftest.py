@@ -177,7 +177,7 @@ def provisioning_stack(cloud: Cloud) -> Iterator[LocalStack]:
     stack = start_local_stack({
         "HYPERSTACK_API_URL": cloud.hyperstack.url, "HYPERSTACK_API_KEY": FAKE_KEY, "MOCK_REPLICA": "0",
         "PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "4", "MODEL_READY_TIMEOUT_SECONDS": "4",
-        "REPLICA_CACHE_SECONDS": "0",
+        "REPLICA_CACHE_SECONDS": "0", "DRAIN_POLL_SECONDS": "1",
     })
     yield stack
     stack.stop()

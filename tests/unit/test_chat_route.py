@@ -72,3 +72,21 @@ def test_chat_lambda_handler_answers_each_operations_path_and_404_elsewhere(api)
 
     assert embedding["statusCode"] == 401
     assert (elsewhere["statusCode"], json.loads(elsewhere["body"])["error"]["code"]) == (404, "unknown_url")
+
+
+def test_a_request_refused_by_a_cached_replica_gone_into_hibernation_is_told_the_model_wakes(api):
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.chat import routing
+    from chalicelib.store.tables import Replica
+
+    key = api.create_key()["api_key"]
+    replica_id = api.create_replica(api.create_model("org/hibernating"), endpoint="http://127.0.0.1:9/v1")
+    routing._cache.clear()
+    routing.targets_for("org/hibernating")  # cached while it served
+    Replica(replica_id).update(actions=[Replica.vm_status.set(statuses.HIBERNATED)])  # its VM gone since
+
+    reply = api.post("/v1/chat/completions", {"model": "org/hibernating", "messages": [{"role": "user",
+                                                                                        "content": "hi"}]}, key=key)
+    routing._cache.clear()
+
+    assert reply.status == 503 and reply.json["error"]["code"] == "model_waking"

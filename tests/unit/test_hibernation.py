@@ -14,7 +14,14 @@ import pytest
 from chalicelib import replica_statuses as statuses
 from chalicelib.hyperstack.client import HibernationUnsupported, HyperstackError
 from chalicelib.provisioning import idle_check
-from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ReplicaGone, StillHibernating
+from chalicelib.provisioning.errors import (
+    HibernationRefused,
+    NotIdle,
+    ProvisioningFailed,
+    ReplicaGone,
+    StillHibernating,
+)
+from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import Replica
 from chalicelib.store.wake_requests import request_wake
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_WAKE_ARN
@@ -111,7 +118,7 @@ def hibernated(api, model_id: int, hyperstack: HibernatingHyperstack) -> tuple[i
 def test_hibernation_takes_a_serving_replica_to_hibernated_and_its_vm_too(api, model_id, hyperstack):
     replica_id, vm_id = serving(api, model_id, hyperstack)
 
-    assert run("start_hibernate", replica_id) == {"vm_id": vm_id}
+    assert run("start_hibernate", replica_id) == {"vm_id": vm_id, "last_used_minute": None}
     assert row(replica_id).vm_status == statuses.HIBERNATING
     run("hibernate_vm", replica_id, hyperstack, vm_id=vm_id)
     assert run("check_hibernated", replica_id, hyperstack, vm_id=vm_id, polls=0) == {"status": "HIBERNATED",
@@ -152,7 +159,7 @@ def test_a_failed_hibernation_of_a_vm_still_active_leaves_the_replica_serving(ap
     outcome = run("hibernation_failed", replica_id, hyperstack, vm_id=vm_id,
                   error={"Error": "VmNeverHibernated", "Cause": "VM did not hibernate (3 checks)"})
 
-    assert outcome == {"serving": True}
+    assert outcome == {"outcome": "serving"}
     assert row(replica_id).vm_status == statuses.SUCCESS and "did not hibernate" in row(replica_id).error_message
 
 
@@ -165,7 +172,7 @@ def test_a_failed_hibernation_of_a_vm_not_active_hands_it_to_compensation(api, m
     run("delete_vm", replica_id, hyperstack, vm_id=vm_id)
     run("mark_failed", replica_id, vm_id=vm_id, error={"Error": "VmError", "Cause": "ERROR"}, cleanup={})
 
-    assert outcome == {"serving": False}
+    assert outcome == {"outcome": "lost"}
     assert hyperstack.vms == {} and row(replica_id).vm_status == statuses.FAILED
 
 
@@ -187,7 +194,7 @@ def test_wake_restores_the_vm_checks_the_model_and_serves_again(api, model_id, h
     replica = row(replica_id)
     # The wake's polls read their timings from its first step: a starter passes the replica id alone.
     assert set(started) == {"vm_id", "poll_seconds", "max_polls", "model_poll_seconds", "max_model_polls",
-                            "max_create_waits"}
+                            "max_create_waits", "drain_poll_seconds", "max_drain_polls"}
     assert check["status"] == "ACTIVE" and health["healthy"] is True
     assert replica.vm_status == statuses.SUCCESS and replica.endpoint == f"https://127.0.0.1:{server.port}/v1"
     assert replica.wake_seconds >= 1 and replica.wake_requested_at is None
@@ -416,5 +423,151 @@ def test_an_admins_hibernation_goes_ahead_whenever_it_was_last_used(api, model_i
     replica_id, vm_id = serving(api, model_id, hyperstack, hibernate_after_seconds=60,
                                 last_used_minute=int(time.time() // MINUTE))
 
-    assert run("start_hibernate", replica_id, if_idle=False) == {"vm_id": vm_id}
+    assert run("start_hibernate", replica_id, if_idle=False) == {"vm_id": vm_id,
+                                                                 "last_used_minute": int(time.time() // MINUTE)}
     assert row(replica_id).vm_status == statuses.HIBERNATING
+
+
+# No dead ends: a replica left HIBERNATING or WAKING by an execution that ended is taken over
+
+
+def _ended(sfn, state_machine_arn: str, name: str) -> str:
+    """An execution of that workflow that ended without finishing (stopped: ABORTED)."""
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name)["executionArn"]
+    sfn.stop_execution(executionArn=arn)
+    return arn
+
+
+def _resumed(sfn, state_machine_arn: str) -> str:
+    (name,) = [name for name, status in executions_of(sfn, state_machine_arn).items() if status == "RUNNING"]
+    assert "-resumed-" in name
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+def test_a_wake_left_waking_by_an_ended_execution_is_taken_over_by_the_next_and_restores_the_same_vm(
+        api, model_id, hyperstack, sfn):
+    replica_id, vm_id = hibernated(api, model_id, hyperstack)
+    ended = _ended(sfn, TEST_WAKE_ARN, f"replica-{replica_id}-wake-1")
+    run("start_wake", replica_id, execution_arn=ended)  # its wake got this far, then its execution ended
+
+    assert idle_check.run()["taken_over"] == [replica_id]
+    resumed = _resumed(sfn, TEST_WAKE_ARN)
+    run("start_wake", replica_id, execution_arn=resumed)
+    run("restore_vm", replica_id, hyperstack, vm_id=vm_id, execution_arn=resumed)
+
+    assert row(replica_id).vm_status == statuses.WAKING and row(replica_id).moved_by == resumed
+    assert hyperstack.vms[vm_id].status == "ACTIVE" and list(hyperstack.vms) == [vm_id]
+
+
+def test_a_wake_whose_execution_still_runs_is_not_taken_over(api, model_id, hyperstack, sfn):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    running = sfn.start_execution(stateMachineArn=TEST_WAKE_ARN, name=f"replica-{replica_id}-wake-1")["executionArn"]
+    run("start_wake", replica_id, execution_arn=running)
+
+    assert idle_check.run()["taken_over"] == []
+    with pytest.raises(ReplicaGone):
+        run("start_wake", replica_id, execution_arn=running.replace("wake-1", "wake-2"))
+    assert row(replica_id).moved_by == running
+
+
+def test_a_hibernation_left_hibernating_by_an_ended_execution_is_taken_over_and_ends_hibernated(
+        api, model_id, hyperstack, sfn):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    ended = _ended(sfn, TEST_HIBERNATE_ARN, f"replica-{replica_id}-hibernate-1")
+    run("start_hibernate", replica_id, execution_arn=ended)
+
+    assert idle_check.run()["taken_over"] == [replica_id]
+    resumed = _resumed(sfn, TEST_HIBERNATE_ARN)
+    for step in ("start_hibernate", "hibernate_vm", "mark_hibernated"):
+        run(step, replica_id, hyperstack, vm_id=vm_id, execution_arn=resumed)
+
+    assert row(replica_id).vm_status == statuses.HIBERNATED and hyperstack.vms[vm_id].status == "HIBERNATED"
+
+
+def test_two_executions_taking_over_one_replica_leave_it_to_the_first(api, model_id, hyperstack, sfn):
+    replica_id, _ = hibernated(api, model_id, hyperstack)
+    run("start_wake", replica_id, execution_arn=_ended(sfn, TEST_WAKE_ARN, f"replica-{replica_id}-wake-1"))
+    first, second = (TEST_WAKE_ARN.replace(":stateMachine:", ":execution:") + f":replica-{replica_id}-wake-{n}"
+                     for n in ("a", "b"))
+
+    run("start_wake", replica_id, execution_arn=first)
+    with pytest.raises(ReplicaGone):
+        run("start_wake", replica_id, execution_arn=second)  # the first one's execution did not end
+
+    assert row(replica_id).moved_by == first
+
+
+# Compensation deletes a VM only when Hyperstack says it is gone or failed
+
+
+@pytest.mark.parametrize(("vm_status", "outcome", "replica_status"), [
+    ("ACTIVE", "serving", statuses.SUCCESS),
+    ("HIBERNATED", "hibernated", statuses.HIBERNATED),
+    ("HIBERNATING", "unsettled", statuses.HIBERNATING),
+    ("ERROR", "lost", statuses.HIBERNATING),
+])
+def test_a_failed_hibernation_reads_the_vm_again_and_only_a_lost_one_goes_to_compensation(
+        api, model_id, hyperstack, vm_status, outcome, replica_status):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+    hyperstack.set_vm(vm_id, vm_status)
+
+    result = run("hibernation_failed", replica_id, hyperstack, vm_id=vm_id, error={"Error": "VmNeverHibernated"})
+
+    assert result["outcome"] == outcome and row(replica_id).vm_status == replica_status
+    assert hyperstack.called("delete_vm") == []
+
+
+def test_a_failed_hibernation_that_cannot_read_hyperstack_raises_and_deletes_nothing(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack)
+    run("start_hibernate", replica_id)
+    hyperstack.fail["get_vm"] = HyperstackError("Hyperstack answered 401: invalid API key", retryable=False, status=401)
+
+    with pytest.raises(ProvisioningFailed):  # the workflow ends "Hibernation interrupted": no compensation
+        run("hibernation_failed", replica_id, hyperstack, vm_id=vm_id, error={"Error": "HyperstackRetryable"})
+
+    assert row(replica_id).vm_status == statuses.HIBERNATING and list(hyperstack.vms) == [vm_id]
+
+
+@pytest.mark.parametrize(("vm_status", "outcome"), [(None, "lost"), ("ERROR", "lost"), ("RESTORING", "unsettled"),
+                                                    ("HIBERNATED", "unsettled"), ("ACTIVE", "unsettled")])
+def test_a_failed_wake_reads_the_vm_again_and_calls_it_lost_only_when_gone_or_in_error(
+        api, model_id, hyperstack, vm_status, outcome):
+    replica_id, vm_id = hibernated(api, model_id, hyperstack)
+    run("start_wake", replica_id)
+    if vm_status is None:
+        del hyperstack.vms[vm_id]
+    else:
+        hyperstack.set_vm(vm_id, vm_status)
+
+    assert run("wake_failed", replica_id, hyperstack, vm_id=vm_id)["outcome"] == outcome
+    assert row(replica_id).vm_status == statuses.WAKING and hyperstack.called("delete_vm") == []
+
+
+# Hibernation never cuts a request in flight: the drain
+
+
+def test_an_admins_hibernation_drains_until_the_minute_of_last_use_is_over(api, model_id, hyperstack):
+    this_minute = int(time.time() // MINUTE)
+    replica_id, _ = serving(api, model_id, hyperstack, last_used_minute=this_minute)
+    run("start_hibernate", replica_id, if_idle=False)
+    event = {"if_idle": False, "last_used_minute": this_minute, "drain_poll_seconds": 0, "polls": 0}
+
+    busy = run("check_drained", replica_id, **event)
+    Replica(replica_id).update(actions=[Replica.last_used_minute.set(this_minute - 2)])  # as if minutes passed
+    quiet = run("check_drained", replica_id, **{**event, "polls": 1})
+
+    assert busy == {"drained": False, "polls": 1} and quiet == {"drained": True, "polls": 2}
+
+
+def test_an_idle_checks_hibernation_used_while_draining_is_called_off_and_serves_on(api, model_id, hyperstack):
+    replica_id, vm_id = serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)
+    marked = run("start_hibernate", replica_id, if_idle=True)
+    mark_used(replica_id, int(time.time() // MINUTE))  # a request routed from a cache read before the mark
+
+    with pytest.raises(NotIdle):
+        run("check_drained", replica_id, if_idle=True, last_used_minute=marked["last_used_minute"],
+            drain_poll_seconds=0, polls=0)
+
+    assert row(replica_id).vm_status == statuses.SUCCESS and hyperstack.called("hibernate_vm") == []
+    assert row(replica_id).serving_since > 0

@@ -51,3 +51,32 @@ def test_a_waking_model_is_read_again_before_answering_waking_once_the_cache_is_
     targets = routing.targets_for("org/asleep")
 
     assert [target.replica_id for target in targets] == [replica_id]
+
+
+# No request routed to a replica marked for hibernation once it refused one (issue #20)
+
+
+def test_a_replica_that_failed_makes_its_model_be_read_again_by_the_next_request(api):
+    from chalicelib import replica_statuses as statuses
+    from chalicelib.chat.waking import ModelWaking
+    from chalicelib.store.tables import Replica
+
+    model_id = api.create_model("org/draining")
+    replica_id = api.create_replica(model_id)
+    [target] = routing.targets_for("org/draining")  # cached now, for REPLICA_CACHE_SECONDS (5 s)
+    Replica(replica_id).update(actions=[Replica.vm_status.set(statuses.HIBERNATING)])
+
+    assert [cached.replica_id for cached in routing.targets_for("org/draining")] == [replica_id]
+    routing.mark_failed(target)
+
+    with pytest.raises(ModelWaking):
+        routing.targets_for("org/draining")
+
+
+def test_after_every_cached_replica_refused_only_replicas_not_tried_are_offered(api):
+    model_id = api.create_model("org/grown")
+    api.create_replica(model_id)
+    tried = routing.targets_for("org/grown")
+    second = api.create_replica(model_id, endpoint="http://10.0.0.2:8000/v1")
+
+    assert [target.replica_id for target in routing.untried("org/grown", tried)] == [second]

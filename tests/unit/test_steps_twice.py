@@ -20,8 +20,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib import replica_statuses as statuses
-from chalicelib.provisioning.errors import HibernationRefused, HyperstackRetryable, StoreRetryable
+from chalicelib.provisioning.errors import HibernationRefused, HyperstackRetryable, NotIdle, StoreRetryable
+from chalicelib.provisioning.tasks import STEPS_WITH_HYPERSTACK, STEPS_WITHOUT_HYPERSTACK
 from chalicelib.store import replica_credentials
+from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import Metric
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
 from tests.unit.replica_server import TlsReplicaServer
@@ -59,7 +61,7 @@ class Walk:
 
 
 HYPERSTACK_STEPS = {"create_vm", "check_vm", "delete_vm", "teardown", "hibernate_vm", "check_hibernated",
-                    "hibernation_failed", "restore_vm", "check_restored"}
+                    "hibernation_failed", "restore_vm", "check_restored", "wake_failed"}
 
 
 def _created(walk: Walk, result: dict[str, Any]) -> None:
@@ -80,6 +82,8 @@ PROVISION: Path = [
 ]
 HIBERNATION: Path = [
     ("start_hibernate", HIBERNATE, _NONE, _KEEP),
+    ("check_drained", HIBERNATE, lambda walk: {"if_idle": True, "last_used_minute": None, "drain_poll_seconds": 0,
+                                               "polls": 0}, _KEEP),
     ("hibernate_vm", HIBERNATE, Walk.vm, _KEEP),
     ("check_hibernated", HIBERNATE, lambda walk: {**walk.vm(), "polls": 0}, _KEEP),
     ("mark_hibernated", HIBERNATE, _NONE, _KEEP),
@@ -240,7 +244,7 @@ def test_hibernation_failed_twice_on_an_active_vm_leaves_it_serving_both_times(w
 
     first, second = (walk.step("hibernation_failed", HIBERNATE, **event) for _ in range(2))
 
-    assert first == second == {"serving": True}
+    assert first == second == {"outcome": "serving"}
     assert row(walk.replica_id).vm_status == statuses.SUCCESS and list(walk.hyperstack.vms) == [walk.vm_id]
 
 
@@ -274,3 +278,40 @@ def test_teardown_twice_leaves_no_vm_and_no_row(api, walk):
         walk.step("teardown", CREATE)
 
     assert walk.hyperstack.vms == {} and row(walk.replica_id) is None
+
+
+def test_a_drain_that_found_the_replica_used_twice_leaves_it_serving_both_times(walk):
+    hibernating(walk)
+    mark_used(walk.replica_id, 10**8)  # a request routed from a cache read before the replica was marked
+    event = {"if_idle": True, "last_used_minute": None, "drain_poll_seconds": 0, "polls": 0}
+
+    for _ in range(2):
+        with pytest.raises(NotIdle):
+            walk.step("check_drained", HIBERNATE, **event)
+
+    assert row(walk.replica_id).vm_status == statuses.SUCCESS and list(walk.hyperstack.vms) == [walk.vm_id]
+
+
+def test_a_wake_failed_twice_on_a_vm_still_there_keeps_it_and_the_replica_waking(walk):
+    hibernating(walk)
+    walked(walk, HIBERNATION[1:] + WAKING[:2])
+    walk.hyperstack.set_vm(walk.vm_id, "RESTORING")
+
+    first, second = (walk.step("wake_failed", WAKE, **walk.vm()) for _ in range(2))
+
+    assert first == second == {"outcome": "unsettled", "vm_status": "RESTORING"}
+    assert row(walk.replica_id).vm_status == statuses.WAKING and list(walk.hyperstack.vms) == [walk.vm_id]
+
+
+# The steps off the paths: compensation, refusals and teardown, run twice by the tests above; and the
+# teardown's create_ended (a read), stop_create (stops a running execution only) and mark_delete_failed
+# (a move from DELETING, which a second delivery finds done and leaves), tested in test_teardown_races.py
+# and test_provisioning_tasks.py.
+BRANCH_STEPS = {"hibernation_failed", "hibernation_refused", "delete_vm", "mark_failed", "teardown", "wake_failed",
+                "create_ended", "stop_create", "mark_delete_failed"}
+
+
+def test_every_workflow_step_is_run_twice_by_this_module():
+    on_paths = {name for steps, _ in PATHS.values() for name, *_ in steps}
+
+    assert set(STEPS_WITH_HYPERSTACK) | set(STEPS_WITHOUT_HYPERSTACK) == on_paths | BRANCH_STEPS
