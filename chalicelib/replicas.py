@@ -65,7 +65,8 @@ def masked_api_key(api_key: str | None) -> str | None:
 
 
 def of_model(model_id: int) -> list[Replica]:
-    return list(Replica.by_model.query(model_id))
+    """The model's replicas, whole (the by_model index holds only what routing reads)."""
+    return list(Replica.listing_index.query("replicas", filter_condition=Replica.model_id == model_id))
 
 
 def list_for_model(model_id: int) -> list[dict[str, Any]]:

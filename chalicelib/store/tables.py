@@ -17,7 +17,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import TableConnection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from chalicelib.settings import get_settings
@@ -72,10 +72,16 @@ class ListingIndex(GlobalSecondaryIndex):
     id = NumberAttribute(range_key=True)
 
 
+# What the chat function reads of a model's replicas to route a request (chalicelib/chat/routing.py), and all
+# the by_model index holds besides its keys: an admin's view of the replicas reads the table or the listing.
+ROUTING_ATTRIBUTES = ["vm_status", "endpoint", "rate_limit", "api_key", "tls_fingerprint", "hibernate_after_seconds",
+                      "last_used_minute", "wake_seconds", "wake_started_at", "wake_requested_at"]
+
+
 class ByModelIndex(GlobalSecondaryIndex):
     class Meta:
         index_name = "by_model"
-        projection = AllProjection()
+        projection = IncludeProjection(ROUTING_ATTRIBUTES)
 
     model_id = NumberAttribute(hash_key=True)
     id = NumberAttribute(range_key=True)

@@ -216,7 +216,8 @@ def model_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
                 key_schema=info["schema"]["key_schema"],
                 attribute_definitions=info["schema"]["attribute_definitions"],
                 indexes=[
-                    (i["index_name"], i["key_schema"], i["projection"]["ProjectionType"])
+                    (i["index_name"], i["key_schema"], i["projection"]["ProjectionType"],
+                     i["projection"].get("NonKeyAttributes"))
                     for i in info["schema"]["global_secondary_indexes"]
                 ],
                 local_indexes=[i["index_name"] for i in info["schema"]["local_secondary_indexes"]],
@@ -247,7 +248,7 @@ def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[d
 def _normalise(
     key_schema: list[dict[str, str]],
     attribute_definitions: list[dict[str, str]],
-    indexes: list[tuple[str, list[dict[str, str]], str]],
+    indexes: list[tuple[str, list[dict[str, str]], str, list[str] | None]],
     local_indexes: list[str],
 ) -> dict[str, Any]:
     """One comparable shape for a table's keys, from either PynamoDB or CloudFormation."""
@@ -258,7 +259,8 @@ def _normalise(
 
     return {
         "keys": keys(key_schema),
-        "global_indexes": {name: {"keys": keys(ks), "projection": proj} for name, ks, proj in indexes},
+        "global_indexes": {name: {"keys": keys(ks), "projection": (proj, sorted(attributes or []))}
+                           for name, ks, proj, attributes in indexes},
         "local_indexes": sorted(local_indexes),
         "attribute_definitions": types,
     }
@@ -399,7 +401,8 @@ def test_key_schema_and_indexes_of_every_table_match_the_pynamodb_models(
             key_schema=props["KeySchema"],
             attribute_definitions=props["AttributeDefinitions"],
             indexes=[
-                (i["IndexName"], i["KeySchema"], i["Projection"]["ProjectionType"])
+                (i["IndexName"], i["KeySchema"], i["Projection"]["ProjectionType"],
+                 i["Projection"].get("NonKeyAttributes"))
                 for i in props.get("GlobalSecondaryIndexes", [])
             ],
             local_indexes=[i["IndexName"] for i in props.get("LocalSecondaryIndexes", [])],

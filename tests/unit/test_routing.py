@@ -80,3 +80,18 @@ def test_after_every_cached_replica_refused_only_replicas_not_tried_are_offered(
     second = api.create_replica(model_id, endpoint="http://10.0.0.2:8000/v1")
 
     assert [target.replica_id for target in routing.untried("org/grown", tried)] == [second]
+
+
+def test_the_by_model_index_holds_all_routing_reads_of_a_replica_and_no_more(api):
+    from chalicelib.store.tables import Replica
+
+    model_id = api.create_model("org/projected")
+    replica_id = api.create_replica(model_id, rate_limit=60)
+    Replica(replica_id).update(actions=[
+        Replica.last_used_minute.set(5), Replica.wake_seconds.set(30), Replica.tls_fingerprint.set("ab" * 32),
+        Replica.hibernate_after_seconds.set(300), Replica.api_key.set("replica-bearer")])
+    whole = Replica.get(replica_id, consistent_read=True)
+    (indexed,) = Replica.by_model.query(model_id)
+
+    assert routing._target(indexed) == routing._target(whole)
+    assert indexed.created_at is None and indexed.run_command is None  # the rest stays in the table
