@@ -5,9 +5,12 @@ returned says how it ended:
 
 - create (provisioning.asl.json, action create): `mark_ready` succeeded; `mark_failed` (after compensation) failed;
 - delete (provisioning.asl.json, action delete): `teardown` succeeded; `mark_delete_failed` failed;
-- hibernate: `mark_hibernated` succeeded; `hibernation_refused` (its flavor cannot), `hibernation_failed` when
-  the replica serves on, and `mark_failed` after compensation failed;
-- wake: `mark_awake` succeeded; `mark_failed` after compensation failed.
+- hibernate: `mark_hibernated` succeeded, and so did a `hibernation_failed` that found the VM hibernated after
+  all; `hibernation_refused` (its flavor cannot), a `hibernation_failed` that leaves the replica serving or
+  unsettled (the execution ends interrupted, and the idle check takes it over), and `mark_failed` after
+  compensation failed;
+- wake: `mark_awake` succeeded; a `wake_failed` that leaves the replica unsettled (interrupted), and
+  `mark_failed` after compensation, failed.
 
 `mark_failed` ends all three compensations: its workflow is read from the state machine's name in the
 execution ARN every Task is given (`...:execution:<state machine>:<execution>`, the state machine named
@@ -39,8 +42,12 @@ def ending(step: str, event: dict[str, Any], result: dict[str, Any]) -> tuple[st
     """(workflow, outcome) if `step`, having returned `result`, ends its workflow; None otherwise."""
     if step == "mark_failed":
         return workflow_of(event), names.FAILED
-    if step == "hibernation_failed":
-        return (HIBERNATE, names.FAILED) if result.get("serving") else None  # else compensation, then mark_failed
+    if step in ("hibernation_failed", "wake_failed"):
+        outcome = result.get("outcome")
+        if outcome == "lost":
+            return None  # compensation follows, and its mark_failed counts
+        workflow = HIBERNATE if step == "hibernation_failed" else WAKE
+        return workflow, names.SUCCEEDED if outcome == "hibernated" else names.FAILED
     return _ENDINGS.get(step)
 
 

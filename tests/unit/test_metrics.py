@@ -340,8 +340,12 @@ def test_steps_that_end_no_workflow_emit_nothing(aws, emitted):
     ("mark_ready", {}, ("create", "succeeded")),
     ("mark_hibernated", {}, ("hibernate", "succeeded")),
     ("hibernation_refused", {"reason": "no"}, ("hibernate", "failed")),
-    ("hibernation_failed", {"serving": True}, ("hibernate", "failed")),
-    ("hibernation_failed", {"serving": False}, None),  # compensation follows, and its mark_failed counts it
+    ("hibernation_failed", {"outcome": "serving"}, ("hibernate", "failed")),
+    ("hibernation_failed", {"outcome": "hibernated"}, ("hibernate", "succeeded")),
+    ("hibernation_failed", {"outcome": "unsettled"}, ("hibernate", "failed")),  # interrupted, taken over later
+    ("hibernation_failed", {"outcome": "lost"}, None),  # compensation follows, and its mark_failed counts it
+    ("wake_failed", {"outcome": "unsettled"}, ("wake", "failed")),
+    ("wake_failed", {"outcome": "lost"}, None),
     ("mark_awake", {}, ("wake", "succeeded")),
     ("check_vm", {"status": "ACTIVE"}, None),
 ])
