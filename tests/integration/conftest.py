@@ -172,13 +172,18 @@ def cloud() -> Iterator[Cloud]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def provisioning_stack(cloud: Cloud) -> Iterator[LocalStack]:
-    stack = start_local_stack({
+def provisioning_env(cloud: Cloud) -> dict[str, str]:
+    """A stack that provisions on the fake Hyperstack, with waits of seconds and no replica cache."""
+    return {
         "HYPERSTACK_API_URL": cloud.hyperstack.url, "HYPERSTACK_API_KEY": FAKE_KEY, "MOCK_REPLICA": "0",
         "PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "4", "MODEL_READY_TIMEOUT_SECONDS": "4",
         "REPLICA_CACHE_SECONDS": "0", "DRAIN_POLL_SECONDS": "1",
-    })
+    }
+
+
+@pytest.fixture(scope="module")
+def provisioning_stack(cloud: Cloud) -> Iterator[LocalStack]:
+    stack = start_local_stack(provisioning_env(cloud))
     yield stack
     stack.stop()
 

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 
+from tests.integration.conftest import LocalStack, provisioning_env, start_local_stack
 from tests.integration.provisioned import create_vm_replica, delete_replica, wait_for
 
 MESSAGES = [{"role": "user", "content": "Good morning"}]
@@ -130,6 +133,56 @@ def test_ten_racing_requests_start_one_restore(provisioning_stack, cloud, model_
 
     assert statuses == [503] * 10
     assert [vm for vm in cloud.hyperstack.restore_calls if vm == hibernated["vm_id"]] == [hibernated["vm_id"]]
+
+
+# A deployed chat function caches a model's replicas for seconds (REPLICA_CACHE_SECONDS); the provisioning
+# stack caches nothing, so a stale view could not show there. This stack is that one with a 30 s cache.
+LONG_CACHE_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def long_cache_stack(cloud) -> Iterator[LocalStack]:
+    # DRAIN_POLL_SECONDS stays 1 (it would follow the cache's seconds otherwise).
+    stack = start_local_stack({**provisioning_env(cloud), "REPLICA_CACHE_SECONDS": str(LONG_CACHE_SECONDS)})
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def hibernated_behind_a_long_cache(long_cache_stack, cloud, model_name):
+    """As `hibernated`, on the stack whose chat caches replicas for LONG_CACHE_SECONDS: its row."""
+    _, replica_id = create_vm_replica(long_cache_stack, model_name, hibernate_after_seconds=1)
+    row = wait_for(long_cache_stack, replica_id, {"HIBERNATED", "FAILED"})
+    assert row["vm_status"] == "HIBERNATED", row["error_message"]
+    yield row
+    delete_replica(long_cache_stack, replica_id)
+    wait_for(long_cache_stack, replica_id, {None})
+
+
+def test_first_request_after_a_wake_is_served_or_told_at_most_5_s_despite_the_replica_cache(
+        long_cache_stack, model_name, hibernated_behind_a_long_cache):
+    client = long_cache_stack.client(long_cache_stack.new_key()["api_key"]).with_options(max_retries=0)
+    asked_at = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as waking:  # wakes it; the model is now cached as waking
+        client.chat.completions.create(model=model_name, messages=MESSAGES)
+    awake = wait_for(long_cache_stack, hibernated_behind_a_long_cache["id"], {"SUCCESS", "FAILED"})
+    woke_within_the_cache = time.monotonic() - asked_at < LONG_CACHE_SECONDS
+
+    first = first_answer(client, model_name)
+
+    # A never-woken replica's Retry-After is DEFAULT_WAKE_SECONDS (180): what the cached view would repeat.
+    assert waking.value.body["code"] == "model_waking" and int(waking.value.response.headers["retry-after"]) > 5
+    assert awake["vm_status"] == "SUCCESS" and woke_within_the_cache, awake["error_message"]
+    assert first == "served" or (first[0] == "model_waking" and first[1] <= 5), first
+
+
+def first_answer(client: openai.OpenAI, model: str) -> str | tuple[str, int]:
+    """`"served"`, or the refusal's code and its Retry-After in seconds."""
+    try:
+        answer = client.chat.completions.create(model=model, messages=MESSAGES)
+    except openai.APIStatusError as refused:
+        return refused.body.get("code"), int(refused.response.headers.get("retry-after", -1))
+    return "served" if answer.choices[0].message.content else "empty"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
