@@ -8,9 +8,10 @@ asked for a while ago without one serving it (its asker died between its write a
 execution failed). Starting is idempotent by execution name, so overlapping checks start each workflow
 once; a workflow whose execution of that name failed is started again under a new name (no dead end: a
 failed wake or hibernation is retried a minute later, and so on until one succeeds or the replica moves).
-A replica left HIBERNATING or WAKING by an execution that ended without finishing (Hyperstack unreachable
-for longer than its retries, a VM still on its way) gets a new execution of that workflow, whose first
-step takes the replica over (step_helpers.live) and carries on; a minute later again if that one fails too.
+A replica left PENDING, CREATING_VM, BOOTING, HIBERNATING or WAKING by an execution that ended without
+finishing (Hyperstack unreachable for longer than its retries, a VM still on its way, an execution
+stopped by hand) gets a new execution of that workflow, whose first step takes the replica over
+(step_helpers.live) and carries on; a minute later again if that one fails too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from chalicelib.observability import logger
 from chalicelib.provisioning import workflow
 from chalicelib.store.tables import Replica
 
+# Statuses a workflow moves a replica through: left there by an execution that ended, a new one takes it over.
+_TAKEN_OVER = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)
 # A wake asked this long ago (ms) with the replica still HIBERNATED was never started: start it.
 STALE_WAKE_REQUEST_MS = 30_000
 
@@ -32,8 +35,9 @@ def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     hibernated, woken, taken_over = [], [], []
     for replica in Replica.listing_index.query("replicas"):
-        if replica.vm_status in (statuses.HIBERNATING, statuses.WAKING) and replica.moved_by:
-            if workflow.take_over_if_ended(int(replica.id), replica.vm_status, replica.moved_by, now):
+        mover = replica.moved_by or replica.execution_arn
+        if replica.vm_status in _TAKEN_OVER and mover:
+            if workflow.take_over_if_ended(int(replica.id), replica.vm_status, mover, now):
                 taken_over.append(int(replica.id))
                 logger.info("stalled workflow taken over", extra={"replica_id": int(replica.id),
                                                                   "vm_status": replica.vm_status})

@@ -75,14 +75,17 @@ def handle(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack
 
 
 def start_create(event: dict[str, Any]) -> dict[str, Any]:
-    live(event, allowed=(statuses.PENDING, statuses.CREATING_VM))
-    advance(event, statuses.CREATING_VM, allowed=(statuses.PENDING, statuses.CREATING_VM))
+    """PENDING -> CREATING_VM. Run by a create execution the idle check started for a replica whose first one
+    ended undone, it takes the replica over where that one left it (a VM may be made, or booting)."""
+    replica = live(event, allowed=(statuses.PENDING, statuses.CREATING_VM), done=(statuses.BOOTING,), take_over=True)
+    if replica.vm_status != statuses.BOOTING:
+        advance(event, statuses.CREATING_VM, allowed=(statuses.PENDING, statuses.CREATING_VM))
     return {}
 
 
 def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Make the replica's VM, or adopt the one an earlier attempt made, and record it with its credentials."""
-    replica = live(event, allowed=(statuses.CREATING_VM,))
+    replica = live(event, allowed=(statuses.CREATING_VM,), done=(statuses.BOOTING,))
     if replica.vm_id is not None:  # recorded by an attempt whose answer was lost; its credentials are gone
         return {"vm_id": int(replica.vm_id)}
     name = vm_name(int(replica.id))

@@ -80,17 +80,17 @@ def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None
 
 
 def take_over_if_ended(replica_id: int, vm_status: str, moved_by: str, now: float) -> bool:
-    """Start a new execution of the workflow that left the replica in `vm_status` (HIBERNATING or WAKING) if
-    that execution (`moved_by`) ended without finishing; True if one was started. Named after the minute, so
-    overlapping idle checks start one a minute at most."""
+    """Start a new execution of the workflow that left the replica in `vm_status` (a create's, HIBERNATING or
+    WAKING) if that execution (`moved_by`) ended without finishing; True if one was started. Named after the
+    minute, so overlapping idle checks start one a minute at most."""
     if step_functions.execution_status(moved_by) not in step_functions.ENDED_UNDONE:
         return False
     settings = get_provision_settings()
-    hibernating = vm_status == statuses.HIBERNATING
-    what, action = ("hibernation", "hibernate") if hibernating else ("waking", "wake")
-    arn = settings.hibernate_state_machine_arn if hibernating else settings.wake_state_machine_arn
+    workflows = {statuses.HIBERNATING: ("hibernation", "hibernate", settings.hibernate_state_machine_arn),
+                 statuses.WAKING: ("waking", "wake", settings.wake_state_machine_arn)}
+    what, action, arn = workflows.get(vm_status, ("create", "create", settings.state_machine_arn))
     _start_once(arn, what, f"replica-{replica_id}-{action}-resumed-{int(now // 60)}", replica_id,
-                extra={"if_idle": False} if hibernating else None)
+                extra={"if_idle": False} if action == "hibernate" else None)
     return True
 
 

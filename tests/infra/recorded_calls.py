@@ -517,14 +517,19 @@ def idle_check() -> None:
             hibernate_after_seconds=300, endpoint="https://10.0.0.9:8000/v1").save()
     Replica(2, model_id=1, vm_status=statuses.HIBERNATED, vm_id=8, created_at=0, wake_requested_at=0,
             hibernated_at=0).save()
+    # Creating its VM, left there by a create execution stopped by hand: a new one takes it over.
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    stopped = sfn.start_execution(stateMachineArn=STATE_MACHINE_ARN, name="replica-3-create")["executionArn"]
+    sfn.stop_execution(executionArn=stopped)
+    Replica(3, model_id=1, vm_status=statuses.CREATING_VM, created_at=0, moved_by=stopped).save()
     with RECORDER.recording("IdleCheck"):
-        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": []}
+        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": [3]}
         with RECORDER.paused():  # both executions fail: the next check sees that and starts them again
             sfn = boto3.client("stepfunctions", region_name=REGION)
             for machine in (HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN):
                 for execution in sfn.list_executions(stateMachineArn=machine)["executions"]:
                     sfn.stop_execution(executionArn=execution["executionArn"])
-        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": []}
+        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": [3]}
 
 
 def main(out: str) -> int:

@@ -58,9 +58,12 @@ IDLE_CHECK_GRANTS = {
     ("dynamodb:Query", "replicas/index/listing"),
     ("states:StartExecution", "HibernateStateMachine"),
     ("states:StartExecution", "WakeStateMachine"),
-    # To tell a failed execution, whose purpose it then starts again (issue #20).
+    ("states:StartExecution", "ProvisioningStateMachine"),
+    # To tell a failed execution, whose purpose it then starts again, or one that ended undone, whose replica a
+    # new execution takes over (issue #20).
     ("states:DescribeExecution", "executions of HibernateStateMachine"),
     ("states:DescribeExecution", "executions of WakeStateMachine"),
+    ("states:DescribeExecution", "executions of ProvisioningStateMachine"),
 }
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
@@ -122,7 +125,8 @@ VARIABLE_READERS = {
     "TABLE_PREFIX": "chalicelib/store/tables.py: every table's name",
     "LOG_LEVEL": "chalicelib/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
     "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: is_admin, through settings.admin_api_key",
-    "PROVISION_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start, for create_vm and teardowns",
+    "PROVISION_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start, for create_vm and teardowns; "
+                                    "take_over_if_ended (the idle check), for a create that ended undone"),
     "HIBERNATE_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the admin)",
     "WAKE_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start_wake (the idle check, the admin, "
                                "mark_hibernated); chalicelib/chat/waking.py: a request's wake, via "
@@ -141,7 +145,8 @@ FUNCTION_VARIABLES = {
     CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER", "WAKE_STATE_MACHINE_ARN"},
     PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN"},
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
-    IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
+    IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
+                                            "PROVISION_STATE_MACHINE_ARN"},
 }
 # Only the packaged stack has state machines to name; `chalice deploy` leaves create_vm, hibernate and wake
 # unconfigured (503).
@@ -158,7 +163,7 @@ EXECUTION_STARTERS = {
     API_HANDLER_ROLE: {STATE_MACHINE, HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
     CHAT_ROLE: {WAKE_STATE_MACHINE},
     PROVISION_ROLE: {WAKE_STATE_MACHINE},
-    IDLE_CHECK_ROLE: {HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},
+    IDLE_CHECK_ROLE: {HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE, STATE_MACHINE},  # a create taken over
 }
 # Whose calls each function makes under `chalice deploy`: there the REST API's POST /v1/chat/completions is
 # app.py's buffered route on the API handler, running the chat plane's code (chalicelib/chat/buffered.py);

@@ -47,7 +47,7 @@ from chalicelib.store.lookups import model_by_id
 from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import Replica
 from chalicelib.store.wake_requests import request_wake
-from tests.conftest import TEST_HIBERNATE_ARN, TEST_WAKE_ARN
+from tests.conftest import TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
 from tests.unit.conftest import VM_DETAILS
 from tests.unit.replica_server import TlsReplicaServer
 from tests.unit.test_hibernation import (  # noqa: F401 - hyperstack, model_id and sfn are fixtures
@@ -88,6 +88,8 @@ TRANSITIONS: list[tuple[str, str, str]] = [
     (CREATING_VM, "VM vanished", FAILED),
     (BOOTING, "model answers", SUCCESS),
     (BOOTING, "model never answered (its VM deleted)", FAILED),
+    (CREATING_VM, "execution ended undone, idle check takes over", CREATING_VM),
+    (BOOTING, "execution ended undone, idle check takes over", BOOTING),
     (SUCCESS, "idle check: idle for its time", HIBERNATING),
     (SUCCESS, "idle check, but used since (its first step reads again)", SUCCESS),
     (SUCCESS, "admin hibernate", HIBERNATING),
@@ -426,6 +428,17 @@ def _ended_and_taken_over(w: World, state_machine: str) -> None:
     w.execution = _started_by(w, state_machine, idle_check.run)
 
 
+def _create_taken_over(w: World) -> None:
+    """The replica's create execution, the last to move it, ends undone: a new one takes over, with the same VM."""
+    w.execution = execution_arn(TEST_STATE_MACHINE_ARN, f"replica-{w.replica_id}-create")  # the admin API started it
+    Replica(w.replica_id).update(actions=[Replica.moved_by.set(w.execution)])
+    _ended_and_taken_over(w, TEST_STATE_MACHINE_ARN)
+    w.step("start_create")
+    made = w.step("create_vm")["vm_id"]
+    assert w.vm_id in (None, made), "the VM made before is the one carried on with"
+    w.vm_id = made
+
+
 def _hibernation_taken_over(w: World) -> None:
     _ended_and_taken_over(w, TEST_HIBERNATE_ARN)
     w.step("start_hibernate", if_idle=_input(w)["if_idle"])
@@ -567,6 +580,8 @@ DRIVES: dict[tuple[str, str], tuple[Callable[[World], None], str]] = {
                                                                             NO_VM),
     (HIBERNATING, "hibernation failed, VM still on its way (execution ends, VM kept)"): (
         _hibernation_fails_on_a_vm_on_its_way, KEPT),
+    (CREATING_VM, "execution ended undone, idle check takes over"): (_create_taken_over, KEPT),
+    (BOOTING, "execution ended undone, idle check takes over"): (_create_taken_over, KEPT),
     (HIBERNATING, "execution ended undone, idle check takes over"): (_hibernation_taken_over, KEPT),
     (HIBERNATED, "a request asks a wake"): (_request_asks_a_wake, KEPT),
     (HIBERNATED, "admin wake"): (_admin_wakes, KEPT),
