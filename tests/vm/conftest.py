@@ -100,7 +100,7 @@ def vm_stack(vm_hyperstack: FakeHyperstack) -> Iterator[LocalStack]:
     stack = start_local_stack({
         "HYPERSTACK_API_URL": vm_hyperstack.url, "HYPERSTACK_API_KEY": FAKE_KEY, "MOCK_REPLICA": "0",
         "PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "60", "MODEL_READY_TIMEOUT_SECONDS": "120",
-        "REPLICA_CACHE_SECONDS": "0",
+        "REPLICA_CACHE_SECONDS": "0", "DRAIN_POLL_SECONDS": "1",
     })
     yield stack
     stack.stop()
