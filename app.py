@@ -3,11 +3,11 @@
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib import api_keys, llm_models, model_catalog, replicas, table_browser, usage
+from chalicelib.admin import api_keys, llm_models, model_catalog, replicas, table_browser, usage
+from chalicelib.api.http_edge import admin_only, json_body, json_errors, json_route, path_id
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.chat.operations import CHAT, COMPLETIONS, EMBEDDINGS, Operation
-from chalicelib.http_edge import admin_only, json_body, json_errors, json_route, path_id
-from chalicelib.observability import log_invocation
+from chalicelib.core.observability import log_invocation
 
 # Every route is the admin's unless it is listed here: a new route cannot forget to check the key.
 PUBLIC_ROUTES = frozenset({
@@ -128,7 +128,7 @@ def wake_replica(replica_id: str) -> Response:
 
 @route("/v1/openapi.json", methods=["GET"])
 def openapi_document() -> dict:
-    from chalicelib import openapi  # here, so that no other route's cold start pays for it
+    from chalicelib.api import openapi  # here, so that no other route's cold start pays for it
 
     request = app.current_request
     return openapi.build_document(app.routes, openapi.server_url(request.headers, request.context))

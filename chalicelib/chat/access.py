@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
-from chalicelib.key_hashing import hash_key
+from chalicelib.core.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
+from chalicelib.core.key_hashing import hash_key
 from chalicelib.store.minute_counter import count_request, reset_seconds
 from chalicelib.store.month_spend import month_of, tokens_this_month
 from chalicelib.store.tables import ApiKey

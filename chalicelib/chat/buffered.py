@@ -15,7 +15,7 @@ from chalicelib.chat.openai_errors import error_response
 from chalicelib.chat.operations import CHAT, Operation
 from chalicelib.chat.response import ChatResponse
 from chalicelib.chat.service import handle
-from chalicelib.errors import NotFound
+from chalicelib.core.errors import NotFound
 
 
 def answer_whole(headers: dict[str, str], body: bytes, operation: Operation = CHAT) -> tuple[int, dict[str, str], str]:

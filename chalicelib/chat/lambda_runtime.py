@@ -37,7 +37,7 @@ not through the /error endpoint: the caller is an HTTP client, and Lambda would 
 502 without the `{"error": {...}}` body OpenAI's SDKs read. The price: Lambda's Errors metric does not
 count it, so the traceback is logged as a JSON line with level ERROR.
 
-Logs: the service's one Powertools Logger (chalicelib.observability). There is no Lambda context
+Logs: the service's one Powertools Logger (chalicelib.core.observability). There is no Lambda context
 object here, so the loop builds one per invocation from the Runtime API's headers and the function's
 environment, and every line logged during the invocation, the service's included, carries the keys
 `inject_lambda_context` would add and a correlation id; none is left for the next invocation.
@@ -63,9 +63,9 @@ from chalicelib.chat import operations
 from chalicelib.chat.events import request_from_event
 from chalicelib.chat.openai_errors import error_response, internal_error_response
 from chalicelib.chat.response import ChatResponse
-from chalicelib.chunked import chunk, last_chunk
-from chalicelib.errors import MethodNotAllowed, NotFound
-from chalicelib.observability import correlation_id_of, invocation_logging, logger
+from chalicelib.core.chunked import chunk, last_chunk
+from chalicelib.core.errors import MethodNotAllowed, NotFound
+from chalicelib.core.observability import correlation_id_of, invocation_logging, logger
 
 API = "/2018-06-01/runtime"
 HANDLER_VARIABLE = "CHAT_HANDLER"

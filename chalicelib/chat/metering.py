@@ -12,7 +12,7 @@ as `choices`. An embedding's vectors are never stored: they are large, and deriv
 A row is never lost silently, or metering could be dodged: the write is retried with backoff in
 the time the invocation has left; stored content is cut to fit DynamoDB's 400 KB item limit (and
 the row marked `content_truncated`); a row that still cannot be written is logged, as one JSON line
-`chalicelib.usage_replay` writes back later, and counted in the `UsageRowsLost` metric. Logged without its
+`chalicelib.admin.usage_replay` writes back later, and counted in the `UsageRowsLost` metric. Logged without its
 prompt and answer: logs never hold them, whatever METRICS_STORE_CONTENT says.
 
 After its row, the request is added to its hour's usage counters (`store.usage_counters`, what
@@ -31,10 +31,10 @@ from typing import Any
 
 from chalicelib.chat.access import Caller
 from chalicelib.chat.request import ChatRequest
-from chalicelib.errors import ApiError
-from chalicelib.metric_names import USAGE_ROWS_LOST
-from chalicelib.observability import COUNT, emit_metrics, logger
-from chalicelib.settings import get_chat_settings, get_settings
+from chalicelib.core.errors import ApiError
+from chalicelib.core.metric_names import USAGE_ROWS_LOST
+from chalicelib.core.observability import COUNT, emit_metrics, logger
+from chalicelib.core.settings import get_chat_settings, get_settings
 from chalicelib.store import month_spend, usage_counters
 from chalicelib.store.conditional import save_if
 from chalicelib.store.sequences import IdBlocks
@@ -213,6 +213,6 @@ def _loggable(row: Metric) -> dict[str, Any]:
 
 
 def _log_lost_row(row: Metric, error: BaseException) -> None:
-    """The row, whole, on one JSON line (`chalicelib.usage_replay` writes it back), and counted."""
+    """The row, whole, on one JSON line (`chalicelib.admin.usage_replay` writes it back), and counted."""
     logger.error(LOST_ROW_MESSAGE, extra={"usage_row": _loggable(row), "reason": repr(error)})
     emit_metrics({}, [(USAGE_ROWS_LOST, COUNT, 1)])

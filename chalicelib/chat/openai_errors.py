@@ -11,7 +11,7 @@ from typing import Any
 
 from chalicelib.chat import request_metrics
 from chalicelib.chat.response import ChatResponse, json_response
-from chalicelib.errors import (
+from chalicelib.core.errors import (
     ApiError,
     BadRequest,
     Conflict,

@@ -29,7 +29,7 @@ from chalicelib.chat import sse
 from chalicelib.chat.metering import Meter
 from chalicelib.chat.openai_errors import sse_error_event
 from chalicelib.chat.upstream import discard, read_chunks
-from chalicelib.errors import ApiError, ReplicaRefused, UpstreamFailed
+from chalicelib.core.errors import ApiError, ReplicaRefused, UpstreamFailed
 
 _READ_SIZE = 64 * 1024
 _DONE = sse.Event(b"[DONE]")

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import bounded_json
 from chalicelib.chat.operations import CHAT, Operation
-from chalicelib.errors import BadRequest, PayloadTooLarge
-from chalicelib.validation import validate
+from chalicelib.core import bounded_json
+from chalicelib.core.errors import BadRequest, PayloadTooLarge
+from chalicelib.core.validation import validate
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The metrics of one chat, completions or embeddings request (chalicelib.metric_names), emitted once it is
+"""The metrics of one chat, completions or embeddings request (chalicelib.core.metric_names), emitted once it is
 answered, its usage row written: nothing is added before the replica. One embedded metric format line per
 dimension set (the format gives every metric of a line the same dimensions):
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from chalicelib import metric_names as names
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
-from chalicelib.errors import ApiError, ReplicaRefused
-from chalicelib.observability import COUNT, MILLISECONDS, emit_metrics
+from chalicelib.core import metric_names as names
+from chalicelib.core.errors import ApiError, ReplicaRefused
+from chalicelib.core.observability import COUNT, MILLISECONDS, emit_metrics
 from chalicelib.store.tables import Metric
 
 UNKNOWN_MODEL = "model_not_found"

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 from chalicelib.chat import waking
 from chalicelib.chat.waking import Dormant
-from chalicelib.errors import NotFound, ServiceUnavailable
-from chalicelib.idle_rule import used_minute
-from chalicelib.observability import logger
-from chalicelib.replica_statuses import DORMANT, takes_requests
-from chalicelib.settings import get_chat_settings
+from chalicelib.core.errors import NotFound, ServiceUnavailable
+from chalicelib.core.idle_rule import used_minute
+from chalicelib.core.observability import logger
+from chalicelib.core.replica_statuses import DORMANT, takes_requests
+from chalicelib.core.settings import get_chat_settings
 from chalicelib.store.minute_counter import count_request
 from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import LlmModel, Replica
@@ -49,7 +49,7 @@ class Target:
     endpoint: str
     rate_limit: int | None
     api_key: str | None = field(default=None, repr=False)  # the replica's bearer: kept out of reprs and logs
-    tls_fingerprint: str | None = None  # a provisioned replica's certificate pin (chalicelib.pinned_tls)
+    tls_fingerprint: str | None = None  # a provisioned replica's certificate pin (chalicelib.core.pinned_tls)
     hibernate_after_seconds: int | None = None  # set: its use is recorded for the idle check
     last_used_minute: int | None = None  # as last read
 

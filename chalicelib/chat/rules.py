@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.errors import ValidationFailed
+from chalicelib.core.errors import ValidationFailed
 
 _TOOL_CHOICES = ("none", "auto", "required")
 

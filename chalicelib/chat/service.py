@@ -21,7 +21,6 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
-from chalicelib.bearer import bearer_token
 from chalicelib.chat import access, request_metrics, routing, sse, upstream, waking
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
@@ -32,8 +31,9 @@ from chalicelib.chat.request import ChatRequest, parse_request
 from chalicelib.chat.response import ChatResponse
 from chalicelib.chat.routing import Target
 from chalicelib.chat.waking import ModelWaking
-from chalicelib.errors import ApiError, NotFound, Unauthorized, UpstreamFailed
-from chalicelib.settings import get_chat_settings
+from chalicelib.core.bearer import bearer_token
+from chalicelib.core.errors import ApiError, NotFound, Unauthorized, UpstreamFailed
+from chalicelib.core.settings import get_chat_settings
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -183,7 +183,7 @@ def _once_awake(request: ChatRequest, meter: Meter, until: float, deadline: floa
 
 def _mock_answer(request: ChatRequest, meter: Meter, headers: dict[str, str]) -> ChatResponse:
     """MOCK_LLM: a vLLM-shaped answer made here, after auth and rate limiting, still metered."""
-    from chalicelib.chat import mock_answers
+    from chalicelib.chat.mock import answers as mock_answers
 
     if not routing.model_exists(request.model):
         raise NotFound(f"The model `{request.model}` does not exist.", code="model_not_found", param="model")

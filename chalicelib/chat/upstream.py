@@ -22,10 +22,10 @@ from urllib3.util import parse_url
 
 from chalicelib.chat import routing
 from chalicelib.chat.routing import Target
-from chalicelib.errors import ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
-from chalicelib.observability import logger
-from chalicelib.pinned_tls import pool_options
-from chalicelib.settings import get_chat_settings
+from chalicelib.core.errors import ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
+from chalicelib.core.observability import logger
+from chalicelib.core.pinned_tls import pool_options
+from chalicelib.core.settings import get_chat_settings
 
 # One pool per function instance: connections to replicas are reused across invocations.
 _pool = urllib3.PoolManager(num_pools=32, maxsize=16, retries=False, block=False)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chalicelib import replica_statuses as statuses
-from chalicelib import step_functions
-from chalicelib.errors import BadRequest, ServiceUnavailable
-from chalicelib.observability import logger
-from chalicelib.settings import get_chat_settings
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core import step_functions
+from chalicelib.core.errors import BadRequest, ServiceUnavailable
+from chalicelib.core.observability import logger
+from chalicelib.core.settings import get_chat_settings
 from chalicelib.store.wake_requests import request_wake
 
 WAITING_HEADER = "x-wait-for-model"

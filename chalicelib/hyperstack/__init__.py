@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from chalicelib.core.settings import get_provision_settings, hyperstack_api_key
 from chalicelib.hyperstack.client import (
     VM_ACTIVE,
     VM_HIBERNATED,
@@ -15,7 +16,6 @@ from chalicelib.hyperstack.client import (
     Vm,
     VmSpec,
 )
-from chalicelib.settings import get_provision_settings, hyperstack_api_key
 
 __all__ = ["VM_ACTIVE", "VM_HIBERNATED", "VM_HIBERNATING", "VM_RESTORING", "HibernationUnsupported",
            "HyperstackClient", "HyperstackError", "Vm", "VmSpec", "configured_client"]

@@ -1,6 +1,6 @@
 """The `user_data` a replica's VM boots with: its credentials, a TLS front, the model server as a service.
 
-The first comment line is the replica marker (`chalicelib.vm_naming`): the port and the model.
+The first comment line is the replica marker (`chalicelib.core.vm_naming`): the port and the model.
 The replica port answers TLS only, with the certificate made for this replica, and only requests
 carrying its bearer: an nginx front on FRONT_PORT does both, and every connection from outside to
 the replica port is redirected to it (iptables), so the run command keeps serving plain HTTP on the
@@ -17,8 +17,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from chalicelib.schemas import ENV_NAME_PATTERN
-from chalicelib.vm_naming import replica_marker
+from chalicelib.core.vm_naming import ENV_NAME_PATTERN, replica_marker
 
 FRONT_PORT = 59443  # on the VM only; chosen out of the way of the ports model servers use
 CONFIG_DIR = "/etc/llm-replica"

@@ -3,7 +3,7 @@
 Every IDLE_CHECK_SECONDS (an EventBridge schedule; each second under `make run`) it reads the replicas
 (the `listing` index: an admin's handful of rows, eventually consistent, which the workflows' conditional
 writes make harmless) and starts the hibernate workflow of each SUCCESS provisioned replica that the idle
-rule (chalicelib/idle_rule.py) calls idle. It also starts the wake of a hibernated replica whose wake was
+rule (chalicelib/core/idle_rule.py) calls idle. It also starts the wake of a hibernated replica whose wake was
 asked for a while ago without one serving it (its asker died between its write and the start, or its
 execution failed). Starting is idempotent by execution name, so overlapping checks start each workflow
 once; a workflow whose execution of that name failed is started again under a new name (no dead end: a
@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chalicelib import replica_statuses as statuses
-from chalicelib.idle_rule import is_idle
-from chalicelib.observability import logger
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core.idle_rule import is_idle
+from chalicelib.core.observability import logger
 from chalicelib.provisioning import workflow
 from chalicelib.store.tables import Replica
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import metric_names as names
-from chalicelib.observability import COUNT, emit_metrics
+from chalicelib.core import metric_names as names
+from chalicelib.core.observability import COUNT, emit_metrics
 
 CREATE, DELETE, HIBERNATE, WAKE = "create", "delete", "hibernate", "wake"
 

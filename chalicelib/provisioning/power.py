@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib import replica_statuses as statuses
-from chalicelib.idle_rule import last_used_at, used_minute
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core.idle_rule import last_used_at, used_minute
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ProvisioningFailed, StillHibernating
 from chalicelib.provisioning.idle_check import idle

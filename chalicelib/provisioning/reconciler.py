@@ -1,6 +1,6 @@
 """The backstop: a scheduled sweep that holds "no VM outlives its replica" without trusting the workflow.
 
-It lists this deployment's VMs (by the name prefix of chalicelib/vm_naming.py; other deployments' VMs
+It lists this deployment's VMs (by the name prefix of chalicelib/core/vm_naming.py; other deployments' VMs
 never match) and
 
 - deletes a VM that no replica owns once it is older than the grace period. A replica owns its VM while
@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib import replica_statuses as statuses
-from chalicelib.metric_names import VMS_DELETED_BY_BACKSTOP
-from chalicelib.observability import COUNT, emit_metrics, logger
-from chalicelib.settings import get_provision_settings
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core.metric_names import VMS_DELETED_BY_BACKSTOP
+from chalicelib.core.observability import COUNT, emit_metrics, logger
+from chalicelib.core.settings import get_provision_settings
+from chalicelib.core.vm_naming import deployment_prefix, replica_id_of
 from chalicelib.store.conditional import update_if
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
-from chalicelib.vm_naming import deployment_prefix, replica_id_of
 
 # Rows whose workflow may hold a VM it has not recorded yet.
 _PROVISIONING = frozenset(statuses.IN_PROGRESS)

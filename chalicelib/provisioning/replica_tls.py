@@ -4,7 +4,7 @@ Made once per replica, before its VM is asked for, and kept (`chalicelib.store.r
 until the VM is recorded: a create call retried after a lost answer adopts the VM already made, and
 that VM must be the one whose certificate the replica pins. The key pair is ECDSA P-256 (quick to
 make, accepted by every TLS stack); the certificate is self-signed, as its only reader pins it by
-fingerprint (`chalicelib.pinned_tls`). Made with `cryptography`, imported here only: the provision
+fingerprint (`chalicelib.core.pinned_tls`). Made with `cryptography`, imported here only: the provision
 function alone pays for it.
 """
 

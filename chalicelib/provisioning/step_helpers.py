@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.pinned_tls import pool_options
+from chalicelib.core.pinned_tls import pool_options
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone
 from chalicelib.provisioning.replica_store import find, mark
 from chalicelib.store.conditional import update_if
@@ -46,7 +46,7 @@ def live(event: dict[str, Any], allowed: tuple[str, ...], done: tuple[str, ...] 
 
 
 def _taken_over(replica: Replica, event: dict[str, Any]) -> bool:
-    from chalicelib import step_functions
+    from chalicelib.core import step_functions
 
     ended = replica.moved_by and step_functions.execution_status(replica.moved_by) in step_functions.ENDED_UNDONE
     if not ended or not event.get("execution_arn"):

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib import replica_statuses as statuses
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core.vm_naming import deployment_label, replica_vm_name
 from chalicelib.provisioning import outcomes, power, replica_tls
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.errors import HyperstackRetryable, ProvisioningFailed, ReplicaGone, StoreRetryable
@@ -44,7 +45,6 @@ from chalicelib.store import replica_secrets
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.store.transient import is_transient
-from chalicelib.vm_naming import deployment_label, replica_vm_name
 
 # Compensation may end these: provisioning, and a hibernation or a wake that lost its VM.
 _MAY_FAIL = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)

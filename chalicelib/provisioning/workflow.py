@@ -6,10 +6,10 @@ import json
 import time
 from typing import Any
 
-from chalicelib import replica_statuses as statuses
-from chalicelib import step_functions
-from chalicelib.errors import ServiceUnavailable
-from chalicelib.settings import get_provision_settings
+from chalicelib.core import replica_statuses as statuses
+from chalicelib.core import step_functions
+from chalicelib.core.errors import ServiceUnavailable
+from chalicelib.core.settings import get_provision_settings
 
 # How long a teardown waits for the replica's create execution to end before stopping it: longer
 # than a create call with its retries (~3 min) plus the compensation's delete retries (~12 min).

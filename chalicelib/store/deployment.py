@@ -1,6 +1,6 @@
 """This deployment's id: its stage and 8 random hex characters, made once and kept in `bookkeeping`.
 
-VM names carry it (chalicelib/vm_naming.py), so two deployments sharing a Hyperstack account, or two
+VM names carry it (chalicelib/core/vm_naming.py), so two deployments sharing a Hyperstack account, or two
 `make run`s, never touch each other's VMs. The first function to need it makes it with a conditional put;
 a racing second one loses the put and reads the winner's. It lives as long as the bookkeeping table: a
 stack keeps it across deploys, and `make run`'s embedded emulator starts with fresh tables, so a fresh id.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
 from chalicelib.store.conditional import save_if
 from chalicelib.store.tables import Bookkeeping
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from pynamodb.models import Model
 
-from chalicelib import bounded_json
-from chalicelib.errors import BadRequest
+from chalicelib.core import bounded_json
+from chalicelib.core.errors import BadRequest
 
 _MAX_ID = 2**63 - 1
 

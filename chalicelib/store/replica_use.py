@@ -1,4 +1,4 @@
-"""A replica's minute of last use, for the idle rule (chalicelib/idle_rule.py): at most one write a minute."""
+"""A replica's minute of last use, for the idle rule (chalicelib/core/idle_rule.py): at most one write a minute."""
 
 from __future__ import annotations
 

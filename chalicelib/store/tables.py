@@ -20,7 +20,7 @@ from pynamodb.connection import TableConnection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
 
 _settings = get_settings()
 
@@ -42,7 +42,7 @@ class Table(Model):
     DynamoDB service model and endpoint data again: about 9 MB and tens of milliseconds per table.
     The chat path touches five tables; on a 128 MB function that is 35 MB. Every table here has
     the same region, endpoint and settings, so they can share one client (botocore clients are
-    thread-safe). `tests/unit/test_tables.py` fails if a PynamoDB upgrade breaks this.
+    thread-safe). `tests/unit/admin/test_tables.py` fails if a PynamoDB upgrade breaks this.
     """
 
     @classmethod
@@ -215,7 +215,7 @@ class Replica(Table):
     secret_names = ListAttribute(of=UnicodeAttribute, null=True)
     # A provisioned replica's certificate: its SHA-256 fingerprint, the one TLS peer the proxy accepts.
     tls_fingerprint = UnicodeAttribute(null=True)
-    # Hibernation (chalicelib/idle_rule.py): after how long idle, since when it serves, its last used minute
+    # Hibernation (chalicelib/core/idle_rule.py): after how long idle, since when it serves, its last used minute
     # (written by chat at most once a minute), a wake asked for (when: names the wake's execution), and
     # how long the last wake took (the Retry-After of requests that find it dormant).
     hibernate_after_seconds = NumberAttribute(null=True)

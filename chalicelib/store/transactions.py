@@ -8,7 +8,7 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
 
 MAX_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chalicelib import replicas
-from chalicelib.errors import Conflict
+from chalicelib.admin import replicas
+from chalicelib.core.errors import Conflict
 from chalicelib.store.tables import LlmModel
 from infra.local.mock_vllm import MockVllm
 
@@ -16,7 +16,7 @@ def start_demo_replica(model: str, port: int, pace_seconds: float) -> MockVllm:
 
 def register_replica(model: str, endpoint: str) -> None:
     """Make `endpoint` a SUCCESS replica of `model`; nothing changes when it already is."""
-    from chalicelib import llm_models
+    from chalicelib.admin import llm_models
 
     try:
         llm_models.create({"name": model})

@@ -18,11 +18,11 @@ from typing import Any
 from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
-from chalicelib import chunked
 from chalicelib.chat import operations
 from chalicelib.chat.openai_errors import internal_error_response
 from chalicelib.chat.service import handle as handle_chat
-from chalicelib.observability import logger
+from chalicelib.core import chunked
+from chalicelib.core.observability import logger
 from infra.local.servers import PromptHandler
 
 APP_FILE = Path(__file__).resolve().parents[2] / "app.py"

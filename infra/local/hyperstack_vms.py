@@ -5,7 +5,7 @@ Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls o
 - A created VM is CREATING without IPs; `active_after_seconds` later (checked lazily, by `advance()`, which every
   read calls) it becomes ACTIVE with `floating_ip` (one address for every VM, or a function of the VM giving
   each its own), once `on_active(vm)` has returned. `vm["port"]` and
-  `vm["model"]` come from the user_data marker line (chalicelib/vm_naming.py), else None.
+  `vm["model"]` come from the user_data marker line (chalicelib/core/vm_naming.py), else None.
 - `impostor_certificate` (a counting switch): the next N VMs to turn ACTIVE reach `on_active` flagged
   `vm[IMPOSTOR_FLAG] = True`: whoever serves them answers with a certificate other than their user_data's.
 - Deleting removes a VM at once (no lingering DELETING) and then calls `on_deleted(vm)`.
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.vm_naming import parse_replica_marker
+from chalicelib.core.vm_naming import parse_replica_marker
 
 VmCallback = Callable[[dict[str, Any]], None]
 RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")

@@ -9,7 +9,7 @@ In a test:
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 `GET /health` (200, empty body); anything else answers 404 `{"detail": "Not Found"}` as vLLM's FastAPI does.
-Replies come from `chalicelib.chat.mock_replies`, `mock_completions` and `mock_embeddings`.
+Replies come from `chalicelib.chat.mock.replies`, `mock_completions` and `mock_embeddings`.
 
 Modes (the `mode` attribute, read once per POST; `/v1/models` and `/health` ignore it). They apply to completions
 as to chat; embeddings, never streamed, take them as a non-streamed chat reply does:
@@ -41,8 +41,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from chalicelib import chunked
-from chalicelib.chat import mock_completions, mock_embeddings, mock_replies
+from chalicelib.chat.mock import completions as mock_completions
+from chalicelib.chat.mock import embeddings as mock_embeddings
+from chalicelib.chat.mock import replies as mock_replies
+from chalicelib.core import chunked
 from infra.local import sse_faults
 from infra.local.servers import BackgroundService, PromptHandler, StoppableServer, abort, serve_until_signalled
 

@@ -24,8 +24,8 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
     `real_replica` (host, port): a running server that every fake VM answers with instead of a mock.
     """
+    from chalicelib.core.settings import get_chat_settings, get_provision_settings, get_settings
     from chalicelib.provisioning.tasks import handle
-    from chalicelib.settings import get_chat_settings, get_provision_settings, get_settings
     from infra.local.workflows import setup_local_workflows
 
     lines = []
@@ -52,8 +52,8 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
 
 def _start_reconciler() -> str:
     """The scheduled reconcile function, as EventBridge would run it: every RECONCILE_INTERVAL_SECONDS."""
+    from chalicelib.core.settings import get_provision_settings
     from chalicelib.provisioning import reconciler
-    from chalicelib.settings import get_provision_settings
     from chalicelib.store.deployment import deployment_id
 
     settings = get_provision_settings()
@@ -65,8 +65,8 @@ def _start_reconciler() -> str:
 
 def _start_idle_check() -> str:
     """The scheduled idle check, as EventBridge would run it: every IDLE_CHECK_SECONDS."""
+    from chalicelib.core.settings import get_provision_settings
     from chalicelib.provisioning import idle_check
-    from chalicelib.settings import get_provision_settings
 
     interval = get_provision_settings().idle_check_seconds
     _every(interval, idle_check.run, "idle-check")

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.chat import mock_replies
+from chalicelib.chat.mock import replies as mock_replies
 
 OVERSIZED_EVENT_BYTES = 1024 * 1024 + 4096
 TRICKLE_SECONDS = 0.05

@@ -9,7 +9,7 @@ weekdays 09:00-18:00 are office hours (4 bursts an hour of about 6 requests) wit
 12 hours or so).
 
 Each (flavor, hibernate_after_seconds) replays the same trace through one replica's states, using
-the proxy's own idle rule (chalicelib/idle_rule.py) as is: a request records its `used_minute`, the
+the proxy's own idle rule (chalicelib/core/idle_rule.py) as is: a request records its `used_minute`, the
 idle check ticks every IDLE_CHECK_SECONDS and hibernates the replica once `is_idle` says so.
   SERVING ──idle──▶ HIBERNATING (HIBERNATE_SECONDS) ──▶ HIBERNATED ──request──▶ WAKING (WAKE_SECONDS) ──▶ SERVING
 A request arriving while the replica is hibernating or hibernated starts one wake (after the
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.idle_rule import is_idle, used_minute  # noqa: E402
+from chalicelib.core.idle_rule import is_idle, used_minute  # noqa: E402
 
 SEED = 12
 HOUR = 3600

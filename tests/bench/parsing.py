@@ -2,7 +2,7 @@
 `json.loads` of an ordinary chat body of the same size, measured in the same run.
 
 Each body fills the chat body cap (MAX_CHAT_BODY_BYTES, 4 MiB); each figure is the best of a few runs of
-`chalicelib.bounded_json.loads` (which refuses most of these), so a busy machine shows less noise.
+`chalicelib.core.bounded_json.loads` (which refuses most of these), so a busy machine shows less noise.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 
-from chalicelib import bounded_json
+from chalicelib.core import bounded_json
 
 CAP = 4 * 1024 * 1024
 MIB = 1024 * 1024

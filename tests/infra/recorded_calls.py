@@ -164,7 +164,7 @@ def admin_api() -> None:
     from chalice.test import Client
 
     from app import app
-    from chalicelib import replica_statuses as statuses
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.store.tables import Metric, Replica
 
     with Client(app) as client:
@@ -220,12 +220,12 @@ def admin_api() -> None:
 # --- the chat plane (Chat) ---------------------------------------------------------------------------
 
 def chat() -> None:
-    from chalicelib.api_keys import hash_key
+    from chalicelib.admin.api_keys import hash_key
+    from chalicelib.admin.replicas import SUCCESS
     from chalicelib.chat import access, routing
     from chalicelib.chat.metering import Meter
     from chalicelib.chat.request import parse_chat_request
-    from chalicelib.errors import ApiError
-    from chalicelib.replicas import SUCCESS
+    from chalicelib.core.errors import ApiError
     from chalicelib.store.tables import ApiKey, LlmModel, Metric, Replica, UsageCount
 
     ApiKey(hash_key(USER_KEY), id=1, user_id="alice", key_prefix="hsk_", last4="9999", allowed_rpm=2,
@@ -299,8 +299,8 @@ def chat_requests() -> None:
     from chalice.test import Client
 
     from app import app, chat
-    from chalicelib import replica_statuses as statuses
-    from chalicelib.api_keys import hash_key
+    from chalicelib.admin.api_keys import hash_key
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.store.tables import ApiKey, LlmModel, Replica
 
     ApiKey(hash_key(WAKING_KEY), id=2, user_id="carol", key_prefix="hsk_", last4="8888", allowed_rpm=60,
@@ -372,7 +372,7 @@ class FakeHyperstack:
 def provision() -> None:
     import boto3
 
-    from chalicelib import replica_statuses as statuses
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.provisioning import step_helpers, tasks
     from chalicelib.store.tables import LlmModel, Replica, ReplicaSecurityRule
 
@@ -408,7 +408,7 @@ def hibernate_and_wake() -> None:
     import boto3
     from aws_lambda_powertools.utilities.parameters import clear_caches
 
-    from chalicelib import replica_statuses as statuses
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.hyperstack import configured_client
     from chalicelib.provisioning import step_helpers, tasks
     from chalicelib.store.tables import LlmModel, Replica
@@ -484,7 +484,7 @@ class ReconciledHyperstack(FakeHyperstack):
 def reconcile() -> None:
     from aws_lambda_powertools.utilities.parameters import clear_caches
 
-    from chalicelib import replica_statuses as statuses
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.hyperstack import configured_client
     from chalicelib.provisioning import reconciler
     from chalicelib.store import deployment
@@ -506,7 +506,7 @@ def reconcile() -> None:
 def idle_check() -> None:
     import boto3
 
-    from chalicelib import replica_statuses as statuses
+    from chalicelib.core import replica_statuses as statuses
     from chalicelib.provisioning import idle_check as check
     from chalicelib.store.tables import Replica
 

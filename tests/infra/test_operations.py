@@ -1,5 +1,5 @@
 """The packaged stack's operations (issue #13): the alarm topic and its optional e-mail subscription, the
-alarms, and the dashboard, checked against the metrics contract (chalicelib/metric_names.py).
+alarms, and the dashboard, checked against the metrics contract (chalicelib/core/metric_names.py).
 
 An embedded-metric-format metric is stored under its exact dimension set: an alarm or a widget that names a
 set the code does not emit reads nothing and never fires. So every metric the template reads is compared
@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib import metric_names as mn
-from chalicelib.observability import METRICS_NAMESPACE
+from chalicelib.core import metric_names as mn
+from chalicelib.core.observability import METRICS_NAMESPACE
 from tests.infra.conftest import REPO_ROOT, STAGE
 
 pytestmark = pytest.mark.timeout(300)
 
-# Every metric of the contract and the one dimension set it is emitted with (chalicelib/metric_names.py).
+# Every metric of the contract and the one dimension set it is emitted with (chalicelib/core/metric_names.py).
 CONTRACT_DIMENSIONS = {
     mn.CHAT_REQUESTS: {mn.STAGE, mn.OUTCOME},
     mn.CHAT_REQUESTS_BY_MODEL: {mn.STAGE, mn.MODEL, mn.OUTCOME},
@@ -291,7 +291,7 @@ def test_the_dashboard_reads_every_contract_metric_and_each_with_its_exact_dimen
     ours = [m for m in _dashboard_metrics(dashboard) if m[0] != "AWS/Lambda"]
     for namespace, name, dimensions, _ in ours:
         assert namespace == METRICS_NAMESPACE, (namespace, name)
-        assert name in CONTRACT_DIMENSIONS, f"{name} is not a metric of chalicelib/metric_names.py"
+        assert name in CONTRACT_DIMENSIONS, f"{name} is not a metric of chalicelib/core/metric_names.py"
         assert set(dimensions) == CONTRACT_DIMENSIONS[name], (name, dimensions)
         assert dimensions[mn.STAGE] == STAGE, (name, dimensions)
     assert {name for _, name, _, _ in ours} == set(CONTRACT_DIMENSIONS)

@@ -118,13 +118,13 @@ UNUSED_ACTIONS = {"dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:
 # The one scan: deleting a model reads its replicas with a consistent scan of the replicas table (the
 # by_model index is eventually consistent and could miss a replica just added; see replicas.delete_all).
 SCAN_GRANTS = {("ApiHandlerRole", "Replicas"), ("policy-dev.json", "Replicas"), ("policy-prod.json", "Replicas")}
-# Each variable a function is given, and the code that acts on it there (chalicelib/settings.py loads
+# Each variable a function is given, and the code that acts on it there (chalicelib/core/settings.py loads
 # several at once into Settings; what counts is the code that uses the value).
 VARIABLE_READERS = {
-    "STAGE": "chalicelib/settings.py: the stage, which names the tables when TABLE_PREFIX is absent",
+    "STAGE": "chalicelib/core/settings.py: the stage, which names the tables when TABLE_PREFIX is absent",
     "TABLE_PREFIX": "chalicelib/store/tables.py: every table's name",
-    "LOG_LEVEL": "chalicelib/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
-    "ADMIN_API_KEY_PARAMETER": "chalicelib/http_edge.py: is_admin, through settings.admin_api_key",
+    "LOG_LEVEL": "chalicelib/core/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
+    "ADMIN_API_KEY_PARAMETER": "chalicelib/api/http_edge.py: is_admin, through settings.admin_api_key",
     "PROVISION_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start, for create_vm and teardowns; "
                                     "take_over_if_ended (the idle check), for a create that ended undone"),
     "HIBERNATE_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the admin)",
@@ -137,7 +137,7 @@ VARIABLE_READERS = {
                                      "via settings.hyperstack_api_key"),
 }
 READ_OUTSIDE_SETTINGS = {"LOG_LEVEL", "AWS_LAMBDA_EXEC_WRAPPER"}
-# The observability logger is imported by all three (provision's teardown through chalicelib/replicas.py).
+# The observability logger is imported by all three (provision's teardown through chalicelib/admin/replicas.py).
 EVERY_FUNCTION_VARIABLES = {"STAGE", "TABLE_PREFIX", "LOG_LEVEL"}
 FUNCTION_VARIABLES = {
     API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
@@ -787,11 +787,11 @@ def test_every_variable_given_to_a_function_is_read_where_the_test_says() -> Non
     from aws_lambda_powertools.shared import constants
 
     assert set().union(*FUNCTION_VARIABLES.values()) == set(VARIABLE_READERS)
-    settings = (REPO_ROOT / "chalicelib" / "settings.py").read_text()
+    settings = (REPO_ROOT / "chalicelib" / "core" / "settings.py").read_text()
     for variable, reader in VARIABLE_READERS.items():
         assert (REPO_ROOT / reader.split(":")[0]).exists(), reader
         if variable not in READ_OUTSIDE_SETTINGS:
-            assert f'"{variable}"' in settings, f"chalicelib/settings.py no longer reads {variable}"
+            assert f'"{variable}"' in settings, f"chalicelib/core/settings.py no longer reads {variable}"
     assert constants.POWERTOOLS_LOG_LEVEL_LEGACY_ENV == "LOG_LEVEL"
 
 

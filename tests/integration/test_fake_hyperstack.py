@@ -14,10 +14,10 @@ import pytest
 import requests
 import urllib3
 
+from chalicelib.core.vm_naming import replica_marker
 from chalicelib.hyperstack.client import HyperstackClient, HyperstackError, VmSpec
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.replica_tls import new_credentials
-from chalicelib.vm_naming import replica_marker
 from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.hyperstack_vms import IMPOSTOR_FLAG
 from infra.local.served_vms import ServedVms, mock_replica_for

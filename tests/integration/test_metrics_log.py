@@ -13,8 +13,8 @@ from typing import Any
 import openai
 import pytest
 
-from chalicelib import metric_names as names
-from chalicelib.observability import METRICS_NAMESPACE
+from chalicelib.core import metric_names as names
+from chalicelib.core.observability import METRICS_NAMESPACE
 from infra.local.mock_vllm import MockVllm
 from tests.integration.conftest import STACK_ENV, LocalStack, start_local_stack
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from chalicelib.core.vm_naming import replica_id_of, replica_vm_name
 from chalicelib.hyperstack.client import HyperstackClient, VmSpec
-from chalicelib.vm_naming import replica_id_of, replica_vm_name
 from tests.integration.conftest import FAKE_KEY, Cloud, LocalStack, replica_rows, start_local_stack
 from tests.integration.provisioned import create_vm_replica, wait_for
 

@@ -6,7 +6,7 @@ import uuid
 import openai
 import pytest
 
-from chalicelib.model_catalog import OWNED_BY
+from chalicelib.admin.model_catalog import OWNED_BY
 
 
 def other_model_name() -> str:

@@ -1,6 +1,6 @@
 """A fake VM's TLS front (infra/local/vm_front.py): what a booted VM's replica port answers, seen over real TLS.
 
-Clients pin the certificate the way the proxy does (chalicelib/pinned_tls.py): urllib3 with CERT_NONE and
+Clients pin the certificate the way the proxy does (chalicelib/core/pinned_tls.py): urllib3 with CERT_NONE and
 `assert_fingerprint`.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
+from chalicelib.core.vm_naming import replica_marker
 from chalicelib.hyperstack.client import HyperstackClient, VmSpec
 from chalicelib.provisioning.cloud_init import user_data
 from chalicelib.provisioning.replica_tls import ReplicaCredentials, fingerprint_of, new_credentials
-from chalicelib.vm_naming import replica_marker
 from infra.local.fake_hyperstack import FakeHyperstack
 from infra.local.mock_vllm import MockVllm
 from infra.local.served_vms import ServedVms, mock_replica_for

@@ -10,7 +10,8 @@ import pytest
 from chalice.test import Client
 from moto import mock_aws
 
-from chalicelib.observability import logger
+from chalicelib.core.observability import logger
+from chalicelib.core.settings import get_settings
 from tests.conftest import TEST_ADMIN_KEY, TEST_STATE_MACHINE_ARN
 
 
@@ -87,6 +88,9 @@ def api(aws: None) -> Iterator[AdminApi]:
 
     with Client(app) as client:
         yield AdminApi(client)
+    # Chalice's client sets the stage's environment (.chalice/config.json: STAGE=dev) while it is open:
+    # settings read then must not outlive it, or a later test sees another stage depending on the order.
+    get_settings.cache_clear()
 
 
 VM_DETAILS = {

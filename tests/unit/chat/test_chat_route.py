@@ -1,0 +1,92 @@
+"""The buffered chat route (`chalice local`, Chalice's test client) answers as the streaming one does."""
+
+import json
+
+
+def test_chat_route_without_a_key_is_an_openai_shaped_401(api):
+    reply = api.post("/v1/chat/completions", {"model": "m/x", "messages": [{"role": "user", "content": "hi"}]},
+                     key=None)
+
+    assert reply.status == 401
+    assert reply.json["error"]["type"] == "authentication_error"
+
+
+def test_chat_route_names_an_unknown_model(api):
+    key = api.create_key()["api_key"]
+
+    reply = api.post("/v1/chat/completions", {"model": "no/model", "messages": [{"role": "user", "content": "hi"}]},
+                     key=key)
+
+    assert reply.status == 404
+    assert reply.json["error"]["code"] == "model_not_found"
+
+
+def test_chat_lambda_handler_answers_a_function_url_event_whole(api):
+    from app import chat
+
+    event = {"version": "2.0", "rawPath": "/v1/chat/completions", "headers": {"content-type": "application/json"},
+             "requestContext": {"http": {"method": "POST", "path": "/v1/chat/completions"}},
+             "body": json.dumps({"model": "m/x", "messages": []}), "isBase64Encoded": False}
+
+    result = chat(event, None)
+
+    assert result["statusCode"] == 401
+    assert json.loads(result["body"])["error"]["code"] == "invalid_api_key"
+
+
+def test_completions_and_embeddings_routes_refuse_a_missing_key_in_openai_shape(api):
+    completion = api.post("/v1/completions", {"model": "m/x", "prompt": "hi"}, key=None)
+    embedding = api.post("/v1/embeddings", {"model": "m/x", "input": "hi"}, key=None)
+
+    assert [completion.status, embedding.status] == [401, 401]
+    assert {completion.json["error"]["code"], embedding.json["error"]["code"]} == {"invalid_api_key"}
+
+
+def test_embeddings_route_names_an_unknown_model(api):
+    key = api.create_key()["api_key"]
+
+    reply = api.post("/v1/embeddings", {"model": "no/model", "input": "hi"}, key=key)
+
+    assert reply.status == 404
+    assert reply.json["error"]["code"] == "model_not_found"
+
+
+def test_completions_route_refuses_a_bad_prompt_naming_it(api):
+    key = api.create_key()["api_key"]
+
+    reply = api.post("/v1/completions", {"model": "m/x", "prompt": []}, key=key)
+
+    assert reply.status == 400
+    assert reply.json["error"]["param"] == "prompt"
+
+
+def test_chat_lambda_handler_answers_each_operations_path_and_404_elsewhere(api):
+    from app import chat
+
+    def event(path: str, body: dict) -> dict:
+        return {"version": "2.0", "rawPath": path, "headers": {}, "body": json.dumps(body),
+                "requestContext": {"http": {"method": "POST", "path": path}}, "isBase64Encoded": False}
+
+    embedding = chat(event("/v1/embeddings", {"model": "m/x", "input": "hi"}), None)
+    elsewhere = chat(event("/v1/moderations", {}), None)
+
+    assert embedding["statusCode"] == 401
+    assert (elsewhere["statusCode"], json.loads(elsewhere["body"])["error"]["code"]) == (404, "unknown_url")
+
+
+def test_a_request_refused_by_a_cached_replica_gone_into_hibernation_is_told_the_model_wakes(api):
+    from chalicelib.chat import routing
+    from chalicelib.core import replica_statuses as statuses
+    from chalicelib.store.tables import Replica
+
+    key = api.create_key()["api_key"]
+    replica_id = api.create_replica(api.create_model("org/hibernating"), endpoint="http://127.0.0.1:9/v1")
+    routing._cache.clear()
+    routing.targets_for("org/hibernating")  # cached while it served
+    Replica(replica_id).update(actions=[Replica.vm_status.set(statuses.HIBERNATED)])  # its VM gone since
+
+    reply = api.post("/v1/chat/completions", {"model": "org/hibernating", "messages": [{"role": "user",
+                                                                                        "content": "hi"}]}, key=key)
+    routing._cache.clear()
+
+    assert reply.status == 503 and reply.json["error"]["code"] == "model_waking"
