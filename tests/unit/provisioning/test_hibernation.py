@@ -50,16 +50,6 @@ class HibernatingHyperstack(FakeHyperstack):
 
 
 @pytest.fixture
-def hyperstack() -> HibernatingHyperstack:
-    return HibernatingHyperstack()
-
-
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
-
-
-@pytest.fixture
 def executions(aws) -> list[dict[str, Any]]:
     """The hibernate and wake executions steps and routes start: (state machine, name, input), in order
     (provisioning's create executions are not recorded)."""
@@ -351,17 +341,6 @@ def test_hibernate_after_seconds_on_a_replica_by_url_is_refused(api, model_id):
 
 
 # No dead ends: an execution that failed does not block its purpose
-
-
-@pytest.fixture
-def sfn(aws) -> Any:
-    import boto3
-
-    client = boto3.client("stepfunctions", region_name="us-east-1")
-    for arn in (TEST_HIBERNATE_ARN, TEST_WAKE_ARN):
-        client.create_state_machine(name=arn.rsplit(":", 1)[1], roleArn="arn:aws:iam::123456789012:role/test",
-                                    definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}')
-    return client
 
 
 def executions_of(sfn, state_machine_arn: str) -> dict[str, str]:

@@ -101,16 +101,6 @@ class FakeHyperstack:
             raise error
 
 
-@pytest.fixture
-def hyperstack() -> FakeHyperstack:
-    return FakeHyperstack()
-
-
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
-
-
 def new_replica(api, model_id: int, **details: Any) -> int:
     body = {"endpoint": "", "create_vm": True, "vm_creation_details": {**VM_DETAILS, **details}}
     reply = api.post(f"/v1/models/{model_id}/replicas", body)

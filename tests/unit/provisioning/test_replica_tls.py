@@ -18,20 +18,10 @@ from chalicelib.provisioning.errors import HyperstackRetryable
 from chalicelib.provisioning.replica_tls import ReplicaCredentials, fingerprint_of, new_credentials
 from chalicelib.store import replica_credentials
 from chalicelib.store.tables import Replica
-from tests.unit.provisioning.test_provisioning_tasks import RETRYABLE, FakeHyperstack, new_replica, row, run
+from tests.unit.provisioning.test_provisioning_tasks import RETRYABLE, new_replica, row, run
 from tests.unit.replica_server import TlsReplicaServer
 
 OTHER = new_credentials("someone-else")
-
-
-@pytest.fixture
-def hyperstack() -> FakeHyperstack:
-    return FakeHyperstack()
-
-
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
 
 
 def created(api, model_id: int, hyperstack, **details) -> tuple[int, int]:

@@ -49,14 +49,7 @@ from chalicelib.store.tables import Replica
 from chalicelib.store.wake_requests import request_wake
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
 from tests.unit.conftest import VM_DETAILS
-from tests.unit.provisioning.test_hibernation import (  # noqa: F401 - hyperstack, model_id and sfn are fixtures
-    HibernatingHyperstack,
-    executions_of,
-    hyperstack,
-    model_id,
-    serving,
-    sfn,
-)
+from tests.unit.provisioning.test_hibernation import HibernatingHyperstack, executions_of, serving
 from tests.unit.provisioning.test_provisioning_tasks import (
     CREDENTIALS,
     EXECUTION_ARN,
@@ -148,7 +141,7 @@ class World:
 
 
 @pytest.fixture
-def world(api, model_id, hyperstack, sfn, monkeypatch) -> Iterator[World]:  # noqa: F811 - fixtures imported above
+def world(api, model_id, hyperstack, sfn, monkeypatch) -> Iterator[World]:
     with TlsReplicaServer(CREDENTIALS, api_key=CREDENTIALS.api_key) as server:
         yield World(api, model_id, hyperstack, sfn, server, monkeypatch)
 
