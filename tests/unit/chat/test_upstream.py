@@ -6,10 +6,8 @@ on the socket; the replicas' rate-limit items are in DynamoDB emulated by moto.
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +18,7 @@ from chalicelib.chat import routing, upstream
 from chalicelib.chat.routing import Target
 from chalicelib.core.errors import ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
 from chalicelib.core.settings import get_chat_settings
+from tests.unit.plain_replica import PlainReplica
 
 BODY = b'{"model":"m/x","messages":[{"role":"user","content":"Hi"}]}'
 ANSWER = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"}}]}'
@@ -27,52 +26,13 @@ FIRST_BYTE_TIMEOUT = 0.5
 MODEL_NUMBERS = itertools.count()
 
 
-class ReplicaHandler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's dispatch name
-        server: FakeReplica = self.server  # type: ignore[assignment]
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        server.requests.append((self.path, headers, self.rfile.read(int(self.headers["content-length"]))))
-        if server.status is None:
-            server.released.wait(30)  # never answers while the test runs
-            return
-        self.send_response(server.status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(ANSWER)))
-        self.end_headers()
-        self.wfile.write(ANSWER)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-class FakeReplica(http.server.ThreadingHTTPServer):
-    """A replica answering every chat request with `status`, or (None) never answering."""
-
-    daemon_threads = True
-
-    def __init__(self, status: int | None) -> None:
-        super().__init__(("127.0.0.1", 0), ReplicaHandler)
-        self.status = status
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.released = threading.Event()
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/v1"
-
-    def stop(self) -> None:
-        self.released.set()
-        self.shutdown()
-        self.server_close()
-
-
 @pytest.fixture
-def replica() -> Iterator[Callable[[int | None], FakeReplica]]:
-    started: list[FakeReplica] = []
+def replica() -> Iterator[Callable[[int | None], PlainReplica]]:
+    """Starts replicas answering every chat request with `status` (None: never answering)."""
+    started: list[PlainReplica] = []
 
-    def start(status: int | None = 200) -> FakeReplica:
-        started.append(FakeReplica(status))
+    def start(status: int | None = 200) -> PlainReplica:
+        started.append(PlainReplica(status, ANSWER))
         return started[-1]
 
     yield start

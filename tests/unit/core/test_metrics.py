@@ -7,10 +7,8 @@ steps through `tasks.handle`; the reconciler against an in-memory Hyperstack.
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +21,7 @@ from chalicelib.core.observability import METRICS_NAMESPACE
 from chalicelib.core.settings import get_chat_settings, get_settings
 from chalicelib.core.vm_naming import replica_vm_name
 from chalicelib.provisioning import outcomes, tasks
+from tests.unit.plain_replica import PlainReplica
 from tests.unit.provisioning.test_reconciler import DEPLOYMENT, sweep
 from tests.unit.provisioning.test_reconciler import FakeHyperstack as FakeReconcilerHyperstack
 
@@ -76,47 +75,18 @@ def dims(**dimensions: str) -> tuple[tuple[str, str], ...]:
 # --- chat requests ----------------------------------------------------------------------------------
 
 
-class _Replica(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's dispatch name
-        self.rfile.read(int(self.headers["content-length"]))
-        server: FakeReplica = self.server  # type: ignore[assignment]
-        status, content_type, body = server.answer
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-class FakeReplica(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, status: int, content_type: str, body: bytes) -> None:
-        super().__init__(("127.0.0.1", 0), _Replica)
-        self.answer = (status, content_type, body)
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/v1"
-
-
 @pytest.fixture
-def replica() -> Iterator[Callable[..., FakeReplica]]:
-    started: list[FakeReplica] = []
+def replica() -> Iterator[Callable[..., PlainReplica]]:
+    started: list[PlainReplica] = []
 
-    def start(status: int = 200, body: Any = ANSWER, content_type: str = "application/json") -> FakeReplica:
+    def start(status: int = 200, body: Any = ANSWER, content_type: str = "application/json") -> PlainReplica:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        started.append(FakeReplica(status, content_type, payload))
+        started.append(PlainReplica(status, payload, content_type))
         return started[-1]
 
     yield start
     for each in started:
-        each.shutdown()
-        each.server_close()
+        each.stop()
 
 
 @pytest.fixture(autouse=True)
