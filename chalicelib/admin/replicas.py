@@ -19,7 +19,7 @@ from chalicelib.core.clock import iso, now
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.core.settings import get_settings
-from chalicelib.core.step_functions import ENDED_UNDONE
+from chalicelib.core.step_functions import ENDED_UNDONE, wake_execution_name
 from chalicelib.core.validation import field_error, validate
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.cloud_init import FRONT_PORT
@@ -38,6 +38,7 @@ MIN_KEY_LENGTH_TO_HINT = 16
 # A provisioned VM's bearer is fixed when it boots, and spliced into its TLS front's configuration.
 _MADE_BY_THE_PROXY = "A provisioned replica's api_key is made by the proxy for its VM; it cannot be set."
 _ONLY_PROVISIONED = "Only a provisioned replica (create_vm) can hibernate."
+_ASLEEP = (statuses.HIBERNATING, statuses.HIBERNATED)  # the statuses a wake may be asked in
 PUBLIC_FIELDS = (
     "id", "model_id", "endpoint", "rate_limit", "vm_status", "vm_id", "error_message",
     "name", "environment_name", "image_name", "flavor_name", "key_name", "port",
@@ -111,7 +112,7 @@ def update(replica_id: int, body: Any) -> None:
     if "api_key" in request and is_provisioned(replica):
         raise field_error("api_key", _MADE_BY_THE_PROXY)
     if request.get("hibernate_after_seconds") and not is_provisioned(replica):
-        raise field_error("hibernate_after_seconds", _ONLY_PROVISIONED)
+        raise field_error("hibernate_after_seconds", _not_provisioned(replica_id, "hibernate"))
     attributes = {"rate_limit": Replica.rate_limit, "api_key": Replica.api_key,
                   "hibernate_after_seconds": Replica.hibernate_after_seconds}
     actions = [attributes[name].set(value) if value else attributes[name].remove() for name, value in request.items()]
@@ -135,8 +136,10 @@ def delete(replica_id: int) -> None:
 def hibernate(replica_id: int) -> None:
     """Hibernate a serving provisioned replica now, idle or not (its workflow checks it is SUCCESS)."""
     replica = _replica_or_404(replica_id)
-    if not is_provisioned(replica) or replica.vm_status != statuses.SUCCESS:
-        raise Conflict(f"Replica {replica_id} is {replica.vm_status}: only a SUCCESS provisioned replica can "
+    if not is_provisioned(replica):
+        raise Conflict(_not_provisioned(replica_id, "hibernate"))
+    if replica.vm_status != statuses.SUCCESS:
+        raise Conflict(f"Replica {replica_id} is {replica.vm_status}, not SUCCESS: only a serving replica can "
                        "hibernate.")
     workflow.start_hibernate(replica_id, None)
 
@@ -145,25 +148,55 @@ def wake(replica_id: int) -> None:
     """Wake a hibernated (or hibernating) replica: one wake however many ask (a conditional write), and a wake
     asked before whose execution failed is started again (no dead end)."""
     replica = _replica_or_404(replica_id)
-    if replica.vm_status not in (statuses.HIBERNATING, statuses.HIBERNATED):
-        raise Conflict(f"Replica {replica_id} is {replica.vm_status}: only a hibernated replica can wake.")
+    if (asleep := _cannot_wake(replica)) is not None:
+        raise Conflict(asleep)
     requested_at = request_wake(replica_id, time.time_ns() // 1_000_000)
     if requested_at is not None:
         workflow.start_wake(replica_id, requested_at)
         return
     # Asked before: while that ask's wake runs (or woke it), a 409. One that never started is started; one
     # whose execution failed is asked anew and started (an execution's name stays taken for 90 days).
-    asked = _replica_or_404(replica_id).wake_requested_at
+    replica = _replica_or_404(replica_id)
+    asked = replica.wake_requested_at
     status = workflow.wake_status(replica_id, int(asked)) if asked is not None else None
     if asked is not None and status is None:
         workflow.start_wake(replica_id, int(asked))
         return
     if asked is None or status not in ENDED_UNDONE:
-        raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
+        raise Conflict(_wake_refused(replica, status))
     renewed = renew_wake(replica_id, int(asked), time.time_ns() // 1_000_000)
-    if renewed is None:  # renewed by another caller, or it woke meanwhile
-        raise Conflict(f"Replica {replica_id} is already waking, or no longer hibernated.")
+    if renewed is None:  # renewed by another caller, or it woke meanwhile: read again to say which
+        raise Conflict(_wake_refused(_replica_or_404(replica_id)))
     workflow.start_wake(replica_id, renewed)
+
+
+def _not_provisioned(replica_id: int, action: str) -> str:
+    return (f"Replica {replica_id} was registered by URL, with no VM: only a provisioned replica (create_vm) can "
+            f"{action}.")
+
+
+def _cannot_wake(replica: Replica) -> str | None:
+    """Why the replica's status keeps it from being asked to wake; None if it may be."""
+    if not is_provisioned(replica):
+        return _not_provisioned(replica.id, "wake")
+    if replica.vm_status == statuses.WAKING:
+        return f"Replica {replica.id} is already waking (WAKING)."
+    if replica.vm_status not in _ASLEEP:
+        return (f"Replica {replica.id} is {replica.vm_status}, not {' or '.join(_ASLEEP)}: only a hibernated "
+                "replica can wake.")
+    return None
+
+
+def _wake_refused(replica: Replica, execution_status: str | None = None) -> str:
+    """Why a wake was not started, from the replica read after its conditional write failed: it moved on out of
+    hibernation, or a wake is asked already (its execution named after the ask, to look up)."""
+    if (moved_on := _cannot_wake(replica)) is not None:
+        return moved_on
+    if replica.wake_requested_at is None:  # the ask was cleared meanwhile: it woke, or is about to
+        return f"Replica {replica.id} is no longer hibernated."
+    execution = wake_execution_name(replica.id, int(replica.wake_requested_at))
+    return (f"Replica {replica.id} is already waking: its wake execution {execution} is "
+            f"{execution_status or 'starting'}.")
 
 
 def delete_all(model: LlmModel) -> None:
@@ -193,12 +226,16 @@ def normalize_endpoint(raw: str) -> str:
     """One form for an endpoint: the OpenAI base URL, e.g. `http://host:8000/v1`."""
     raw = raw.strip()
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise field_error("endpoint", "Not a valid URL.")
+    if parts.scheme not in ("http", "https"):
+        raise field_error("endpoint", "Not a valid URL: it must start with http:// or https://.")
+    if not parts.hostname:
+        raise field_error("endpoint", "Not a valid URL: it names no host.")
+    if parts.query or parts.fragment:
+        raise field_error("endpoint", "Not a valid URL: an endpoint has no query (?) or fragment (#).")
     try:
         parts.port  # noqa: B018 - raises on a port out of range
     except ValueError:
-        raise field_error("endpoint", "Not a valid URL.") from None
+        raise field_error("endpoint", "Not a valid URL: its port must be a number from 0 to 65535.") from None
     path = parts.path.rstrip("/")
     if path.endswith(_CHAT_SUFFIX):
         path = path[: -len(_CHAT_SUFFIX)]
@@ -264,10 +301,20 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule],
     except TransactWriteError as error:
         failed = failed_conditions(error)
         if 0 in failed:
-            raise NotFound("Model not found") from None
-        if replica.endpoint and 1 in failed:
-            raise Conflict("Endpoint already exists") from None
+            raise NotFound(_why_model_refused(model)) from None
+        if replica.endpoint and 1 in failed:  # the form the guard holds, which the request may not have had
+            raise Conflict(f"Endpoint already exists: model {model.id} has a replica at {replica.endpoint} "
+                           "already.") from None
         raise
+
+
+def _why_model_refused(model: LlmModel) -> str:
+    """The model's condition failed in the insert's transaction: deleted, or being deleted (delete_all)."""
+    try:
+        deleting = LlmModel.get(model.name, consistent_read=True).deleting
+    except LlmModel.DoesNotExist:
+        return "Model not found"
+    return f"Model {model.id} is being deleted: no replica can be added to it." if deleting else "Model not found"
 
 
 def _start_provisioning(replica: Replica) -> None:

@@ -36,7 +36,7 @@ def table_names() -> list[str]:
 
 def page(table_name: str, limit: str | None, next_token: str | None) -> dict[str, Any]:
     if table_name not in _ROWS:
-        raise NotFound("Detail not found")
+        raise NotFound(f'No table "{table_name}": the tables are {", ".join(sorted(_ROWS))}')
     items, token = newest_first(
         TABLES_BY_LOGICAL_NAME[table_name], table_name, _page_size(limit), next_token or None
     )

@@ -492,3 +492,58 @@ def test_deleting_a_replica_twice_is_not_found_the_second_time(api, model_id):
     reply = api.delete(f"/v1/replicas/{replica_id}")
 
     assert reply.status == 404
+
+
+# Refusals name their reason
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("ftp://10.0.0.1/v1", "it must start with http:// or https://"),
+        ("10.0.0.1:8000/v1", "it must start with http:// or https://"),
+        ("http:///v1", "it names no host"),
+        ("http://10.0.0.1:8000/v1?model=x", "an endpoint has no query (?) or fragment (#)"),
+        ("http://10.0.0.1:8000/v1#top", "an endpoint has no query (?) or fragment (#)"),
+        ("http://10.0.0.1:99999/v1", "its port must be a number from 0 to 65535"),
+        ("http://10.0.0.1:port/v1", "its port must be a number from 0 to 65535"),
+    ],
+)
+def test_bad_endpoint_is_refused_saying_what_is_wrong_with_it(api, model_id, endpoint, reason):
+    reply = api.post(f"/v1/models/{model_id}/replicas", {"endpoint": endpoint})
+
+    assert reply.status == 400
+    assert reply.json == {"errors": {"endpoint": [f"Not a valid URL: {reason}."]}}
+
+
+def test_endpoint_conflict_names_the_form_already_stored(api, model_id):
+    api.create_replica(model_id, "http://10.0.0.1:8000/v1")
+
+    reply = api.post(f"/v1/models/{model_id}/replicas", {"endpoint": "HTTP://10.0.0.1:8000/v1/chat/completions/"})
+
+    assert reply.status == 409
+    assert reply.json == {"error": f"Endpoint already exists: model {model_id} has a replica at "
+                                   "http://10.0.0.1:8000/v1 already."}
+
+
+def test_replica_for_a_model_being_deleted_is_not_found_saying_it_is_being_deleted(api, model_id):
+    from chalicelib.store.tables import LlmModel
+
+    (model,) = LlmModel.scan(LlmModel.id == model_id)
+    model.update(actions=[LlmModel.deleting.set(True)])  # as delete_all marks it before reading its replicas
+
+    reply = api.post(f"/v1/models/{model_id}/replicas", {"endpoint": "http://10.0.0.1:8000/v1"})
+
+    assert reply.status == 404
+    assert reply.json == {"error": f"Model {model_id} is being deleted: no replica can be added to it."}
+
+
+def test_hibernate_after_seconds_update_of_a_replica_by_url_says_it_has_no_vm(api, model_id):
+    replica_id = api.create_replica(model_id)
+
+    reply = api.put(f"/v1/models/replicas/{replica_id}", {"hibernate_after_seconds": 300})
+
+    assert reply.status == 400
+    assert reply.json == {"errors": {"hibernate_after_seconds": [
+        f"Replica {replica_id} was registered by URL, with no VM: only a provisioned replica (create_vm) can "
+        "hibernate."]}}

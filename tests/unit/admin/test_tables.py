@@ -355,3 +355,13 @@ def test_every_table_shares_one_dynamodb_client(api):
     clients = {id(table._get_connection().connection.client) for table in ALL_TABLES}
 
     assert len(clients) == 1
+
+
+def test_unknown_table_names_itself_and_the_tables_there_are(api):
+    listed = api.get("/v1/tables").json["tables"]
+
+    reply = api.get("/v1/tables/nope")
+
+    assert reply.status == 404
+    assert reply.json == {"error": f'No table "nope": the tables are {", ".join(sorted(listed))}'}
+    assert reply.json["error"].endswith("api_key, llm_models, metric, replica_security_rules, replicas")
