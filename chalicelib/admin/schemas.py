@@ -28,6 +28,30 @@ def _string(max_length: int, min_length: int = 1) -> dict[str, Any]:
     return {"type": "string", "minLength": min_length, "maxLength": max_length}
 
 
+# A lenient boolean as client generators can type it: a union of its three forms. Generators cannot make one type
+# of an enum mixing booleans, integers and strings (openapi-python-client skipped POST /v1/models/{model_ref}/replicas
+# over it), but they read a property that is a lone `allOf` reference through that reference. JSON Schema reads
+# both, which allow the same values; our validator reads only `type` and `enum`: what the API accepts, and what it
+# answers, stay as they were. `chalicelib.api.openapi_components` publishes it under this name.
+LENIENT_BOOLEAN_COMPONENT = "LenientBoolean"
+_BOOLEAN_STRINGS = [choice for choice in boolean(default=False)["enum"] if isinstance(choice, str)]
+LENIENT_BOOLEAN: dict[str, Any] = {
+    "anyOf": [
+        {"type": "boolean"},
+        {"type": "integer", "minimum": 0, "maximum": 1},
+        # A pattern, not an enum: 'true', 'True' and 'TRUE' would each want the generated enum member TRUE.
+        {"type": "string", "pattern": f"^(?:{'|'.join(_BOOLEAN_STRINGS)})$"},
+    ],
+    "description": "true or false; also read as such: 1 or 0, and the strings "
+                   + ", ".join(f'"{choice}"' for choice in _BOOLEAN_STRINGS) + ".",
+}
+
+
+def _boolean(default: bool) -> dict[str, Any]:
+    """`boolean`, described for generators by `LENIENT_BOOLEAN` too."""
+    return {**boolean(default), "allOf": [{"$ref": f"#/components/schemas/{LENIENT_BOOLEAN_COMPONENT}"}]}
+
+
 def _name(max_length: int, min_length: int = 1) -> dict[str, Any]:
     return {**_string(max_length, min_length), "pattern": NO_CONTROL_PATTERN,
             "x-pattern-message": "Must not contain control characters."}
@@ -130,7 +154,7 @@ VM_CREATION_DETAILS: dict[str, Any] = {
         "key_name": _name(256),
         "port": integer(1, 65535),
         "run_command": _string(16 * 1024),
-        "assign_floating_ip": boolean(default=True),
+        "assign_floating_ip": _boolean(default=True),
         "security_rules": {"type": "array", "items": SECURITY_RULE, "maxItems": 20},
         "secrets": VM_SECRETS,
     },
@@ -150,7 +174,7 @@ CREATE_REPLICA: dict[str, Any] = {
     "properties": {
         "endpoint": {"type": ["string", "null"], "maxLength": 2048},
         "rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True),
-        "create_vm": boolean(default=False),
+        "create_vm": _boolean(default=False),
         "vm_creation_details": VM_CREATION_DETAILS,
         "api_key": REPLICA_API_KEY,
         "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS,

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.admin.schemas import CREATE_MODEL, CREATE_REPLICA, DELETE_API_KEY, GENERATE_API_KEY, UPDATE_REPLICA
+from chalicelib.admin.schemas import (
+    CREATE_MODEL,
+    CREATE_REPLICA,
+    DELETE_API_KEY,
+    GENERATE_API_KEY,
+    LENIENT_BOOLEAN,
+    LENIENT_BOOLEAN_COMPONENT,
+    UPDATE_REPLICA,
+)
 from chalicelib.chat.schema import CHAT_COMPLETION, COMPLETION, EMBEDDING
 
 _STRING = {"type": "string"}
@@ -71,6 +79,8 @@ SCHEMAS: dict[str, Any] = {
     "CreateChatCompletionRequest": CHAT_COMPLETION,
     "CreateCompletionRequest": COMPLETION,
     "CreateEmbeddingRequest": EMBEDDING,
+    # What their lenient booleans refer to, for client generators.
+    LENIENT_BOOLEAN_COMPONENT: LENIENT_BOOLEAN,
     # Responses.
     "Error": _object({"error": _STRING}),
     "ValidationErrors": _object({"errors": {

@@ -170,7 +170,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Hibernate a serving provisioned replica's VM now (it wakes on the next request).",
         "parameters": [_path_id("replica_id", "replica")],
         "responses": {"202": _answer("Hibernation started.", ref("Message")), "404": _error("No such replica."),
-                      "409": _error("The replica is not SUCCESS, or was not provisioned."),
+                      "409": _error("The replica was not provisioned, or is not SUCCESS (the message says which)."),
                       "503": _error("Hibernation is not configured on this deployment."), **_ADMIN_ONLY},
     },
     ("/v1/replicas/{replica_id}/wake", "POST"): {
@@ -178,7 +178,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Wake a hibernated replica (one wake however many ask).",
         "parameters": [_path_id("replica_id", "replica")],
         "responses": {"202": _answer("Wake started.", ref("Message")), "404": _error("No such replica."),
-                      "409": _error("The replica is not hibernated, or is already waking."),
+                      "409": _error("The replica was not provisioned, is not hibernated, or is already waking "
+                                     "(the message says which)."),
                       "503": _error("Waking is not configured on this deployment."), **_ADMIN_ONLY},
     },
     ("/v1/generate_api_key", "POST"): {
