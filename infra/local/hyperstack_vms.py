@@ -8,6 +8,8 @@ Pure Python, no HTTP: infra/local/fake_hyperstack.py maps the SDK's REST calls o
   `vm["model"]` come from the user_data marker line (chalicelib/core/vm_naming.py), else None.
 - `impostor_certificate` (a counting switch): the next N VMs to turn ACTIVE reach `on_active` flagged
   `vm[IMPOSTOR_FLAG] = True`: whoever serves them answers with a certificate other than their user_data's.
+- A VM whose `on_active` raises OSError (what serves it cannot bind its port: taken on this machine) lands in
+  ERROR instead, with a line on stdout saying why: its replica fails at the next poll.
 - Deleting removes a VM at once (no lingering DELETING) and then calls `on_deleted(vm)`.
 - Hibernating (an ACTIVE VM only) makes it HIBERNATING, and `hibernate_after_seconds` later HIBERNATED once
   `on_hibernated(vm)` has returned (whoever serves it stops: the guest is saved to disk and powered off); it keeps
@@ -239,7 +241,13 @@ class VmFleet:
         for snapshot in landing:
             if snapshot["status"] == "ACTIVE" and self.faults.take("impostor_certificate"):
                 snapshot[IMPOSTOR_FLAG] = True
-            _notify(self.on_active if snapshot["status"] == "ACTIVE" else self.on_hibernated, snapshot)
+            failure = _notify(self.on_active if snapshot["status"] == "ACTIVE" else self.on_hibernated, snapshot)
+            if snapshot["status"] == "ACTIVE" and isinstance(failure, OSError):
+                # What serves the VM could not start (its port taken on this machine, say): a VM that never
+                # comes up, in ERROR, so its replica fails at the next poll instead of waiting out a timeout.
+                print(f"fake Hyperstack: VM {snapshot['id']} could not serve port {snapshot.get('port')} "
+                      f"({failure}): ERROR", flush=True)
+                snapshot.update(status="ERROR", floating_ip=None)
             with self._lock:
                 vm = self._vms.get(snapshot["id"])
                 if vm is not None:
@@ -297,13 +305,19 @@ def _rule_problem(rule: Any) -> str | None:
     return f"Security rule missing: {', '.join(missing)}" if missing else None
 
 
-def _notify(callback: VmCallback | None, vm: dict[str, Any]) -> None:
+def _notify(callback: VmCallback | None, vm: dict[str, Any]) -> Exception | None:
+    """Run the callback; what it raised, if anything. An OSError is the VM's own failure (advance puts it in
+    ERROR); anything else is the test's or local stack's bug: shown, while the fake answers as Hyperstack would."""
     if callback is None:
-        return
+        return None
     try:
         callback(vm)
-    except Exception:  # the test's or local stack's bug: show it, but keep answering like Hyperstack would
+    except OSError as error:
+        return error
+    except Exception as error:
         traceback.print_exc()
+        return error
+    return None
 
 
 def _public(vm: dict[str, Any]) -> dict[str, Any]:

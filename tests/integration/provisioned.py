@@ -9,10 +9,11 @@ from tests.integration.conftest import LocalStack, free_port, replica_rows
 
 
 def create_vm_replica(stack: LocalStack, model_name: str, flavor_name: str = "n3-RTX-A6000x1",
-                      **fields: object) -> tuple[int, int]:
-    """A provisioned replica of a new model (`fields`: more of the request body, hibernate_after_seconds say)."""
+                      port: int | None = None, **fields: object) -> tuple[int, int]:
+    """A provisioned replica of a new model (`fields`: more of the request body, hibernate_after_seconds say),
+    its VM serving `port` (a free one by default)."""
     model_id = stack.register_model(model_name)
-    port = free_port()
+    port = port or free_port()
     details = {"name": "it-replica", "environment_name": "default-CANADA-1", "image_name": "Ubuntu 22.04",
                "flavor_name": flavor_name, "key_name": "it-key", "port": port,
                "run_command": f"vllm serve {model_name} --port {port}"}

@@ -3,6 +3,7 @@ Step Functions, its task code calls a fake Hyperstack API (owned by these tests)
 official SDK, and each VM that becomes ACTIVE gets a mock vLLM replica on its port."""
 
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,6 +38,17 @@ def test_vm_in_error_is_deleted_and_the_replica_fails_with_a_reason(provisioning
 
     assert failed["vm_status"] == "FAILED"
     assert "ERROR" in failed["error_message"]
+
+
+def test_vm_whose_port_is_taken_on_this_machine_fails_the_replica_at_once(provisioning_stack, cloud, model_name):
+    taken = urlsplit(provisioning_stack.base_url).port  # the API's own: what a demo on port 8000 met
+
+    _, replica_id = create_vm_replica(provisioning_stack, model_name, port=taken)
+    started = time.monotonic()
+    failed = wait_for(provisioning_stack, replica_id, {"FAILED", "SUCCESS"})
+
+    assert failed["vm_status"] == "FAILED" and "ERROR" in failed["error_message"]
+    assert time.monotonic() - started < 30, "failed at a poll, not after the model-ready timeout"
 
 
 def test_vm_that_never_becomes_active_is_deleted(provisioning_stack, cloud, model_name):
