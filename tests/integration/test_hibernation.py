@@ -18,15 +18,20 @@ UNHIBERNATABLE = "n3-no-hibernation-x1"
 pytestmark = pytest.mark.usefixtures("no_vm_left_unowned")
 
 
-@pytest.fixture
-def hibernated(provisioning_stack, cloud, model_name):
-    """A replica idle past its hibernate_after_seconds (1 s), hibernated by the idle check: its row."""
-    _, replica_id = create_vm_replica(provisioning_stack, model_name, hibernate_after_seconds=1)
-    row = wait_for(provisioning_stack, replica_id, {"HIBERNATED", "FAILED"})
+def _hibernated_on(stack: LocalStack, model_name: str) -> Iterator[dict]:
+    """A replica idle past its hibernate_after_seconds (1 s), hibernated by the idle check: its row; deleted after."""
+    _, replica_id = create_vm_replica(stack, model_name, hibernate_after_seconds=1)
+    row = wait_for(stack, replica_id, {"HIBERNATED", "FAILED"})
     assert row["vm_status"] == "HIBERNATED", row["error_message"]
     yield row
-    delete_replica(provisioning_stack, replica_id)
-    wait_for(provisioning_stack, replica_id, {None})
+    delete_replica(stack, replica_id)
+    wait_for(stack, replica_id, {None})
+
+
+@pytest.fixture
+def hibernated(provisioning_stack, cloud, model_name):
+    """A replica hibernated by the idle check: its row."""
+    yield from _hibernated_on(provisioning_stack, model_name)
 
 
 def test_idle_replica_is_hibernated_and_so_is_its_vm(cloud, hibernated):
@@ -151,12 +156,7 @@ def long_cache_stack(cloud) -> Iterator[LocalStack]:
 @pytest.fixture
 def hibernated_behind_a_long_cache(long_cache_stack, cloud, model_name):
     """As `hibernated`, on the stack whose chat caches replicas for LONG_CACHE_SECONDS: its row."""
-    _, replica_id = create_vm_replica(long_cache_stack, model_name, hibernate_after_seconds=1)
-    row = wait_for(long_cache_stack, replica_id, {"HIBERNATED", "FAILED"})
-    assert row["vm_status"] == "HIBERNATED", row["error_message"]
-    yield row
-    delete_replica(long_cache_stack, replica_id)
-    wait_for(long_cache_stack, replica_id, {None})
+    yield from _hibernated_on(long_cache_stack, model_name)
 
 
 def test_first_request_after_a_wake_is_served_or_told_at_most_5_s_despite_the_replica_cache(
