@@ -22,18 +22,32 @@ from typing import Any
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.idle_rule import is_idle
 from chalicelib.core.observability import logger
+from chalicelib.core.settings import get_provision_settings
 from chalicelib.provisioning import workflow
 from chalicelib.store.tables import Replica
 
 # Statuses a workflow moves a replica through: left there by an execution that ended, a new one takes it over.
 _TAKEN_OVER = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)
+_said_missing = False  # deliberate per-instance state: the missing workflows are logged once
 # A wake asked this long ago (ms) with the replica still HIBERNATED was never started: start it.
 STALE_WAKE_REQUEST_MS = 30_000
 
 
 def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    hibernated, woken, taken_over = [], [], []
+    hibernated: list[int] = []
+    woken: list[int] = []
+    taken_over: list[int] = []
+    missing = _missing_workflows()
+    if missing:
+        # A deployment without its workflows (its stack not deployed yet, say) cannot hibernate, wake or take
+        # over anything: say so once per instance, rather than fail every minute.
+        global _said_missing
+        if not _said_missing:
+            logger.warning("idle check has no workflows to start: nothing is hibernated, woken or taken over",
+                           extra={"missing": missing})
+            _said_missing = True
+        return {"hibernating": hibernated, "waking": woken, "taken_over": taken_over, "missing": missing}
     for replica in Replica.listing_index.query("replicas"):
         mover = replica.moved_by or replica.execution_arn
         if replica.vm_status in _TAKEN_OVER and mover:
@@ -70,3 +84,11 @@ def _serving_since(replica: Replica) -> float:
 def _wake_never_started(replica: Replica, now: float) -> bool:
     return (replica.vm_status == statuses.HIBERNATED and replica.wake_requested_at is not None
             and now * 1000 - int(replica.wake_requested_at) > STALE_WAKE_REQUEST_MS)
+
+
+def _missing_workflows() -> list[str]:
+    settings = get_provision_settings()
+    arns = {"PROVISION_STATE_MACHINE_ARN": settings.state_machine_arn,
+            "HIBERNATE_STATE_MACHINE_ARN": settings.hibernate_state_machine_arn,
+            "WAKE_STATE_MACHINE_ARN": settings.wake_state_machine_arn}
+    return [name for name, arn in arns.items() if not arn]
