@@ -60,7 +60,7 @@ PERIOD = 300
 # The placeholders the dashboard body may use, and what the tests substitute for them.
 REGION = "us-east-1"
 SEARCH = re.compile(r"""SEARCH\('\{([^}]*)\} MetricName="([^"]+)" Stage="([^"]*)"', '([^']+)', (\d+)\)""")
-README_SECTION = "## Operating it"
+OPERATING = "docs/operating.md"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -145,9 +145,8 @@ def _dashboard_metrics(dashboard: dict[str, Any]) -> list[tuple[str, str, dict[s
 
 
 def _readme_section() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert README_SECTION in readme, f"README.md has no {README_SECTION!r} section"
-    return readme.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    """docs/operating.md up to its metrics: the dashboard and the alarms."""
+    return (REPO_ROOT / OPERATING).read_text().split("\n## Metrics", 1)[0]
 
 
 # --- the topic ------------------------------------------------------------------------------------
@@ -326,15 +325,15 @@ def test_the_dashboard_body_keeps_cloudwatchs_own_labels_out_of_fn_sub(template:
     assert "${PROP(" not in body, "write ${!PROP(...)}: Fn::Sub would take ${PROP(...)} for a parameter"
 
 
-# --- the README -----------------------------------------------------------------------------------
+# --- docs/operating.md ------------------------------------------------------------------------------------
 
 
-def test_the_readme_says_what_each_alarm_means(template: dict[str, Any]) -> None:
+def test_the_operating_page_says_what_each_alarm_means(template: dict[str, Any]) -> None:
     section = _readme_section()
     for name, alarm in _resources_of_type(template, "AWS::CloudWatch::Alarm").items():
         if name in THROTTLE_ALARMS:
             continue
         suffix = alarm["Properties"]["AlarmName"]["Fn::Sub"].removeprefix("hyperstack-llm-proxy-${Stage}-")
-        assert f"`{suffix}`" in section, f"README {README_SECTION}: nothing on {suffix}"
+        assert f"`{suffix}`" in section, f"{OPERATING}: nothing on {suffix}"
     assert "-throttles`" in section and EMAIL_PARAMETER in section
 

@@ -1,6 +1,6 @@
 """The replica's state machine (issue #20): every move of a provisioned replica's `vm_status`, failures included.
 
-TRANSITIONS is the README's table (`### The replica's state machine`), row for row. Each row is driven here:
+TRANSITIONS is the table in docs/replicas.md (`## The replica's state machine`), row for row. Each row is driven here:
 the replica is put in its `from` status through the real steps, then the event is played as the workflows
 (infra/*.asl.json) and the admin API play it, step by step through `tasks.handle`, with the Catch and Choice
 results the definitions hand on; the replica must end in `to`, and its VM kept or deleted as the row's drive
@@ -625,12 +625,12 @@ def test_every_status_but_failed_and_the_deletes_leads_on_without_a_delete():
     assert set(ALL_STATUSES) - leading_on == {FAILED, DELETING, DELETE_FAILED}
 
 
-README = Path(__file__).resolve().parents[3] / "README.md"
-HEADING = "### The replica's state machine"
+TABLE_PAGE = Path(__file__).resolve().parents[3] / "docs" / "replicas.md"
+HEADING = "## The replica's state machine"
 
 
 def markdown_table() -> str:
-    """The README's table, made from TRANSITIONS (statuses in backticks)."""
+    """The documented table, made from TRANSITIONS (statuses in backticks)."""
 
     def cell(value: str) -> str:
         return f"`{value}`" if value in ALL_STATUSES else value
@@ -640,9 +640,9 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-def readme_rows() -> list[tuple[str, ...]]:
+def documented_rows() -> list[tuple[str, ...]]:
     """The rows of the table under HEADING, its header and separator left out, backticks stripped."""
-    lines = README.read_text().splitlines()
+    lines = TABLE_PAGE.read_text().splitlines()
     rows = []
     for line in lines[lines.index(HEADING) + 1:]:
         if line.startswith("#"):  # the next heading
@@ -653,5 +653,5 @@ def readme_rows() -> list[tuple[str, ...]]:
     return rows[2:]
 
 
-def test_the_readme_table_is_the_table_these_tests_drive():
-    assert readme_rows() == TRANSITIONS, f"README.md's table differs; from TRANSITIONS it reads:\n{markdown_table()}"
+def test_the_documented_table_is_the_table_these_tests_drive():
+    assert documented_rows() == TRANSITIONS, f"docs/replicas.md's table differs; from TRANSITIONS:\n{markdown_table()}"
