@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from infra.local.ports import api_port, side_port
+from infra.local.ports import api_port, is_free, side_port
 
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -93,6 +93,10 @@ def _start_demo_replica() -> str | None:
 
 
 def main() -> None:
+    port = api_port()
+    if port and not is_free(port):  # before anything starts, so that the answer is one line, not a traceback
+        sys.exit(f"make run: port {port} is taken (another make run?). Start this one on another: "
+                 f"PORT={port + 100} make run")
     emulator_line, embedded = _prepare_environment()
     if not os.environ.get("ADMIN_API_KEY"):
         os.environ["ADMIN_API_KEY"] = DEV_ADMIN_KEY

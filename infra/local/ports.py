@@ -37,6 +37,8 @@ def is_free(port: int) -> bool:
     if not _LOWEST_UNPRIVILEGED <= port <= 65535:
         return False
     with socket.socket() as probe:
+        # As every local server binds (SO_REUSEADDR): a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -1,10 +1,13 @@
 """The local stack over real HTTP: what `make run` serves."""
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.integration.conftest import start_local_stack
+from tests.integration.conftest import ROOT, start_local_stack
 
 
 def test_admin_routes_answer_under_v1_and_under_the_stage_prefix(stack):
@@ -73,6 +76,18 @@ def test_sigterm_stops_the_stack_cleanly():
     own = start_local_stack()
 
     assert own.stop(timeout=15) == 0
+
+
+def test_a_second_stack_on_a_taken_port_says_so_in_one_line_and_starts_nothing(stack):
+    port = stack.base_url.rsplit(":", 1)[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_ENDPOINT_URL")}
+    second = subprocess.run([sys.executable, "-m", "infra.local"], cwd=ROOT, env=dict(env, PORT=port),
+                            capture_output=True, text=True, timeout=30)
+
+    assert second.returncode == 1
+    assert second.stderr.strip() == (f"make run: port {port} is taken (another make run?). Start this one on "
+                                     f"another: PORT={int(port) + 100} make run")
+    assert second.stdout == ""  # no emulator, no replica: nothing was started
 
 
 def test_demo_model_answers_through_its_mock_replica(stack):

@@ -88,7 +88,8 @@ def banner_in_readme(markdown: str) -> list[str]:
 
 
 def _normalised(line: str) -> str:
-    return re.sub(r"deployment [\w-]+-[0-9a-f]{8}", "deployment <id>", re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line))
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line)
+    return re.sub(r"deployment [\w-]+-[0-9a-f]{8}", "deployment <id>", line)
 
 
 def test_readme_blocks_are_found_and_the_deploy_block_is_skipped() -> None:
@@ -160,3 +161,33 @@ def test_the_readme_pasted_in_order_answers_as_it_says(fresh_stack: LocalStack, 
         assert not unexpected, f"README block at line {block.line} answered {unexpected}:\n{tail}"
         missing = block.expected_statuses - set(statuses)
         assert not missing, f"README block at line {block.line} says → {sorted(missing)}, never answered:\n{tail}"
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    return {github_anchor(heading) for heading in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+
+
+def test_every_link_between_the_readme_and_docs_reaches_a_page_and_heading() -> None:
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, "links that lead nowhere:\n" + "\n".join(broken)
+
+
+def test_github_anchors_are_made_as_github_makes_them() -> None:
+    assert github_anchor("1. Quick start") == "1-quick-start"
+    assert github_anchor("The replica's state machine") == "the-replicas-state-machine"
+    assert github_anchor("`make bench`: what the proxy adds") == "make-bench-what-the-proxy-adds"
