@@ -4,12 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 INSTALLED := $(VENV)/.installed
+# Packaging and deploying get a venv of their own: Chalice, the runtime requirements, cfn-lint and the SAM
+# translator, not the test toolchain.
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
+DEPLOY_INSTALLED := $(DEPLOY_VENV)/.installed
+# Extra stack parameters for make deploy: PARAMS="AlarmEmail=oncall@example.com ChatConcurrencyLimit=50"
+PARAMS ?=
 NODE_INSTALLED := node_modules/.installed
 SMOLLM2 := $(VENV)/.smollm2
 
-.PHONY: run test unit integration infra-test vm-test vm-tools lint package bench cost fuzz clean
+.PHONY: run test unit integration infra-test vm-test vm-tools lint package deploy undeploy bench cost fuzz clean
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(INSTALLED): requirements.txt requirements-deploy.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -55,14 +62,27 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-## package: the CloudFormation (SAM) template for STAGE, checked by cfn-lint
-package: $(INSTALLED)
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
-	$(PY) infra/package.py build/$(STAGE)/sam.json
-	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+$(DEPLOY_INSTALLED): requirements.txt requirements-deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_PY) -m pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	touch $@
+
+## package: the CloudFormation (SAM) template and code zip for STAGE (dev or prod), checked by cfn-lint
+package: $(DEPLOY_INSTALLED)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(DEPLOY_VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/template.json build/$(STAGE)
+	$(DEPLOY_PY) infra/package.py build/$(STAGE)/sam.json
+	$(DEPLOY_VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+
+## deploy: package, then create or update the stack hyperstack-llm-proxy-STAGE and print its URLs (PARAMS="Name=Value ...")
+deploy: package
+	$(DEPLOY_PY) infra/deploy.py deploy build/$(STAGE) --stage $(STAGE) $(PARAMS)
+
+## undeploy: delete the stack of STAGE; its tables are retained, with their data
+undeploy: $(DEPLOY_INSTALLED)
+	$(DEPLOY_PY) infra/deploy.py undeploy --stage $(STAGE)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache node_modules
+	rm -rf $(VENV) $(DEPLOY_VENV) build .pytest_cache .ruff_cache node_modules
 
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
 bench: $(INSTALLED) $(SMOLLM2)
