@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from infra import deploy
@@ -89,20 +89,17 @@ def as_definition_string(resource: dict[str, Any]) -> dict[str, Any]:
     return {**resource, "Properties": rest}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """An AWS of moto's on loopback: the environment that points the SDK at it."""
-    server = ThreadedMotoServer(port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(port=0, verbose=False)
     server.start()
     env = offline_aws_env(tmp_path_factory.mktemp("deploy"))
-    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._port}"
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    # moto's state is one per process, whichever server serves it: start from none, and leave none.
+    requests.post(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", timeout=10)
     yield env
+    requests.post(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", timeout=10)
     server.stop()
 
 
