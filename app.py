@@ -155,7 +155,9 @@ def embeddings() -> Response:
 def _relayed(operation: Operation) -> Response:
     request = app.current_request
     headers = {name.lower(): value for name, value in request.headers.items()}
-    status, response_headers, body = chat_buffered.answer_whole(headers, request.raw_body or b"", operation)
+    context = getattr(app, "lambda_context", None)  # Lambda's; also the test client's and `chalice local`'s
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+    status, response_headers, body = chat_buffered.answer_whole(headers, request.raw_body or b"", operation, remaining)
     return Response(body=body, status_code=status, headers=response_headers)
 
 

@@ -7,6 +7,7 @@ produced.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chalicelib.chat import operations
@@ -16,10 +17,20 @@ from chalicelib.chat.operations import CHAT, Operation
 from chalicelib.chat.response import ChatResponse
 from chalicelib.chat.service import handle
 from chalicelib.core.errors import NotFound
+from chalicelib.core.settings import get_chat_settings
+
+# Left for API Gateway to pass the answer on, once the function has returned it.
+GATEWAY_MARGIN_SECONDS = 1.0
 
 
-def answer_whole(headers: dict[str, str], body: bytes, operation: Operation = CHAT) -> tuple[int, dict[str, str], str]:
-    return _whole(handle(headers, body, operation=operation))
+def answer_whole(headers: dict[str, str], body: bytes, operation: Operation = CHAT,
+                 remaining_seconds: float | None = None) -> tuple[int, dict[str, str], str]:
+    """The answer whole, within API Gateway's time (BUFFERED_ANSWER_SECONDS) and the invocation's
+    (`remaining_seconds`, when Lambda says): past it the replica is cut and the caller told 504, usage metered."""
+    allowed = get_chat_settings().buffered_answer_seconds - GATEWAY_MARGIN_SECONDS
+    if remaining_seconds is not None:
+        allowed = min(allowed, remaining_seconds)
+    return _whole(handle(headers, body, deadline=time.time() + allowed, operation=operation))
 
 
 def lambda_response(event: dict[str, Any]) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class ChatSettings:
     metric_id_block: int
     wake_state_machine_arn: str | None
     default_wake_seconds: int
+    buffered_answer_seconds: float
 
 
 def _flag(name: str) -> bool:
@@ -121,6 +122,8 @@ def get_chat_settings() -> ChatSettings:
         wake_state_machine_arn=os.environ.get("WAKE_STATE_MACHINE_ARN") or None,
         # The Retry-After of a model that has never been woken yet: a GPU VM's restore and model load.
         default_wake_seconds=max(1, _int("DEFAULT_WAKE_SECONDS", 180)),
+        # A buffered chat route (`chalice deploy`'s) answers behind API Gateway, which gives up at 29 s.
+        buffered_answer_seconds=_float("BUFFERED_ANSWER_SECONDS", 29.0),
     )
 
 

@@ -1,6 +1,7 @@
 """The buffered chat route (`chalice local`, Chalice's test client) answers as the streaming one does."""
 
 import json
+import time
 
 
 def test_chat_route_without_a_key_is_an_openai_shaped_401(api):
@@ -90,3 +91,27 @@ def test_a_request_refused_by_a_cached_replica_gone_into_hibernation_is_told_the
     routing._cache.clear()
 
     assert reply.status == 503 and reply.json["error"]["code"] == "model_waking"
+
+
+def test_buffered_route_cuts_a_stalled_replica_within_api_gateways_time_and_meters_it(api, monkeypatch):
+    """Behind API Gateway (chalice deploy) an answer later than 29 s is a 504 from the gateway itself, with
+    nothing metered: the route ends the request first, in OpenAI's shape, and writes its usage row."""
+    from chalicelib.core.settings import get_chat_settings
+    from infra.local.mock_vllm import MockVllm
+
+    monkeypatch.setenv("BUFFERED_ANSWER_SECONDS", "6")  # 29 in AWS; 3 s of it go to the row, 1 to the gateway
+    get_chat_settings.cache_clear()
+    with MockVllm(model="m/stalled", mode="stall") as replica:
+        api.create_replica(api.create_model("m/stalled"), replica.base_url)
+        key = api.create_key()["api_key"]
+        started = time.monotonic()
+        reply = api.post("/v1/chat/completions",
+                         {"model": "m/stalled", "messages": [{"role": "user", "content": "hi"}]}, key=key)
+        took = time.monotonic() - started
+    get_chat_settings.cache_clear()
+
+    assert reply.status == 504
+    assert reply.json["error"]["type"] == "server_error"
+    assert took < 60  # not the 120 s a stalled replica is otherwise given before its first byte
+    rows = api.get("/v1/tables/metric").json["data"]
+    assert [row["status"] for row in rows] == [504]
