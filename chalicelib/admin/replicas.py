@@ -19,7 +19,7 @@ from chalicelib.core.clock import iso, now
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.core.settings import get_settings
-from chalicelib.core.step_functions import ENDED_UNDONE, wake_execution_name
+from chalicelib.core.step_functions import ENDED_UNDONE, WorkflowNotDeployed, wake_execution_name
 from chalicelib.core.validation import field_error, validate
 from chalicelib.provisioning import workflow
 from chalicelib.provisioning.cloud_init import FRONT_PORT
@@ -320,10 +320,11 @@ def _why_model_refused(model: LlmModel) -> str:
 def _start_provisioning(replica: Replica) -> None:
     try:
         execution_arn = workflow.start("create", replica.id)
-    except Exception:
+    except Exception as error:
         delete_rows([replica])  # nothing was asked of Hyperstack yet: the request leaves no trace
         logger.exception("provisioning workflow did not start", extra={"replica_id": replica.id})
-        raise ServiceUnavailable("The provisioning workflow could not start; nothing was created.") from None
+        reason = f" {error.message}" if isinstance(error, WorkflowNotDeployed) else ""
+        raise ServiceUnavailable(f"The provisioning workflow could not start; nothing was created.{reason}") from None
     # Only onto a row still there: a DELETE may already have torn it down, and an unconditional
     # update would bring back a partial row that nothing owns.
     update_if(replica, [Replica.execution_arn.set(execution_arn)], Replica.id.exists())

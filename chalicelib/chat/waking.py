@@ -65,7 +65,7 @@ def _ask(replica: Dormant, now: float) -> None:
     asked_at = request_wake(replica.replica_id, int(now * 1000))
     if asked_at is None:
         return  # another request asked first: its wake is the one
-    arn = get_chat_settings().wake_state_machine_arn
+    arn = step_functions.state_machine_arn(get_chat_settings().wake_state_machine_arn, "wake")
     if not arn:
         logger.warning("wake asked but no wake workflow is configured", extra={"replica_id": replica.replica_id})
         return

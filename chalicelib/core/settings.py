@@ -27,6 +27,7 @@ class Settings:
     max_admin_body_bytes: int
     metric_ttl_days: int
     secret_cache_seconds: int
+    workflow_name_prefix: str | None
 
     def table_name(self, logical_name: str) -> str:
         return f"{self.table_prefix}-{logical_name}"
@@ -55,6 +56,9 @@ def get_settings() -> Settings:
         max_admin_body_bytes=_int("MAX_ADMIN_BODY_BYTES", 64 * 1024),
         metric_ttl_days=_int("METRIC_TTL_DAYS", 400),
         secret_cache_seconds=_int("SECRET_CACHE_SECONDS", 300),
+        # Under `chalice deploy` no state machine ARN can be given: the machines are named
+        # <prefix>-provisioning, -hibernate and -wake (the companion stack), and their ARNs derived.
+        workflow_name_prefix=os.environ.get("WORKFLOW_NAME_PREFIX") or None,
     )
 
 

@@ -9,6 +9,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.core.errors import ServiceUnavailable
 from chalicelib.core.settings import get_settings
 
 ENDED_UNDONE = ("FAILED", "TIMED_OUT", "ABORTED")  # ended without doing what it was started for
@@ -21,6 +22,35 @@ def client() -> Any:
 
     settings = get_settings()
     return boto3.client("stepfunctions", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint)
+
+
+class WorkflowNotDeployed(ServiceUnavailable):
+    """A state machine this deployment names does not exist: its stack (the companion stack, under `chalice
+    deploy`) is not deployed yet."""
+
+
+@lru_cache(maxsize=1)
+def _account_and_partition() -> tuple[str, str]:
+    settings = get_settings()
+    import boto3
+
+    sts = boto3.client("sts", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint)
+    identity = sts.get_caller_identity()  # allowed to every principal: no grant needed
+    return identity["Account"], identity["Arn"].split(":")[1]
+
+
+def state_machine_arn(configured: str | None, workflow: str) -> str | None:
+    """The ARN of the state machine of `workflow` (provisioning, hibernate, wake): the one configured, else,
+    where the deployment names its state machines instead (WORKFLOW_NAME_PREFIX, under `chalice deploy`), the
+    ARN of that name in this account and region; None when neither is set. STS is asked the account once per
+    instance, and only when a workflow is started."""
+    if configured:
+        return configured
+    prefix = get_settings().workflow_name_prefix
+    if not prefix:
+        return None
+    account, partition = _account_and_partition()
+    return f"arn:{partition}:states:{get_settings().aws_region}:{account}:stateMachine:{prefix}-{workflow}"
 
 
 def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any], *,
@@ -37,13 +67,23 @@ def start_once(state_machine_arn: str, name: str, execution_input: dict[str, Any
     """
     sfn = client()
     try:
-        return sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
-                                   input=json.dumps(execution_input))["executionArn"]
+        return start(state_machine_arn, name, execution_input)
     except sfn.exceptions.ExecutionAlreadyExists:
         existing = execution_arn(state_machine_arn, name)
     if restart_failed and execution_status(existing) in ENDED_UNDONE:
         return start_once(state_machine_arn, f"{name}-again-{int(time.time() // 60)}"[:_MAX_NAME], execution_input)
     return existing
+
+
+def start(state_machine_arn: str, name: str, execution_input: dict[str, Any]) -> str:
+    """Start the execution `name`; its ARN. A name taken raises the client's ExecutionAlreadyExists."""
+    sfn = client()
+    try:
+        return sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
+                                   input=json.dumps(execution_input))["executionArn"]
+    except sfn.exceptions.StateMachineDoesNotExist as error:
+        machine = state_machine_arn.rsplit(":", 1)[-1]
+        raise WorkflowNotDeployed(f"The workflow {machine} is not deployed (see docs/deploying.md).") from error
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:

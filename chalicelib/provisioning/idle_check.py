@@ -22,7 +22,7 @@ from typing import Any
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.idle_rule import is_idle
 from chalicelib.core.observability import logger
-from chalicelib.core.settings import get_provision_settings
+from chalicelib.core.step_functions import WorkflowNotDeployed
 from chalicelib.provisioning import workflow
 from chalicelib.store.tables import Replica
 
@@ -35,37 +35,47 @@ STALE_WAKE_REQUEST_MS = 30_000
 
 def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    hibernated: list[int] = []
-    woken: list[int] = []
-    taken_over: list[int] = []
+    outcome: dict[str, Any] = {"hibernating": [], "waking": [], "taken_over": []}
     missing = _missing_workflows()
     if missing:
-        # A deployment without its workflows (its stack not deployed yet, say) cannot hibernate, wake or take
-        # over anything: say so once per instance, rather than fail every minute.
-        global _said_missing
-        if not _said_missing:
-            logger.warning("idle check has no workflows to start: nothing is hibernated, woken or taken over",
-                           extra={"missing": missing})
-            _said_missing = True
-        return {"hibernating": hibernated, "waking": woken, "taken_over": taken_over, "missing": missing}
+        _say_missing_once(missing)
+        return {**outcome, "missing": missing}
+    try:
+        _check_each(now, outcome)
+    except WorkflowNotDeployed as error:  # named (chalice deploy) but its companion stack is not deployed yet
+        _say_missing_once([error.message])
+        return {**outcome, "missing": [error.message]}
+    return outcome
+
+
+def _say_missing_once(missing: list[str]) -> None:
+    """A deployment without its workflows (its stack not deployed yet, say) cannot hibernate, wake or take over
+    anything: say so once per instance, rather than fail every minute."""
+    global _said_missing
+    if not _said_missing:
+        logger.warning("idle check has no workflows to start: nothing is hibernated, woken or taken over",
+                       extra={"missing": missing})
+        _said_missing = True
+
+
+def _check_each(now: float, outcome: dict[str, list[int]]) -> None:
     for replica in Replica.listing_index.query("replicas"):
         mover = replica.moved_by or replica.execution_arn
         if replica.vm_status in _TAKEN_OVER and mover:
             if workflow.take_over_if_ended(int(replica.id), replica.vm_status, mover, now):
-                taken_over.append(int(replica.id))
+                outcome["taken_over"].append(int(replica.id))
                 logger.info("stalled workflow taken over", extra={"replica_id": int(replica.id),
                                                                   "vm_status": replica.vm_status})
         elif idle(replica, now):
             workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
-            hibernated.append(int(replica.id))
+            outcome["hibernating"].append(int(replica.id))
             logger.info("idle replica hibernating", extra={
                 "replica_id": int(replica.id), "hibernate_after_seconds": int(replica.hibernate_after_seconds),
                 "last_used_minute": replica.last_used_minute})
         elif _wake_never_started(replica, now):
             workflow.start_wake(int(replica.id), int(replica.wake_requested_at), restart_failed=True)
-            woken.append(int(replica.id))
+            outcome["waking"].append(int(replica.id))
             logger.info("stalled wake started", extra={"replica_id": int(replica.id)})
-    return {"hibernating": hibernated, "waking": woken, "taken_over": taken_over}
 
 
 def idle(replica: Replica, now: float) -> bool:
@@ -87,8 +97,4 @@ def _wake_never_started(replica: Replica, now: float) -> bool:
 
 
 def _missing_workflows() -> list[str]:
-    settings = get_provision_settings()
-    arns = {"PROVISION_STATE_MACHINE_ARN": settings.state_machine_arn,
-            "HIBERNATE_STATE_MACHINE_ARN": settings.hibernate_state_machine_arn,
-            "WAKE_STATE_MACHINE_ARN": settings.wake_state_machine_arn}
-    return [name for name, arn in arns.items() if not arn]
+    return [name for name in ("provisioning", "hibernate", "wake") if not workflow.machine(name)]

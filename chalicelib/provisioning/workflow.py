@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,8 +19,16 @@ def _client() -> Any:
     return step_functions.client()
 
 
+def machine(workflow: str) -> str | None:
+    """The ARN of the state machine of `workflow`: provisioning, hibernate or wake (None: not configured)."""
+    settings = get_provision_settings()
+    configured = {"provisioning": settings.state_machine_arn, "hibernate": settings.hibernate_state_machine_arn,
+                  "wake": settings.wake_state_machine_arn}[workflow]
+    return step_functions.state_machine_arn(configured, workflow)
+
+
 def require_configured() -> str:
-    arn = get_provision_settings().state_machine_arn
+    arn = machine("provisioning")
     if not arn:
         raise ServiceUnavailable("VM provisioning is not configured on this deployment (no state machine).")
     return arn
@@ -53,10 +60,7 @@ def start(action: str, replica_id: int) -> str:
     arn = require_configured()
     create = action == "create"
     name = create_execution_name(replica_id) if create else f"replica-{replica_id}-{action}-{time.time_ns()}"
-    started = _client().start_execution(
-        stateMachineArn=arn, name=name, input=json.dumps(execution_input(action, replica_id))
-    )
-    return started["executionArn"]
+    return step_functions.start(arn, name, execution_input(action, replica_id))
 
 
 def start_hibernate(replica_id: int, serving_since: int | None, restart_failed: bool = False) -> str:
@@ -65,7 +69,7 @@ def start_hibernate(replica_id: int, serving_since: int | None, restart_failed: 
     with `restart_failed`, one that failed is started again (step_functions.start_once). An idle check's
     (a period given) hibernates only if the replica is still idle when its first step reads it."""
     period = serving_since if serving_since is not None else time.time_ns()
-    return _start_once(get_provision_settings().hibernate_state_machine_arn, "hibernation",
+    return _start_once(machine("hibernate"), "hibernation",
                        f"replica-{replica_id}-hibernate-{period}", replica_id, restart_failed,
                        {"if_idle": serving_since is not None})
 
@@ -74,7 +78,7 @@ def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None
                restart_failed: bool = False) -> str:
     """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it;
     with `restart_failed`, one that failed is started again (step_functions.start_once)."""
-    arn = state_machine_arn or get_provision_settings().wake_state_machine_arn
+    arn = state_machine_arn or machine("wake")
     return _start_once(arn, "waking", step_functions.wake_execution_name(replica_id, requested_at), replica_id,
                        restart_failed)
 
@@ -85,10 +89,10 @@ def take_over_if_ended(replica_id: int, vm_status: str, moved_by: str, now: floa
     minute, so overlapping idle checks start one a minute at most."""
     if step_functions.execution_status(moved_by) not in step_functions.ENDED_UNDONE:
         return False
-    settings = get_provision_settings()
-    workflows = {statuses.HIBERNATING: ("hibernation", "hibernate", settings.hibernate_state_machine_arn),
-                 statuses.WAKING: ("waking", "wake", settings.wake_state_machine_arn)}
-    what, action, arn = workflows.get(vm_status, ("create", "create", settings.state_machine_arn))
+    workflows = {statuses.HIBERNATING: ("hibernation", "hibernate", "hibernate"),
+                 statuses.WAKING: ("waking", "wake", "wake")}
+    what, action, workflow = workflows.get(vm_status, ("create", "create", "provisioning"))
+    arn = machine(workflow)
     _start_once(arn, what, f"replica-{replica_id}-{action}-resumed-{int(now // 60)}", replica_id,
                 extra={"if_idle": False} if action == "hibernate" else None)
     return True
@@ -96,9 +100,8 @@ def take_over_if_ended(replica_id: int, vm_status: str, moved_by: str, now: floa
 
 def wake_status(replica_id: int, requested_at: int) -> str | None:
     """The status of the wake execution named after an ask; None if it was never started."""
-    machine = get_provision_settings().wake_state_machine_arn or ""
     name = step_functions.wake_execution_name(replica_id, requested_at)
-    return step_functions.execution_status(step_functions.execution_arn(machine, name))
+    return step_functions.execution_status(step_functions.execution_arn(machine("wake") or "", name))
 
 
 def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id: int,

@@ -135,21 +135,26 @@ VARIABLE_READERS = {
     "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
     "HYPERSTACK_API_KEY_PARAMETER": ("chalicelib/provisioning/step_helpers.py: configured_hyperstack, "
                                      "via settings.hyperstack_api_key"),
+    "WORKFLOW_NAME_PREFIX": ("chalicelib/core/step_functions.py: state_machine_arn, the workflows' ARNs by name "
+                             "where no ARN is given (chalice deploy; the packaged stack gives both)"),
 }
 READ_OUTSIDE_SETTINGS = {"LOG_LEVEL", "AWS_LAMBDA_EXEC_WRAPPER"}
 # The observability logger is imported by all three (provision's teardown through chalicelib/admin/replicas.py).
 EVERY_FUNCTION_VARIABLES = {"STAGE", "TABLE_PREFIX", "LOG_LEVEL"}
 FUNCTION_VARIABLES = {
     API_HANDLER: EVERY_FUNCTION_VARIABLES | {"ADMIN_API_KEY_PARAMETER", "PROVISION_STATE_MACHINE_ARN",
-                                             "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"},
-    CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER", "WAKE_STATE_MACHINE_ARN"},
-    PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN"},
+                                             "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
+                                             "WORKFLOW_NAME_PREFIX"},
+    CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER", "WAKE_STATE_MACHINE_ARN",
+                                      "WORKFLOW_NAME_PREFIX"},
+    PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN",
+                                           "WORKFLOW_NAME_PREFIX"},
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
     IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
-                                            "PROVISION_STATE_MACHINE_ARN"},
+                                            "PROVISION_STATE_MACHINE_ARN", "WORKFLOW_NAME_PREFIX"},
 }
-# Only the packaged stack has state machines to name; `chalice deploy` leaves create_vm, hibernate and wake
-# unconfigured (503).
+# Only the packaged stack can give the state machines' ARNs; under `chalice deploy` the functions derive them
+# from WORKFLOW_NAME_PREFIX (the companion stack names its state machines so).
 PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"}
 FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE,
                   IDLE_CHECK: IDLE_CHECK_ROLE}

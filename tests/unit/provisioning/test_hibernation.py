@@ -568,5 +568,33 @@ def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, 
         get_provision_settings.cache_clear()
 
     assert first == second == {"hibernating": [], "waking": [], "taken_over": [],
-                               "missing": ["HIBERNATE_STATE_MACHINE_ARN"]}
+                               "missing": ["hibernate"]}
+    assert warned == ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
+
+
+def test_an_idle_check_whose_named_workflows_are_not_deployed_does_nothing_and_says_so_once(
+    api, model_id, hyperstack, monkeypatch
+):
+    """Under `chalice deploy` the state machines are named, not given: before the companion stack exists,
+    the idle check finds them missing when it starts one, and says so once instead of failing every minute."""
+    from chalicelib.core.settings import get_provision_settings, get_settings
+
+    serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)  # idle: would hibernate
+    warned = []
+    monkeypatch.setattr(idle_check.logger, "warning", lambda message, **_: warned.append(message))
+    for name in ("PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WORKFLOW_NAME_PREFIX", "hyperstack-llm-proxy-nowhere")
+    monkeypatch.setattr(idle_check, "_said_missing", False)
+    get_provision_settings.cache_clear()
+    get_settings.cache_clear()
+    try:
+        first, second = idle_check.run(), idle_check.run()
+    finally:
+        monkeypatch.undo()
+        get_provision_settings.cache_clear()
+        get_settings.cache_clear()
+
+    missing = ["The workflow hyperstack-llm-proxy-nowhere-hibernate is not deployed (see docs/deploying.md)."]
+    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "missing": missing}
     assert warned == ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
