@@ -14,7 +14,7 @@ PARAMS ?=
 NODE_INSTALLED := node_modules/.installed
 SMOLLM2 := $(VENV)/.smollm2
 
-.PHONY: run test unit integration infra-test vm-test vm-tools lint package deploy undeploy bench cost fuzz clean
+.PHONY: run test unit integration infra-test vm-test vm-tools lint package deploy undeploy companion uncompanion bench cost fuzz clean
 
 $(INSTALLED): requirements.txt requirements-deploy.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,11 +75,19 @@ package: $(DEPLOY_INSTALLED)
 
 ## deploy: package, then create or update the stack hyperstack-llm-proxy-STAGE and print its URLs (PARAMS="Name=Value ...")
 deploy: package
-	$(DEPLOY_PY) infra/deploy.py deploy build/$(STAGE) --stage $(STAGE) $(PARAMS)
+	$(DEPLOY_PY) -m infra.deploy deploy build/$(STAGE) --stage $(STAGE) $(PARAMS)
 
 ## undeploy: delete the stack of STAGE; its tables are retained, with their data
 undeploy: $(DEPLOY_INSTALLED)
-	$(DEPLOY_PY) infra/deploy.py undeploy --stage $(STAGE)
+	$(DEPLOY_PY) -m infra.deploy undeploy --stage $(STAGE)
+
+## companion: after `chalice deploy --stage STAGE`, what Chalice cannot create: tables, workflows, chat URL, alarms
+companion: $(DEPLOY_INSTALLED)
+	$(DEPLOY_PY) -m infra.deploy companion --stage $(STAGE) $(PARAMS)
+
+## uncompanion: delete the companion stack of STAGE (after `chalice delete`); its tables are retained
+uncompanion: $(DEPLOY_INSTALLED)
+	$(DEPLOY_PY) -m infra.deploy uncompanion --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) build .pytest_cache .ruff_cache node_modules

@@ -1,7 +1,9 @@
 """`make deploy` and `make undeploy`: the packaged stack to AWS and back, each one command.
 
-    python infra/deploy.py deploy build/<stage> --stage <stage> [Name=Value ...]
-    python infra/deploy.py undeploy --stage <stage>
+    python -m infra.deploy deploy build/<stage> --stage <stage> [Name=Value ...]
+    python -m infra.deploy undeploy --stage <stage>
+    python -m infra.deploy companion --stage <stage> [Name=Value ...]
+    python -m infra.deploy uncompanion --stage <stage>
 
 `deploy` takes what `make package` wrote (sam.json and deployment.zip) and:
 1. makes or reuses the artifact bucket `hyperstack-llm-proxy-artifacts-<account>-<region>` (private,
@@ -12,6 +14,8 @@
    --stage; `Name=Value` arguments pass any other parameter), waits for it, and prints the API URL, the
    chat function URL and the dashboard. A failed deployment prints the events that say why and exits 1.
 `undeploy` deletes the stack. The tables are retained (DeletionPolicy) and their names printed.
+`companion` deploys, beside a stage that `chalice deploy` made, the stack `hyperstack-llm-proxy-<stage>-companion`
+of what Chalice cannot create (infra/companion.py); `uncompanion` deletes it, keeping the tables.
 Credentials and region come from the usual AWS settings (AWS_PROFILE, AWS_REGION, ...).
 """
 
@@ -197,11 +201,12 @@ def packaged_template(session: Any, package_dir: Path, stage: str) -> tuple[dict
     return plain_cloudformation(sam, region), bucket
 
 
-def ship(session: Any, bucket: str, stage: str, template: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
-    """`template` deployed as the stage's stack; its outputs."""
+def ship(session: Any, bucket: str, stage: str, template: dict[str, Any], overrides: dict[str, str],
+         stack: str | None = None) -> dict[str, str]:
+    """`template` deployed as the stage's stack (or `stack`); its outputs."""
     region = session.region_name
     cfn = session.client("cloudformation", region_name=region)
-    stack = stack_name(stage)
+    stack = stack or stack_name(stage)
     if stack_status(cfn, stack) in (None, "ROLLBACK_COMPLETE"):
         refuse_retained_tables(session.client("dynamodb", region_name=region), table_names(template, stage), stack)
     body = json.dumps(template, separators=(",", ":"))
@@ -221,10 +226,24 @@ def deploy(package_dir: Path, stage: str, overrides: dict[str, str]) -> dict[str
     return ship(session, bucket, stage, template, overrides)
 
 
-def undeploy(stage: str) -> None:
+def companion(stage: str, overrides: dict[str, str]) -> dict[str, str]:
+    """The companion stack of a Chalice-deployed stage (infra/companion.py)."""
+    from infra.companion import companion_template
+
+    session = aws_session()
+    account = session.client("sts").get_caller_identity()["Account"]
+    bucket = artifact_bucket(session.client("s3", region_name=session.region_name), account, session.region_name)
+    return ship(session, bucket, stage, companion_template(stage), overrides, companion_stack_name(stage))
+
+
+def companion_stack_name(stage: str) -> str:
+    return f"{stack_name(stage)}-companion"
+
+
+def undeploy(stage: str, stack: str | None = None) -> None:
     session = aws_session()
     cfn = session.client("cloudformation", region_name=session.region_name)
-    stack = stack_name(stage)
+    stack = stack or stack_name(stage)
     if stack_status(cfn, stack) is None:
         print(f"{stack} does not exist: nothing to delete")
         return
@@ -258,6 +277,10 @@ def main(argv: list[str]) -> int:
             deploy(Path(argv[1]), argv[3], parse_overrides(argv[4:]))
         elif len(argv) == 3 and argv[0] == "undeploy" and argv[1] == "--stage":
             undeploy(argv[2])
+        elif len(argv) >= 3 and argv[0] == "companion" and argv[1] == "--stage":
+            companion(argv[2], parse_overrides(argv[3:]))
+        elif len(argv) == 3 and argv[0] == "uncompanion" and argv[1] == "--stage":
+            undeploy(argv[2], companion_stack_name(argv[2]))
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -256,7 +256,7 @@ def test_the_artifact_bucket_is_private_and_encrypted(deployed, aws_session) -> 
 
 
 def _run(aws: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "infra/deploy.py", *arguments], cwd=REPO_ROOT, env=aws,
+    return subprocess.run([sys.executable, "-m", "infra.deploy", *arguments], cwd=REPO_ROOT, env=aws,
                           capture_output=True, text=True, timeout=120)
 
 
