@@ -14,7 +14,7 @@ PARAMS ?=
 NODE_INSTALLED := node_modules/.installed
 SMOLLM2 := $(VENV)/.smollm2
 
-.PHONY: run test unit integration infra-test vm-test vm-tools lint package deploy undeploy companion uncompanion bench cost fuzz clean
+.PHONY: run test unit integration infra-test vm-test vm-tools lint package deploy undeploy companion uncompanion bench cost fuzz console-original clean
 
 $(INSTALLED): requirements.txt requirements-deploy.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -89,8 +89,16 @@ companion: $(DEPLOY_INSTALLED)
 uncompanion: $(DEPLOY_INSTALLED)
 	$(DEPLOY_PY) -m infra.deploy uncompanion --stage $(STAGE)
 
+## console-original: the original toolkit's Streamlit admin pages against `make run` (ORIGINAL=<a clone of it>)
+console-original:
+	@if [ ! -f "$(ORIGINAL)/frontend/home.py" ]; then echo "make console-original ORIGINAL=<path to a clone of github.com/NexGenCloud/hyperstack-llm-inference-toolkit>"; exit 2; fi
+	@[ -x .venv-console/bin/streamlit ] || { $(PYTHON) -m venv .venv-console && .venv-console/bin/pip install --quiet --disable-pip-version-check -r "$(ORIGINAL)/frontend/requirements.txt"; }
+	cd "$(ORIGINAL)/frontend" && API_HOST=http://127.0.0.1:$${PORT:-8000} ADMIN_API_KEY=$${ADMIN_API_KEY:-dev-admin-key} \
+	  APP_PASSWORD=$${APP_PASSWORD:-local} HYPERSTACK_API_KEY=$${HYPERSTACK_API_KEY:-unused} \
+	  $(CURDIR)/.venv-console/bin/streamlit run home.py --server.address 127.0.0.1
+
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) build .pytest_cache .ruff_cache node_modules
+	rm -rf $(VENV) $(DEPLOY_VENV) .venv-console build .pytest_cache .ruff_cache node_modules
 
 ## bench: the proxy's added latency, DynamoDB calls, cold import and memory, against baselines
 bench: $(INSTALLED) $(SMOLLM2)
