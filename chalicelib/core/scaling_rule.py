@@ -1,9 +1,9 @@
 """How many replicas a model should have, and what to do about it: the autoscaler's one rule (issue #23).
 
 Pure, so that the scaler (a scheduled function, still to be built) and `make bench` can share it: the scaler
-will read the model's load and replicas, call `decide`, and act on the decision through the workflows. Load is requests per minute, counted by minute as
-the chat path already counts them; demand refused for want of capacity counts as load, since it is load
-the replicas did not take. The rule:
+will read the model's load and replicas, call `decide`, and act on the decision through the workflows.
+Load is requests per minute; demand refused for want of capacity counts as load, since it is load the
+replicas did not take. The rule:
 
 - desired = load / target_requests_per_minute, rounded up, within [min_replicas, max_replicas];
 - scale out at once: wake hibernated replicas first (minutes cheaper than a new VM), then create, never above
