@@ -1,8 +1,10 @@
 """Which replica serves a request.
 
 The model's serving replicas are cached in the function for a few seconds (a deliberate cache:
-replica changes show up within REPLICA_CACHE_SECONDS). Requests are spread by rotating the
-starting replica; replicas that failed recently go to the back of the line. A replica with a
+replica changes show up within REPLICA_CACHE_SECONDS). A request with a routing key (its prompt's prefix,
+chalicelib.chat.affinity) tries the replicas in the key's rendezvous order, so that a conversation keeps to
+the replica holding its KV cache, and spills over to at most affinity.spill_limit of them; others are spread
+by rotating the starting replica. Replicas that failed recently go to the back of the line. A replica with a
 `rate_limit` (requests per minute it accepts) is reserved with a conditional write on its item,
 as exact as the per-key limit; replicas without one cost no write.
 
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chalicelib.chat import waking
+from chalicelib.chat import affinity, waking
 from chalicelib.chat.waking import Dormant
 from chalicelib.core.errors import NotFound, ServiceUnavailable
 from chalicelib.core.idle_rule import used_minute
@@ -78,8 +80,9 @@ def model_exists(model: str) -> bool:
     return _lookup(model).exists
 
 
-def targets_for(model: str, fresh: bool = False) -> list[Target]:
-    """The model's serving replicas, in the order to try them (`fresh`: read now, not from the cache).
+def targets_for(model: str, fresh: bool = False, key: str | None = None) -> list[Target]:
+    """The model's serving replicas, in the order to try them (`fresh`: read now, not from the cache; `key`:
+    the request's routing key, whose order and spill limit apply).
 
     None serving but some hibernating: one is woken, and ModelWaking (a 503) is raised.
     """
@@ -94,10 +97,14 @@ def targets_for(model: str, fresh: bool = False) -> list[Target]:
         raise _wake(model, entry)
     if not entry.targets:
         raise ServiceUnavailable(f"The model `{model}` has no replica ready to serve.", code="no_replica_ready")
-    start = next(_rotation) % len(entry.targets)
-    rotated = entry.targets[start:] + entry.targets[:start]
+    if key is not None and len(entry.targets) > 1:
+        ordered = affinity.rendezvous(key, entry.targets, lambda target: target.replica_id)
+        ordered = ordered[:affinity.spill_limit(len(ordered))]
+    else:
+        start = next(_rotation) % len(entry.targets)
+        ordered = list(entry.targets[start:] + entry.targets[:start])
     now = time.monotonic()
-    return sorted(rotated, key=lambda target: now - _failed_at.get(target.replica_id, -1e9) < FAILURE_COOLDOWN_SECONDS)
+    return sorted(ordered, key=lambda target: now - _failed_at.get(target.replica_id, -1e9) < FAILURE_COOLDOWN_SECONDS)
 
 
 def mark_failed(target: Target) -> None:
@@ -110,11 +117,11 @@ def mark_failed(target: Target) -> None:
                 del _cache[model]
 
 
-def untried(model: str, tried: list[Target]) -> list[Target]:
+def untried(model: str, tried: list[Target], key: str | None = None) -> list[Target]:
     """After every replica in `tried` refused: the model's serving replicas read afresh, less those tried.
     A model whose replicas now all hibernate is woken and ModelWaking raised (its Retry-After tells the truth)."""
     tried_ids = {target.replica_id for target in tried}
-    return [target for target in targets_for(model, fresh=True) if target.replica_id not in tried_ids]
+    return [target for target in targets_for(model, fresh=True, key=key) if target.replica_id not in tried_ids]
 
 
 def reserve(target: Target, now: float) -> bool:

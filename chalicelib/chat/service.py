@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
-from chalicelib.chat import access, request_metrics, routing, sse, upstream, waking
+from chalicelib.chat import access, affinity, request_metrics, routing, sse, upstream, waking
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
 from chalicelib.chat.openai_errors import error_response, sse_error_event
@@ -88,8 +88,9 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
     headers = caller.rate_limit_headers()
     if get_chat_settings().mock_llm:
         return _mock_answer(request, meter, headers)
+    key = affinity.routing_key(request.body, request.operation) if get_chat_settings().prefix_affinity else None
     try:
-        targets = routing.targets_for(request.model)
+        targets = routing.targets_for(request.model, key=key)
     except ModelWaking as asleep:
         if not wait:
             raise
@@ -103,7 +104,7 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
         return _relay(request, targets, meter, deadline, headers, used)
     except UpstreamFailed:
         # Every cached replica refused: they may have changed since they were read (one gone into hibernation).
-        others = routing.untried(request.model, targets)
+        others = routing.untried(request.model, targets, key)
         if not others:
             raise
         return _relay(request, others, meter, deadline, headers, used)

@@ -93,6 +93,7 @@ class ChatSettings:
     wake_state_machine_arn: str | None
     default_wake_seconds: int
     buffered_answer_seconds: float
+    prefix_affinity: bool
 
 
 def _flag(name: str) -> bool:
@@ -128,6 +129,9 @@ def get_chat_settings() -> ChatSettings:
         default_wake_seconds=max(1, _int("DEFAULT_WAKE_SECONDS", 180)),
         # A buffered chat route (`chalice deploy`'s) answers behind API Gateway, which gives up at 29 s.
         buffered_answer_seconds=_float("BUFFERED_ANSWER_SECONDS", 29.0),
+        # A conversation's requests go to the replica holding its prompt's cache (chalicelib/chat/affinity.py);
+        # off: every request rotates over the replicas, as before.
+        prefix_affinity=os.environ.get("PREFIX_AFFINITY", "on").strip().lower() not in ("0", "false", "no", "off"),
     )
 
 

@@ -30,6 +30,7 @@ from tests.bench.idle_marking import HEADER as IDLE_HEADER  # noqa: E402
 from tests.bench.idle_marking import idle_marking_rows  # noqa: E402
 from tests.bench.parsing import parsing_rows  # noqa: E402
 from tests.bench.real_model import real_model_rows  # noqa: E402
+from tests.bench.routing import routing_rows  # noqa: E402
 from tests.integration.conftest import start_local_stack  # noqa: E402
 
 MODEL = "bench/model"
@@ -101,12 +102,22 @@ def main() -> None:
             rows += handler_rows(emulator_url, key, added_p50)
             rows += body_rows(emulator_url, key)
             rows += real_model_rows(stack, key, Client)
+            rows += _routing(stack, key, emulator_url)
     finally:
         stack.stop()
     rows += cold_start_rows() + parsing_rows()
     print_table(rows)
     print()
     print_table(idle_rows, IDLE_HEADER)
+
+
+def _routing(stack, key: str, emulator_url: str) -> list[tuple[str, str, str, str]]:
+    """The routing rows: `stack` routes by prefix affinity; a second stack on the same tables rotates."""
+    rotating = start_local_stack({"AWS_ENDPOINT_URL": emulator_url, "MOCK_REPLICA": "0", "PREFIX_AFFINITY": "off"})
+    try:
+        return routing_rows(stack, key, rotating, rotating.new_key(allowed_rpm=1_000_000)["api_key"], Client)
+    finally:
+        rotating.stop()
 
 
 def latency_rows(replica: MockVllm, stack, key: str, operations) -> tuple[list[tuple[str, str, str, str]], float]:

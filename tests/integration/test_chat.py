@@ -206,11 +206,17 @@ def test_replica_answering_500_before_the_first_byte_is_skipped(stack, model_nam
     assert replica.requests_seen == 3
 
 
-def test_requests_are_spread_over_replicas(stack, model_name, replica, second_replica, key):
+def conversation(number: int) -> list[dict]:
+    """A conversation of its own: its own routing key (prefix affinity keeps one conversation on one replica)."""
+    return [{"role": "user", "content": f"Conversation {number}: say something about proxies"}]
+
+
+def test_conversations_are_spread_over_replicas(stack, model_name, replica, second_replica, key):
     stack.register_model(model_name, replica.base_url, second_replica.base_url)
 
-    for _ in range(6):
-        stack.client(key["api_key"]).chat.completions.create(model=model_name, messages=MESSAGES, max_tokens=1)
+    for number in range(20):  # each lands by its key's rendezvous order: all 20 on one replica is 1 in 2^19
+        stack.client(key["api_key"]).chat.completions.create(model=model_name, messages=conversation(number),
+                                                             max_tokens=1)
 
     assert replica.requests_seen > 0 and second_replica.requests_seen > 0
 
@@ -219,11 +225,12 @@ def test_replica_rate_limit_sends_the_excess_elsewhere(stack, model_name, replic
     stack.register_model(model_name, replica.base_url, second_replica.base_url, rate_limits=(1, None))
     _wait_for_a_fresh_minute()
 
-    for _ in range(5):
-        stack.client(key["api_key"]).chat.completions.create(model=model_name, messages=MESSAGES, max_tokens=1)
+    for number in range(12):  # some conversations rank the limited replica first: it takes one, the rest spill
+        stack.client(key["api_key"]).chat.completions.create(model=model_name, messages=conversation(number),
+                                                             max_tokens=1)
 
     assert replica.requests_seen == 1
-    assert second_replica.requests_seen == 4
+    assert second_replica.requests_seen == 11
 
 
 def test_no_live_replica_is_a_bad_gateway(stack, model_name, key):

@@ -94,6 +94,7 @@ def fresh_routing(monkeypatch) -> Iterator[None]:
     """No replica remembered as failed from another test; replicas tried in the order they were created."""
     monkeypatch.setattr(routing, "_failed_at", {})
     monkeypatch.setattr(routing, "_rotation", itertools.repeat(0))
+    monkeypatch.setenv("PREFIX_AFFINITY", "off")  # the order is the rotation's, not a prompt's
     get_chat_settings.cache_clear()
     yield
     get_chat_settings.cache_clear()

@@ -553,19 +553,23 @@ def test_an_idle_checks_hibernation_used_while_draining_is_called_off_and_serves
 
 
 def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, model_id, hyperstack, monkeypatch):
-    from chalicelib.core.settings import get_provision_settings
+    from chalicelib.core.settings import get_provision_settings, get_settings
 
     serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)  # idle: would hibernate
     warned = []
     monkeypatch.setattr(idle_check.logger, "warning", lambda message, **_: warned.append(message))
     monkeypatch.delenv("HIBERNATE_STATE_MACHINE_ARN")
+    # No name to derive it from either (Chalice's test client sets the stage's WORKFLOW_NAME_PREFIX in requests).
+    monkeypatch.delenv("WORKFLOW_NAME_PREFIX", raising=False)
     monkeypatch.setattr(idle_check, "_said_missing", False)
     get_provision_settings.cache_clear()
+    get_settings.cache_clear()
     try:
         first, second = idle_check.run(), idle_check.run()
     finally:
         monkeypatch.undo()
         get_provision_settings.cache_clear()
+        get_settings.cache_clear()
 
     assert first == second == {"hibernating": [], "waking": [], "taken_over": [],
                                "missing": ["hibernate"]}
