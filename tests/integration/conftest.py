@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,11 +104,20 @@ def start_local_stack(extra_env: dict[str, str | None] | None = None) -> LocalSt
 STACK_ENV = {"UPSTREAM_TIMEOUT_SECONDS": "2", "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "1", "REPLICA_CACHE_SECONDS": "1"}
 
 
+@contextmanager
+def local_stack(extra_env: dict[str, str | None] | None = None) -> Iterator[LocalStack]:
+    """A stack for a `with` block: started, then stopped however the block ends."""
+    running = start_local_stack(extra_env)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
-    running = start_local_stack(STACK_ENV)
-    yield running
-    running.stop()
+    with local_stack(STACK_ENV) as running:
+        yield running
 
 
 @pytest.fixture

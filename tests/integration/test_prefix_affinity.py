@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from infra.local.mock_vllm import MockVllm
-from tests.integration.conftest import STACK_ENV, LocalStack, start_local_stack
+from tests.integration.conftest import STACK_ENV, LocalStack, local_stack
 
 CONVERSATIONS = 12
 TURNS = 4
@@ -20,9 +20,8 @@ TURNS = 4
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    running = start_local_stack(STACK_ENV)
-    yield running
-    running.stop()
+    with local_stack(STACK_ENV) as running:
+        yield running
 
 
 @pytest.fixture

@@ -552,15 +552,19 @@ def test_an_idle_checks_hibernation_used_while_draining_is_called_off_and_serves
     assert row(replica_id).serving_since > 0
 
 
-def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, model_id, hyperstack, monkeypatch):
+def _idle_check_twice(monkeypatch, unset: tuple[str, ...], prefix: str | None) -> tuple[dict, dict, list[str]]:
+    """Two idle checks of an idle replica with the workflow variables `unset` and WORKFLOW_NAME_PREFIX `prefix`
+    (None: unset too; Chalice's test client sets the stage's in requests); their results and the warnings."""
     from chalicelib.core.settings import get_provision_settings, get_settings
 
-    serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)  # idle: would hibernate
     warned = []
     monkeypatch.setattr(idle_check.logger, "warning", lambda message, **_: warned.append(message))
-    monkeypatch.delenv("HIBERNATE_STATE_MACHINE_ARN")
-    # No name to derive it from either (Chalice's test client sets the stage's WORKFLOW_NAME_PREFIX in requests).
-    monkeypatch.delenv("WORKFLOW_NAME_PREFIX", raising=False)
+    for name in unset:
+        monkeypatch.delenv(name)
+    if prefix is None:
+        monkeypatch.delenv("WORKFLOW_NAME_PREFIX", raising=False)
+    else:
+        monkeypatch.setenv("WORKFLOW_NAME_PREFIX", prefix)
     monkeypatch.setattr(idle_check, "_said_missing", False)
     get_provision_settings.cache_clear()
     get_settings.cache_clear()
@@ -570,10 +574,19 @@ def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, 
         monkeypatch.undo()
         get_provision_settings.cache_clear()
         get_settings.cache_clear()
+    return first, second, warned
 
-    assert first == second == {"hibernating": [], "waking": [], "taken_over": [],
-                               "missing": ["hibernate"]}
-    assert warned == ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
+
+SAID_ONCE = ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
+
+
+def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, model_id, hyperstack, monkeypatch):
+    serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)  # idle: would hibernate
+
+    first, second, warned = _idle_check_twice(monkeypatch, ("HIBERNATE_STATE_MACHINE_ARN",), prefix=None)
+
+    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "missing": ["hibernate"]}
+    assert warned == SAID_ONCE
 
 
 def test_an_idle_check_whose_named_workflows_are_not_deployed_does_nothing_and_says_so_once(
@@ -581,24 +594,12 @@ def test_an_idle_check_whose_named_workflows_are_not_deployed_does_nothing_and_s
 ):
     """Under `chalice deploy` the state machines are named, not given: before the companion stack exists,
     the idle check finds them missing when it starts one, and says so once instead of failing every minute."""
-    from chalicelib.core.settings import get_provision_settings, get_settings
-
     serving(api, model_id, hyperstack, hibernate_after_seconds=60, serving_since=0)  # idle: would hibernate
-    warned = []
-    monkeypatch.setattr(idle_check.logger, "warning", lambda message, **_: warned.append(message))
-    for name in ("PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("WORKFLOW_NAME_PREFIX", "hyperstack-llm-proxy-nowhere")
-    monkeypatch.setattr(idle_check, "_said_missing", False)
-    get_provision_settings.cache_clear()
-    get_settings.cache_clear()
-    try:
-        first, second = idle_check.run(), idle_check.run()
-    finally:
-        monkeypatch.undo()
-        get_provision_settings.cache_clear()
-        get_settings.cache_clear()
+
+    first, second, warned = _idle_check_twice(
+        monkeypatch, ("PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"),
+        prefix="hyperstack-llm-proxy-nowhere")
 
     missing = ["The workflow hyperstack-llm-proxy-nowhere-hibernate is not deployed (see docs/deploying.md)."]
     assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "missing": missing}
-    assert warned == ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
+    assert warned == SAID_ONCE
