@@ -65,11 +65,12 @@ def _ask(replica: Dormant, now: float) -> None:
     asked_at = request_wake(replica.replica_id, int(now * 1000))
     if asked_at is None:
         return  # another request asked first: its wake is the one
-    arn = step_functions.state_machine_arn(get_chat_settings().wake_state_machine_arn, "wake")
-    if not arn:
-        logger.warning("wake asked but no wake workflow is configured", extra={"replica_id": replica.replica_id})
-        return
     try:
+        # Under `chalice deploy` the ARN is derived from the workflow's name: STS is asked the account once.
+        arn = step_functions.state_machine_arn(get_chat_settings().wake_state_machine_arn, "wake")
+        if not arn:
+            logger.warning("wake asked but no wake workflow is configured", extra={"replica_id": replica.replica_id})
+            return
         step_functions.start_once(arn, step_functions.wake_execution_name(replica.replica_id, asked_at),
                                   {"action": "waking", "replica_id": replica.replica_id})
     except Exception:  # noqa: BLE001 - the caller is answered model_waking regardless
