@@ -46,7 +46,8 @@ def _named(value: Any) -> Any:
     if set(value) == {"Ref"} and value["Ref"] in CHALICE_FUNCTIONS:
         return {"Fn::Sub": CHALICE_FUNCTIONS[value["Ref"]]}
     if set(value) == {"Fn::GetAtt"} and value["Fn::GetAtt"][0] in CHALICE_FUNCTIONS:
-        assert value["Fn::GetAtt"][1] == "Arn", value
+        if value["Fn::GetAtt"][1] != "Arn":  # Chalice's functions are known by name and ARN, nothing else
+            raise ValueError(f"the companion cannot refer to {value}: only a function's Arn")
         return {"Fn::Sub": FUNCTION_ARN + CHALICE_FUNCTIONS[value["Fn::GetAtt"][0]]}
     if set(value) == {"Fn::Sub"}:
         body = value["Fn::Sub"]

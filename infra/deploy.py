@@ -68,6 +68,12 @@ def artifact_bucket(s3: Any, account: str, region: str) -> str:
     return bucket
 
 
+def this_accounts_bucket(session: Any) -> str:
+    """The artifact bucket of the session's account and region (artifact_bucket)."""
+    account = session.client("sts").get_caller_identity()["Account"]
+    return artifact_bucket(session.client("s3", region_name=session.region_name), account, session.region_name)
+
+
 def upload(s3: Any, bucket: str, key: str, body: bytes) -> str:
     """`key` in the bucket holding `body` (sent only if absent: keys are content hashes); its s3:// URI."""
     try:
@@ -192,9 +198,8 @@ def print_outputs(cfn: Any, stack: str) -> dict[str, str]:
 def packaged_template(session: Any, package_dir: Path, stage: str) -> tuple[dict[str, Any], str]:
     """The stack's plain CloudFormation, its code uploaded; and the artifact bucket."""
     region = session.region_name
-    account = session.client("sts").get_caller_identity()["Account"]
     s3 = session.client("s3", region_name=region)
-    bucket = artifact_bucket(s3, account, region)
+    bucket = this_accounts_bucket(session)
     code = (package_dir / "deployment.zip").read_bytes()
     code_uri = upload(s3, bucket, f"{stage}/code-{hashlib.sha256(code).hexdigest()}.zip", code)
     sam = with_code(json.loads((package_dir / "sam.json").read_text()), code_uri)
@@ -231,9 +236,8 @@ def companion(stage: str, overrides: dict[str, str]) -> dict[str, str]:
     from infra.companion import companion_template
 
     session = aws_session()
-    account = session.client("sts").get_caller_identity()["Account"]
-    bucket = artifact_bucket(session.client("s3", region_name=session.region_name), account, session.region_name)
-    return ship(session, bucket, stage, companion_template(stage), overrides, companion_stack_name(stage))
+    return ship(session, this_accounts_bucket(session), stage, companion_template(stage), overrides,
+                companion_stack_name(stage))
 
 
 def companion_stack_name(stage: str) -> str:

@@ -23,7 +23,7 @@ from moto.server import ThreadedMotoServer
 from infra import deploy
 from infra.companion import CHALICE_FUNCTIONS, companion_template
 from tests.infra.conftest import REPO_ROOT, STAGE, offline_aws_env, tool
-from tests.infra.test_deploy import as_definition_string, references, what_moto_can_model
+from tests.infra.test_deploy import references, what_moto_can_model
 
 # What only the packaged stack has: Chalice deploys its own functions, roles, API and schedules; the REST API's
 # streaming route to chat exists only there.
@@ -129,11 +129,9 @@ def beside(chalice_deployed, moto_endpoint: str, companion) -> dict[str, Any]:
             if name.startswith("AWS_"):
                 patch.setenv(name, value)
         session = deploy.aws_session()
-        account = session.client("sts").get_caller_identity()["Account"]
-        bucket = deploy.artifact_bucket(session.client("s3"), account, session.region_name)
-        modelled, dropped = what_moto_can_model(companion)
-        modelled["Resources"] = {name: as_definition_string(r) for name, r in modelled["Resources"].items()}
-        deploy.ship(session, bucket, STAGE, modelled, {}, deploy.companion_stack_name(STAGE))
+        modelled, dropped = what_moto_can_model(companion)  # state machines' definitions as moto reads them too
+        deploy.ship(session, deploy.this_accounts_bucket(session), STAGE, modelled, {},
+                    deploy.companion_stack_name(STAGE))
     return {"dropped": dropped}
 
 
