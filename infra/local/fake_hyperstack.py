@@ -27,7 +27,8 @@ Failure switches (attributes of the fake, kept in the model; counters count down
 - `refuse_deleting_building`: 409 to deleting a VM still CREATING, as Hyperstack does while it builds.
 - `slow_create_seconds`: a create makes its VM at once but answers that much later (a create call in flight).
 - `rate_limit_next`: 429 to the next N requests; `status_false_next`: 200 `{"status": false}` to the next N
-  requests, doing nothing.
+  requests, doing nothing; `status_false_next_deletes`: the same to the next N VM deletes only (other callers,
+  the reconciler's listing among them, cannot take it first).
 - `stall_next`: the next N requests are read, then never answered (for `stall_seconds`, or until `stop()`).
 - `impostor_certificate`: the next N VMs to turn ACTIVE are served (by `on_active`'s server, see
   infra/local/served_vms.py) with a certificate of their own instead of their user_data's: an impostor.
@@ -76,6 +77,10 @@ _ROUTES = [
 ]
 
 
+def _is_vm_delete(method: str, path: str) -> bool:
+    return method == "DELETE" and re.fullmatch(API_PREFIX + _VMS + r"/\d+/?", urlsplit(path).path) is not None
+
+
 class _Forward:
     """An attribute that lives on the fleet (or its faults): tests set `fake.<switch>` while it runs."""
 
@@ -118,6 +123,7 @@ class FakeHyperstack(BackgroundService):
     rate_limit_next = _Forward("fleet", "faults")
     stall_next = _Forward("fleet", "faults")
     status_false_next = _Forward("fleet", "faults")
+    status_false_next_deletes = _Forward("fleet", "faults")
     impostor_certificate = _Forward("fleet", "faults")
     fail_next_hibernates = _Forward("fleet", "faults")
     fail_next_restores = _Forward("fleet", "faults")
@@ -319,7 +325,8 @@ class _Handler(PromptHandler):
         elif fake.take("stall_next"):
             self.server.stopping.wait(fake.stall_seconds)
             self.close_connection = True  # never answered: the client's timeout is what ends it
-        elif fake.take("status_false_next"):
+        elif fake.take("status_false_next") or (_is_vm_delete(method, self.path)
+                                                 and fake.take("status_false_next_deletes")):
             self._send(200, {"status": False, "message": "Request failed (fake: status_false_next)"})
         else:
             self._send(*fake.answer(method, self.path, body))

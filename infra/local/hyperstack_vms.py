@@ -40,8 +40,8 @@ RULE_FIELDS = ("direction", "ethertype", "protocol", "remote_ip_prefix")
 CREATE_FIELDS = ("name", "environment_name", "flavor_name", "key_name", "count")
 # Counting switches fire that many times, counting down; the flags hold while set.
 COUNTING_SWITCHES = ("fail_next_creates", "fail_next_creates_after_creating", "fail_deletes", "rate_limit_next",
-                     "stall_next", "status_false_next", "impostor_certificate", "fail_next_hibernates",
-                     "fail_next_restores", "restore_goes_to_error")
+                     "stall_next", "status_false_next", "status_false_next_deletes", "impostor_certificate",
+                     "fail_next_hibernates", "fail_next_restores", "restore_goes_to_error")
 FLAG_SWITCHES = ("vm_goes_to_error", "never_active", "fail_all_deletes", "refuse_deleting_building")
 IMPOSTOR_FLAG = "impostor_certificate"  # in the VM dict on_active gets (only there): serve another certificate
 # A VM in one of these moves on by itself once due (`_due`), to its `_fate`: ACTIVE, HIBERNATED or ERROR.
@@ -74,7 +74,7 @@ class InjectedFault(Exception):
 
 class Faults:
     """The fault switches, flipped by tests while the fake runs; the HTTP layer reads the transport ones
-    (`rate_limit_next`, `stall_next`, `status_false_next`), the fleet the rest."""
+    (`rate_limit_next`, `stall_next`, `status_false_next[_deletes]`), the fleet the rest."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -102,7 +102,7 @@ def test_failed_teardown_keeps_the_replica_visible_with_the_reason(provisioning_
     _, replica_id = create_vm_replica(provisioning_stack, model_name)
     wait_for(provisioning_stack, replica_id, {"SUCCESS"})
     # Refused for good (500s and 409s are retried for minutes): the teardown's first call gets status false.
-    cloud.hyperstack.status_false_next = 1
+    cloud.hyperstack.status_false_next_deletes = 1
 
     delete_replica(provisioning_stack, replica_id)
     stuck = wait_for(provisioning_stack, replica_id, {"DELETE_FAILED"}, timeout=90)

@@ -77,7 +77,7 @@ def test_delete_of_a_replica_whose_teardown_failed_retries_it(
     _, replica_id = create_vm_replica(provisioning_stack, model_name)
     ready = wait_for(provisioning_stack, replica_id, {"SUCCESS", "FAILED"})
     assert ready["vm_status"] == "SUCCESS", ready["error_message"]
-    cloud.hyperstack.status_false_next = 1  # the teardown's first call is refused for good
+    cloud.hyperstack.status_false_next_deletes = 1  # the teardown's first call is refused for good
 
     delete_replica(provisioning_stack, replica_id)
     failed = wait_for(provisioning_stack, replica_id, {"DELETE_FAILED", None})

@@ -281,6 +281,18 @@ def test_status_false_in_a_200_is_not_retryable(client, fake):
     assert "status false" in str(failure.value)
 
 
+def test_status_false_for_deletes_is_left_for_a_delete_by_every_other_call(client, fake):
+    vm = client.create_vm(spec())
+    fake.status_false_next_deletes = 1
+
+    assert client.find_vms_by_name(vm.name) and client.get_vm(vm.id) is not None
+    with pytest.raises(HyperstackError) as failure:
+        client.delete_vm(vm.id)
+
+    assert "status false" in str(failure.value)
+    assert client.get_vm(vm.id) is not None and fake.status_false_next_deletes == 0
+
+
 def test_a_too_long_vm_name_is_refused_before_anything_is_sent(client, fake):
     with pytest.raises(HyperstackError) as failure:
         client.create_vm(spec("x" * 51))
