@@ -3,7 +3,7 @@
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib.admin import api_keys, llm_models, model_catalog, replicas, table_browser, usage
+from chalicelib.admin import api_keys, autoscaling, llm_models, model_catalog, replicas, table_browser, usage
 from chalicelib.api.http_edge import admin_only, json_body, json_errors, json_route, path_id
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.chat.operations import CHAT, COMPLETIONS, EMBEDDINGS, Operation
@@ -99,6 +99,19 @@ def create_replica(model_ref: str) -> Response:
     body = json_body(request())
     replica_id = replicas.create(path_id(model_ref, "Model"), body)
     return Response(body={"replica_id": replica_id}, status_code=201)
+
+
+@route("/v1/models/{model_ref}/autoscaling", methods=["PUT"], content_types=ANY_BODY)
+def set_autoscaling(model_ref: str) -> dict:
+    return autoscaling.put(path_id(model_ref, "Model"), json_body(request()))
+
+
+@route("/v1/models/{model_ref}/autoscaling", methods=["GET", "DELETE"])
+def autoscaling_settings(model_ref: str) -> dict | Response:
+    if request().method == "GET":
+        return autoscaling.get(path_id(model_ref, "Model"))
+    autoscaling.delete(path_id(model_ref, "Model"))
+    return NO_CONTENT
 
 
 @route("/v1/models/replicas/{replica_id}", methods=["PUT"], content_types=ANY_BODY)

@@ -26,7 +26,7 @@ from chalicelib.provisioning.cloud_init import FRONT_PORT
 from chalicelib.store import replica_secrets
 from chalicelib.store.conditional import update_if
 from chalicelib.store.lookups import model_by_id
-from chalicelib.store.replica_rows import delete_rows, endpoint_guard
+from chalicelib.store.replica_rows import delete_rows, endpoint_guard, slot_guard
 from chalicelib.store.sequences import next_id
 from chalicelib.store.tables import Bookkeeping, LlmModel, Replica, ReplicaSecurityRule
 from chalicelib.store.transactions import failed_conditions, transaction
@@ -46,9 +46,13 @@ PUBLIC_FIELDS = (
 )
 
 
+class SlotTaken(Conflict):
+    """Another replica holds the scaling slot a scaler's insert asked for: it tries the next one."""
+
+
 def describe(replica: Replica) -> dict[str, Any]:
     row = {field: getattr(replica, field) for field in PUBLIC_FIELDS}
-    return {**row, "created_at": iso(replica.created_at)}
+    return {**row, "created_at": iso(replica.created_at), "autoscaled": replica.scale_slot is not None}
 
 
 def describe_row(replica: Replica) -> dict[str, Any]:
@@ -93,13 +97,26 @@ def create(model_id: int, body: Any) -> int:
         raise field_error("vm_creation_details", "VM creation details must be provided when create_vm is True.")
     if request.get("api_key"):
         raise field_error("api_key", _MADE_BY_THE_PROXY)
+    check_vm_details(details)
+    return create_provisioned(model, details, request.get("rate_limit"), request.get("hibernate_after_seconds"))
+
+
+def check_vm_details(details: dict[str, Any]) -> None:
+    """What create_vm refuses in VM creation details beyond their schema."""
     if details["port"] == FRONT_PORT:
         raise field_error("vm_creation_details", f"Port {FRONT_PORT} is the replica's TLS front on the VM: "
                                                  "choose another port.")
     _check_port_ranges(details.get("security_rules") or [])
+
+
+def create_provisioned(model: LlmModel, details: dict[str, Any], rate_limit: int | None,
+                       hibernate_after_seconds: int | None, scale_slot: int | None = None) -> int:
+    """Insert a replica whose VM the provisioning workflow makes, and start that workflow; its id. A scaler's
+    (`scale_slot`) holds that slot of its model in the insert (SlotTaken if another holds it)."""
     workflow.require_configured()
-    replica, rules = _provisioned_replica(model, request.get("rate_limit"), details)
-    replica.hibernate_after_seconds = request.get("hibernate_after_seconds")
+    replica, rules = _provisioned_replica(model, rate_limit, details)
+    replica.hibernate_after_seconds = hibernate_after_seconds
+    replica.scale_slot = scale_slot
     _insert(model, replica, rules, details.get("secrets") or None)
     _start_provisioning(replica)
     return replica.id
@@ -293,6 +310,8 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule],
                                condition=(LlmModel.id == model.id) & LlmModel.deleting.does_not_exist())
             if replica.endpoint:
                 tx.save(Bookkeeping(endpoint_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
+            elif replica.scale_slot is not None:
+                tx.save(Bookkeeping(slot_guard(replica)), condition=Bookkeeping.pk.does_not_exist())
             tx.save(replica, condition=Replica.id.does_not_exist())
             for rule in rules:
                 tx.save(rule)
@@ -305,6 +324,8 @@ def _insert(model: LlmModel, replica: Replica, rules: list[ReplicaSecurityRule],
         if replica.endpoint and 1 in failed:  # the form the guard holds, which the request may not have had
             raise Conflict(f"Endpoint already exists: model {model.id} has a replica at {replica.endpoint} "
                            "already.") from None
+        if replica.scale_slot is not None and 1 in failed:
+            raise SlotTaken(f"Model {model.id}'s scaling slot {replica.scale_slot} is held.") from None
         raise
 
 

@@ -191,3 +191,28 @@ UPDATE_REPLICA: dict[str, Any] = {
     "properties": {"rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True), "api_key": REPLICA_API_KEY,
                    "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS},
 }
+
+# Autoscaling (chalicelib/admin/autoscaling.py). A fleet bound: a model's replicas are read whole by its scaler.
+MAX_REPLICAS = 64
+MAX_SCALE_IN_AFTER_SECONDS = 7 * 24 * 3600
+AUTOSCALING: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["min_replicas", "max_replicas", "target_requests_per_minute", "scale_in_after_seconds",
+                 "vm_creation_details"],
+    "properties": {
+        "min_replicas": {**integer(0, MAX_REPLICAS),
+                         "description": "Replicas kept serving with no load (0: the model scales to zero)."},
+        "max_replicas": {**integer(1, MAX_REPLICAS),
+                         "description": "Replicas the model may have at once, serving, starting or hibernated, "
+                                        "those made by hand included. At least min_replicas."},
+        "target_requests_per_minute": {**integer(1, MAX_ALLOWED_RPM),
+                                       "description": "The load one serving replica should carry."},
+        "scale_in_after_seconds": {**integer(1, MAX_SCALE_IN_AFTER_SECONDS),
+                                   "description": "How long load must stay below what one replica fewer would "
+                                                  "carry before one goes."},
+        "vm_creation_details": VM_CREATION_DETAILS,
+        "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS,
+        "rate_limit": integer(1, MAX_ALLOWED_RPM, nullable=True),
+    },
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.admin.schemas import (
+    AUTOSCALING,
     CREATE_MODEL,
     CREATE_REPLICA,
     DELETE_API_KEY,
@@ -24,6 +25,7 @@ _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_INTEGER = {"type": ["integer", "null"]}
 _ID = {"type": "integer", "minimum": 1}
+_COUNT_OF = {"type": "integer", "minimum": 0, "description": "The model's replicas in this state now."}
 _TIMESTAMP = {"type": ["string", "null"], "description": "ISO 8601"}
 
 
@@ -52,6 +54,26 @@ _REPLICA = _object({
     "run_command": _NULLABLE_STRING, "assign_floating_ip": {"type": ["boolean", "null"]}, "created_at": _TIMESTAMP,
     "hibernate_after_seconds": {**_NULLABLE_INTEGER, "description": "Hibernate after this long idle (null: never)."},
     "wake_seconds": {**_NULLABLE_INTEGER, "description": "How long its last wake from hibernation took."},
+    "autoscaled": {"type": "boolean", "description": "Made by the model's autoscaling."},
+})
+_SCALING_STATE = _object({
+    "desired_replicas": {**_NULLABLE_INTEGER, "description": "What the last decision wanted (null: none yet)."},
+    "reason": {**_STRING, "description": "Why: the load, what it needs, and what held the scaler back."},
+    "decided_at": _TIMESTAMP,
+    "load_requests_per_minute": {"type": ["number", "null"]},
+    "serving": _COUNT_OF, "starting": _COUNT_OF, "waking": _COUNT_OF, "hibernating": _COUNT_OF, "hibernated": _COUNT_OF,
+    "failed_creates": {"type": "array", "description": "Creates that failed lately (they back further ones off).",
+                       "items": _object({"replica_id": _ID, "at": _TIMESTAMP, "reason": _STRING})},
+})
+_AUTOSCALING = _object({
+    "model_id": _ID,
+    **{name: {**_NULLABLE_INTEGER, "description": AUTOSCALING["properties"][name].get("description", "")}
+       for name in ("min_replicas", "max_replicas", "target_requests_per_minute", "scale_in_after_seconds",
+                    "hibernate_after_seconds", "rate_limit")},
+    "vm_creation_details": {"type": "object", "description": "The template of the replicas it makes, as sent, "
+                                                             "its `secrets` by name only."},
+    "updated_at": _TIMESTAMP,
+    "state": _SCALING_STATE,
 })
 _API_KEY = _object({
     "id": _ID, "user_id": _STRING,
@@ -74,6 +96,7 @@ SCHEMAS: dict[str, Any] = {
     "CreateModelRequest": CREATE_MODEL,
     "CreateReplicaRequest": CREATE_REPLICA,
     "UpdateReplicaRequest": UPDATE_REPLICA,
+    "AutoscalingRequest": AUTOSCALING,
     "GenerateApiKeyRequest": GENERATE_API_KEY,
     "DeleteApiKeyRequest": DELETE_API_KEY,
     "CreateChatCompletionRequest": CHAT_COMPLETION,
@@ -108,6 +131,7 @@ SCHEMAS: dict[str, Any] = {
     }),
     "Replica": _REPLICA,
     "ReplicaCreated": _object({"replica_id": _ID}),
+    "Autoscaling": _AUTOSCALING,
     "ApiKey": _API_KEY,
     "Message": _object({"message": _STRING}),
     "UsageSummary": _object({"data": {"type": "array", "items": _USAGE_ROW}, "start": _STRING, "end": _STRING}),

@@ -153,6 +153,27 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "503": _error("Provisioning is not configured or could not start; nothing was stored."), **_WITH_BODY,
         },
     },
+    ("/v1/models/{model_ref}/autoscaling", "PUT"): {
+        "operationId": "setAutoscaling", "tags": ["autoscaling"], "security": ADMIN,
+        "summary": "Scale the model's replicas with its load: min and max, a target per replica, and the template "
+                   "of the VMs it makes. Replaces any settings before.",
+        "parameters": [_path_id("model_ref", "model")], "requestBody": _body("AutoscalingRequest"),
+        "responses": {"200": _answer("The settings and the scaler's state.", ref("Autoscaling")),
+                      "404": _error("No such model."), **_WITH_BODY},
+    },
+    ("/v1/models/{model_ref}/autoscaling", "GET"): {
+        "operationId": "getAutoscaling", "tags": ["autoscaling"], "security": ADMIN,
+        "summary": "The model's autoscaling settings, its replicas by state, and the scaler's last decision.",
+        "parameters": [_path_id("model_ref", "model")],
+        "responses": {"200": _answer("The settings and the scaler's state.", ref("Autoscaling")),
+                      "404": _error("No such model, or it has no autoscaling."), **_ADMIN_ONLY},
+    },
+    ("/v1/models/{model_ref}/autoscaling", "DELETE"): {
+        "operationId": "deleteAutoscaling", "tags": ["autoscaling"], "security": ADMIN,
+        "summary": "Stop autoscaling the model; its replicas stay as they are.",
+        "parameters": [_path_id("model_ref", "model")],
+        "responses": {**_NO_CONTENT, "404": _error("No such model."), **_ADMIN_ONLY},
+    },
     ("/v1/models/replicas/{replica_id}", "PUT"): {
         "operationId": "updateReplica", "tags": ["replicas"], "security": ADMIN,
         "summary": "Set, replace or clear (null) a replica's rate limit or api_key; fields not sent stay as they are.",

@@ -74,6 +74,13 @@ def start_hibernate(replica_id: int, serving_since: int | None, restart_failed: 
                        {"if_idle": serving_since is not None})
 
 
+def start_scale_in(replica_id: int, serving_since: int) -> str:
+    """Hibernate a replica the scaler no longer needs, idle or not: its drain waits for the requests in flight.
+    Named after its serving period, so that scaler runs while it drains start it once."""
+    return _start_once(machine("hibernate"), "hibernation", f"replica-{replica_id}-scale-in-{serving_since}",
+                       replica_id, extra={"if_idle": False})
+
+
 def start_wake(replica_id: int, requested_at: int, state_machine_arn: str | None = None,
                restart_failed: bool = False) -> str:
     """Wake the replica. Named after when its wake was asked for: one execution per ask, whoever starts it;

@@ -183,6 +183,12 @@ class LlmModel(Table):
     # Set by DELETE /v1/models/{id} before it looks for the model's replicas: a replica insert
     # checks it is absent in its transaction, so none can be added that the delete does not see.
     deleting = BooleanAttribute(null=True)
+    # Autoscaling (chalicelib/admin/autoscaling.py): the admin's settings, the replicas' template among them
+    # (its secrets apart, in store.template_secrets); the scaler's last decision and its memory between runs
+    # (chalicelib/provisioning/scaler.py); and the scaler's lease, so that runs of one model take turns.
+    autoscaling = MapAttribute(null=True)
+    scaling_state = MapAttribute(null=True)
+    scaler_lease_until = NumberAttribute(null=True)
 
 
 class Replica(Table):
@@ -229,6 +235,8 @@ class Replica(Table):
     wake_seconds = NumberAttribute(null=True)
     rl_window = NumberAttribute(null=True)
     rl_count = NumberAttribute(null=True)
+    # Made by the scaler: the model's scaling slot it holds (store.scaling_slots), none if made by hand.
+    scale_slot = NumberAttribute(null=True)
 
 
 class ReplicaSecurityRule(Table):
@@ -257,6 +265,10 @@ class Bookkeeping(Table):
     certificate = UnicodeAttribute(null=True)
     private_key = UnicodeAttribute(null=True)
     secrets = MapAttribute(null=True)  # a replica's run-command secrets until its VM is made (store.replica_secrets)
+    # A model's demand per minute (store.model_load): requests counted in minute `rl_window`, and in the one before.
+    rl_window = NumberAttribute(null=True)
+    rl_count = NumberAttribute(null=True)
+    rl_previous = NumberAttribute(null=True)
 
 
 TABLES_BY_LOGICAL_NAME: dict[str, type[Model]] = {
