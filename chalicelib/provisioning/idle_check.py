@@ -36,7 +36,7 @@ STALE_WAKE_REQUEST_MS = 30_000
 def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     outcome: dict[str, Any] = {"hibernating": [], "waking": [], "taken_over": []}
-    missing = _missing_workflows()
+    missing = workflow.missing()
     if missing:
         _say_missing_once(missing)
         return {**outcome, "missing": missing}
@@ -94,7 +94,3 @@ def _serving_since(replica: Replica) -> float:
 def _wake_never_started(replica: Replica, now: float) -> bool:
     return (replica.vm_status == statuses.HIBERNATED and replica.wake_requested_at is not None
             and now * 1000 - int(replica.wake_requested_at) > STALE_WAKE_REQUEST_MS)
-
-
-def _missing_workflows() -> list[str]:
-    return [name for name in ("provisioning", "hibernate", "wake") if not workflow.machine(name)]

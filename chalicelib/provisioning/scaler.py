@@ -51,7 +51,7 @@ _said_missing = False  # deliberate per-instance state: the missing workflows ar
 def run(now: float | None = None) -> dict[str, Any]:
     """One pass over every autoscaled model: {model id: its decision as recorded} ("missing": no workflows)."""
     now = time.time() if now is None else now
-    missing = [name for name in ("provisioning", "hibernate", "wake") if not workflow.machine(name)]
+    missing = workflow.missing()
     if missing:
         _say_missing_once(missing)
         return {"missing": missing}
@@ -154,7 +154,7 @@ def _create(model: LlmModel, count: int, replicas: list[Replica], settings: Scal
 def _scale_in(replicas: list[Replica], acted: dict[str, Any]) -> None:
     serving = [replica for replica in replicas
                if replica.vm_status == statuses.SUCCESS and replica_admin.is_provisioned(replica)]
-    for replica in sorted(serving, key=lambda r: (r.scale_slot is None, -int(r.created_at))):
+    for replica in sorted(serving, key=lambda r: (r.scale_slot is None, _newest_first(r))):
         cannot_hibernate = (replica.error_message or "").startswith(REFUSED_PREFIX)
         if cannot_hibernate and replica.scale_slot is None:
             continue  # made by hand: hibernated, never deleted, and this one cannot hibernate
@@ -196,8 +196,8 @@ def _claims(replica: Replica) -> bool:
     return replica.vm_status not in (statuses.FAILED, statuses.DELETING, statuses.DELETE_FAILED)
 
 
-def _newest_first(replica: Replica) -> int:
-    return -int(replica.created_at)
+def _newest_first(replica: Replica) -> tuple[int, int]:
+    return -int(replica.created_at), -int(replica.id)
 
 
 def _take_lease(model: LlmModel, now: float) -> bool:
@@ -213,7 +213,7 @@ def _lease_end(now: float) -> int:
 def _log(model: LlmModel, decision: Decision, acted: dict[str, Any]) -> None:
     if any(acted.values()):
         logger.info("model scaled", extra={"model_id": int(model.id), "desired": decision.desired,
-                                           "reason": decision.reason, **acted})
+                                           "reason": decision.reason, "acted": acted})
 
 
 def _say_missing_once(missing: list[str]) -> None:

@@ -27,6 +27,11 @@ def machine(workflow: str) -> str | None:
     return step_functions.state_machine_arn(configured, workflow)
 
 
+def missing() -> list[str]:
+    """The workflows this deployment lacks (none: every scheduled function can start what it needs)."""
+    return [name for name in ("provisioning", "hibernate", "wake") if not machine(name)]
+
+
 def require_configured() -> str:
     arn = machine("provisioning")
     if not arn:
