@@ -13,6 +13,8 @@ and is answered 503 `model_waking`. A replica that fails a request makes its mod
 again (it may be draining for hibernation, see chalicelib/provisioning/power.py), and a request that
 every cached replica refused tries those it did not (or learns that the model now wakes).
 
+An autoscaled model's demand is counted once each request has been answered (count_demand): never before it.
+
 A replica that may hibernate has its minute of use recorded as soon as it answers, again each new minute
 while a stream runs and at the end (UseMarks), at most once a minute per function instance, and not at
 all when the cached row already shows this minute (another instance wrote it): the idle check reads it,
@@ -35,6 +37,7 @@ from chalicelib.core.idle_rule import used_minute
 from chalicelib.core.observability import logger
 from chalicelib.core.replica_statuses import DORMANT, takes_requests
 from chalicelib.core.settings import get_chat_settings
+from chalicelib.store import model_load
 from chalicelib.store.minute_counter import count_request
 from chalicelib.store.replica_use import mark_used
 from chalicelib.store.tables import LlmModel, Replica
@@ -66,6 +69,7 @@ class _CachedModel:
     exists: bool
     targets: tuple[Target, ...]
     dormant: tuple[Dormant, ...] = ()
+    scaled_id: int | None = None  # the model's id when it has autoscaling: its demand is counted
 
 
 WAKING_REREAD_SECONDS = 1.0
@@ -180,6 +184,18 @@ class UseMarks:
         self._writes.append(write)
 
 
+def count_demand(model: str, started_at: float) -> None:
+    """After the answer: one request of demand for an autoscaled model (store.model_load), answered or refused
+    for want of a replica. Known from the cached model row, so a model without autoscaling costs nothing."""
+    entry = _cache.get(model)
+    if entry is None or entry.scaled_id is None:
+        return
+    try:
+        model_load.count(entry.scaled_id, started_at)
+    except Exception:  # noqa: BLE001 - a lost count only delays a scale-out; never the caller's error
+        logger.warning("demand not counted", exc_info=True, extra={"model": model})
+
+
 def _mark_logged(replica_id: int, minute: int) -> None:
     try:
         mark_used(replica_id, minute)
@@ -193,7 +209,7 @@ def _wake(model: str, entry: _CachedModel) -> waking.ModelWaking:
     asked = tuple(Dormant(d.replica_id, d.status, d.wake_seconds, d.wake_started_at, True) for d in entry.dormant)
     with _lock:
         if _cache.get(model) is entry:
-            _cache[model] = _CachedModel(entry.fetched_at, entry.exists, entry.targets, asked)
+            _cache[model] = _CachedModel(entry.fetched_at, entry.exists, entry.targets, asked, entry.scaled_id)
     return answer
 
 
@@ -222,7 +238,7 @@ def _fetch(model: str) -> _CachedModel:
                 replica.wake_requested_at is not None)
         for replica in replicas if replica.vm_status in DORMANT
     )
-    return _CachedModel(fetched_at, True, serving, dormant)
+    return _CachedModel(fetched_at, True, serving, dormant, int(found.id) if found.autoscaling is not None else None)
 
 
 def _target(replica: Replica) -> Target:

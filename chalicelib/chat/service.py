@@ -80,6 +80,7 @@ def _refused(error: ApiError) -> ChatResponse:
 def _after(meter: Meter, used: routing.UseMarks) -> None:
     row = meter.write()
     request_metrics.emit_answered(meter, row)
+    routing.count_demand(meter.request.model, meter.started_at)
     used.finish()  # the last minute of use too, and every mark written before the invocation ends
 
 

@@ -8,6 +8,7 @@ asked for a while ago without one serving it (its asker died between its write a
 execution failed). Starting is idempotent by execution name, so overlapping checks start each workflow
 once; a workflow whose execution of that name failed is started again under a new name (no dead end: a
 failed wake or hibernation is retried a minute later, and so on until one succeeds or the replica moves).
+An autoscaled model's replicas hibernate when idle only down to its min_replicas.
 A replica left PENDING, CREATING_VM, BOOTING, HIBERNATING or WAKING by an execution that ended without
 finishing (Hyperstack unreachable for longer than its retries, a VM still on its way, an execution
 stopped by hand) gets a new execution of that workflow, whose first step takes the replica over
@@ -17,6 +18,7 @@ stopped by hand) gets a new execution of that workflow, whose first step takes t
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from chalicelib.core import replica_statuses as statuses
@@ -24,7 +26,7 @@ from chalicelib.core.idle_rule import is_idle
 from chalicelib.core.observability import logger
 from chalicelib.core.step_functions import WorkflowNotDeployed
 from chalicelib.provisioning import workflow
-from chalicelib.store.tables import Replica
+from chalicelib.store.tables import LlmModel, Replica
 
 # Statuses a workflow moves a replica through: left there by an execution that ended, a new one takes it over.
 _TAKEN_OVER = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)
@@ -59,14 +61,17 @@ def _say_missing_once(missing: list[str]) -> None:
 
 
 def _check_each(now: float, outcome: dict[str, list[int]]) -> None:
-    for replica in Replica.listing_index.query("replicas"):
+    replicas = list(Replica.listing_index.query("replicas"))
+    spare = _spare_serving(replicas)
+    for replica in replicas:
         mover = replica.moved_by or replica.execution_arn
         if replica.vm_status in _TAKEN_OVER and mover:
             if workflow.take_over_if_ended(int(replica.id), replica.vm_status, mover, now):
                 outcome["taken_over"].append(int(replica.id))
                 logger.info("stalled workflow taken over", extra={"replica_id": int(replica.id),
                                                                   "vm_status": replica.vm_status})
-        elif idle(replica, now):
+        elif idle(replica, now) and spare.get(int(replica.model_id), 1) > 0:
+            spare[int(replica.model_id)] = spare.get(int(replica.model_id), 1) - 1
             workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
             outcome["hibernating"].append(int(replica.id))
             logger.info("idle replica hibernating", extra={
@@ -76,6 +81,15 @@ def _check_each(now: float, outcome: dict[str, list[int]]) -> None:
             workflow.start_wake(int(replica.id), int(replica.wake_requested_at), restart_failed=True)
             outcome["waking"].append(int(replica.id))
             logger.info("stalled wake started", extra={"replica_id": int(replica.id)})
+
+
+def _spare_serving(replicas: list[Replica]) -> dict[int, int]:
+    """Per autoscaled model, how many of its serving replicas may hibernate: those above its min_replicas (the
+    scaler would only wake them again). Models without autoscaling are not in it: any idle replica may go."""
+    floors = {int(model.id): int(model.autoscaling.as_dict()["min_replicas"])
+              for model in LlmModel.listing_index.query("llm_models") if model.autoscaling is not None}
+    serving = Counter(int(r.model_id) for r in replicas if r.vm_status == statuses.SUCCESS and r.model_id in floors)
+    return {model_id: serving[model_id] - floor for model_id, floor in floors.items()}
 
 
 def idle(replica: Replica, now: float) -> bool:

@@ -115,3 +115,28 @@ def test_buffered_route_cuts_a_stalled_replica_within_api_gateways_time_and_mete
     assert took < 60  # not the 120 s a stalled replica is otherwise given before its first byte
     rows = api.get("/v1/tables/metric").json["data"]
     assert [row["status"] for row in rows] == [504]
+
+
+def test_an_autoscaled_models_requests_count_as_its_demand_answered_or_not(api):
+    from chalicelib.chat import routing
+    from chalicelib.store import model_load
+    from tests.unit.conftest import VM_DETAILS
+
+    routing._cache.clear()
+    scaled, plain = api.create_model("org/scaled"), api.create_model("org/plain")
+    for model_id in (scaled, plain):
+        api.create_replica(model_id, endpoint="http://127.0.0.1:9/v1")  # nothing listens: every request fails
+    api.put(f"/v1/models/{scaled}/autoscaling", {
+        "min_replicas": 0, "max_replicas": 2, "target_requests_per_minute": 10, "scale_in_after_seconds": 60,
+        "vm_creation_details": VM_DETAILS})
+    key = api.create_key()["api_key"]
+    if time.time() % 60 > 50:  # the requests all in one minute: per_minute reads one
+        time.sleep(60 - time.time() % 60)
+
+    statuses = [api.post("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                         key=key).status for model in ("org/scaled", "org/scaled", "org/scaled", "org/plain")]
+
+    assert all(status >= 500 for status in statuses)
+    assert model_load.per_minute(scaled, time.time()) == 3
+    assert model_load.per_minute(plain, time.time()) == 0
+    routing._cache.clear()

@@ -309,3 +309,21 @@ def test_each_run_records_its_decision_and_time(api, model_id, executions, when)
     assert described["desired_replicas"] == 2 and described["starting"] == 2
     assert described["decided_at"].startswith(time.strftime("%Y-%m-%dT", time.gmtime(when)))
     assert "needs 2" in described["reason"]
+
+
+def test_the_idle_check_hibernates_an_autoscaled_models_idle_replicas_only_down_to_min_replicas(
+        api, model_id, hyperstack, executions):
+    from chalicelib.provisioning import idle_check
+
+    now = time.time()
+    idle = {"hibernate_after_seconds": 60, "serving_since": int(now) - 3600}
+    first, _ = serving(api, model_id, hyperstack, **idle)
+    second, _ = serving(api, model_id, hyperstack, **idle)
+    third, _ = serving(api, model_id, hyperstack, **idle)
+    autoscale(api, model_id, min_replicas=2)
+    elsewhere = api.create_model("org/unscaled")
+    unscaled, _ = serving(api, elsewhere, hyperstack, **idle)
+
+    hibernating = idle_check.run(now)["hibernating"]
+
+    assert len(set(hibernating) & {first, second, third}) == 1 and unscaled in hibernating
