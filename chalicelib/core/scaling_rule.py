@@ -10,7 +10,8 @@ replicas did not take. The rule:
   max_replicas counting every replica the model has or is making, and create nothing while the template's
   recent creates failed (backing off, so that a template that cannot boot does not bill GPUs in a loop);
 - scale in slowly: only after load has stayed below what one replica fewer would carry for
-  scale_in_after_seconds, one replica per decision, never below min_replicas.
+  scale_in_after_seconds, one replica per decision, never below min_replicas, and never while a replica is
+  still starting or waking (whatever asked for it is still waiting for it).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def decide(load_rpm: float, fleet: Fleet, settings: ScalingSettings, below_since
     desired = desired_count(load_rpm, settings)
     if desired > fleet.active:
         return _scale_out(desired, fleet, settings, load_rpm)
+    if desired < fleet.active and (fleet.starting or fleet.waking):
+        # They were asked for (by load, or by a request that woke one) and are not serving yet: no scale-in
+        # until they are, or a replica would be hibernated while the request that woke it waits for it.
+        return Decision(desired, reason=f"load {load_rpm:g}/min needs {desired}; {fleet.active} active, "
+                                        f"{fleet.starting + fleet.waking} still starting or waking: no scale-in yet")
     if desired < fleet.active:  # desired is at least min_replicas, so this never goes below it
         if below_since is None or now - below_since < settings.scale_in_after_seconds:
             waited = 0 if below_since is None else int(now - below_since)

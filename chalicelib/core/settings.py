@@ -28,6 +28,7 @@ class Settings:
     metric_ttl_days: int
     secret_cache_seconds: int
     workflow_name_prefix: str | None
+    load_window_seconds: int
 
     def table_name(self, logical_name: str) -> str:
         return f"{self.table_prefix}-{logical_name}"
@@ -56,6 +57,9 @@ def get_settings() -> Settings:
         max_admin_body_bytes=_int("MAX_ADMIN_BODY_BYTES", 64 * 1024),
         metric_ttl_days=_int("METRIC_TTL_DAYS", 400),
         secret_cache_seconds=_int("SECRET_CACHE_SECONDS", 300),
+        # An autoscaled model's demand is counted per window of this many seconds (store.model_load); a minute
+        # but in tests, which would otherwise wait minutes for a load to fade.
+        load_window_seconds=max(1, _int("LOAD_WINDOW_SECONDS", 60)),
         # Under `chalice deploy` no state machine ARN can be given: the machines are named
         # <prefix>-provisioning, -hibernate and -wake (the companion stack), and their ARNs derived.
         workflow_name_prefix=os.environ.get("WORKFLOW_NAME_PREFIX") or None,
@@ -152,6 +156,7 @@ class ProvisionSettings:
     reconcile_interval_seconds: int
     reconcile_grace_seconds: int
     idle_check_seconds: int
+    scale_check_seconds: int
     drain_poll_seconds: int
     drain_timeout_seconds: int
 
@@ -176,6 +181,8 @@ def get_provision_settings() -> ProvisionSettings:
         reconcile_grace_seconds=max(0, _int("RECONCILE_GRACE_SECONDS", 30 * 60)),
         # How often idle replicas are looked for (EventBridge's finest rate in AWS is a minute).
         idle_check_seconds=max(1, _int("IDLE_CHECK_SECONDS", 60)),
+        # How often autoscaled models are scaled (chalicelib/provisioning/scaler.py); a minute in AWS too.
+        scale_check_seconds=max(1, _int("SCALE_CHECK_SECONDS", 60)),
         # A replica marked HIBERNATING is drained before its VM goes: the first wait outlasts every chat
         # instance's replica cache (so none routes there any more), and requests in flight may run on for
         # as long as the streaming chat function may (its 900 s timeout).

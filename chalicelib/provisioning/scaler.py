@@ -87,7 +87,7 @@ def scale(model: LlmModel, replicas: list[Replica], now: float) -> dict[str, Any
         if failures and fleet.failed_creates and "not creating" in decision.reason:
             decision = Decision(decision.desired, decision.wake, decision.create, decision.scale_in,
                                 f"{decision.reason}; the last: {failures[-1]['reason']}")
-        acted = _act(model, decision, replicas, settings)
+        acted = _act(model, decision, replicas, settings, now)
         state = {"desired": decision.desired, "reason": decision.reason, "decided_at": int(now),
                  "load_requests_per_minute": load, "below_since": since, "failures": failures, **acted}
         if update_if(model, [LlmModel.scaling_state.set(state)],
@@ -113,7 +113,8 @@ def fleet_of(replicas: list[Replica], failed_creates: int = 0) -> Fleet:
                  hibernated=count[statuses.HIBERNATED], failed_creates=failed_creates)
 
 
-def _act(model: LlmModel, decision: Decision, replicas: list[Replica], settings: ScalingSettings) -> dict[str, Any]:
+def _act(model: LlmModel, decision: Decision, replicas: list[Replica], settings: ScalingSettings,
+         now: float) -> dict[str, Any]:
     acted: dict[str, Any] = {"woken": [], "created": [], "hibernating": [], "deleted": []}
     for replica in _failed_autoscaled(replicas):  # its slot freed once its rows go
         _tear_down(replica, acted)
@@ -128,7 +129,7 @@ def _act(model: LlmModel, decision: Decision, replicas: list[Replica], settings:
     if decision.create:
         acted["created"] = _create(model, decision.create, replicas, settings)
     if decision.scale_in:
-        _scale_in(replicas, acted)
+        _scale_in(replicas, acted, settings, now)
     return acted
 
 
@@ -151,9 +152,13 @@ def _create(model: LlmModel, count: int, replicas: list[Replica], settings: Scal
     return created
 
 
-def _scale_in(replicas: list[Replica], acted: dict[str, Any]) -> None:
+def _scale_in(replicas: list[Replica], acted: dict[str, Any], settings: ScalingSettings, now: float) -> None:
+    """One replica out: a serving provisioned one that has served at least scale_in_after_seconds (one just
+    woken or made was wanted a moment ago)."""
+    settled = now - settings.scale_in_after_seconds
     serving = [replica for replica in replicas
-               if replica.vm_status == statuses.SUCCESS and replica_admin.is_provisioned(replica)]
+               if replica.vm_status == statuses.SUCCESS and replica_admin.is_provisioned(replica)
+               and float(replica.serving_since if replica.serving_since is not None else replica.created_at) <= settled]
     for replica in sorted(serving, key=lambda r: (r.scale_slot is None, _newest_first(r))):
         cannot_hibernate = (replica.error_message or "").startswith(REFUSED_PREFIX)
         if cannot_hibernate and replica.scale_slot is None:

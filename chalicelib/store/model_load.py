@@ -1,16 +1,17 @@
 """A model's demand per minute, for the scaler: requests counted on one bookkeeping item per scaled model.
 
 `load#<model id>` holds the current minute (`rl_window`), the requests counted in it (`rl_count`) and in the
-minute before (`rl_previous`). The chat path adds each request once its answer has ended, never before the
-replica; refused ones count too (no replica ready, every replica full): they are demand the replicas did not
-take. The common case is one conditional UpdateItem (same minute: add); the first request of a minute moves
-the count to `rl_previous` with one more. No read on the chat path, no scan anywhere: the scaler reads the item.
+minute before (`rl_previous`); a "minute" is LOAD_WINDOW_SECONDS, 60 but in tests. The chat path adds each
+request once its answer has ended, never before the replica; refused ones count too (no replica ready, every
+replica full): they are demand the replicas did not take. The common case is one conditional UpdateItem (same
+minute: add); the first request of a minute moves the count to `rl_previous` with one more. No read on the chat
+path, no scan anywhere: the scaler reads the item.
 """
 
 from __future__ import annotations
 
+from chalicelib.core.settings import get_settings
 from chalicelib.store.conditional import update_if
-from chalicelib.store.minute_counter import window_of
 from chalicelib.store.tables import Bookkeeping
 
 PREFIX = "load#"
@@ -23,7 +24,7 @@ def key(model_id: int) -> str:
 def count(model_id: int, now: float, requests: int = 1) -> None:
     """Add `requests` to the model's minute of `now`."""
     item = Bookkeeping(key(model_id))
-    minute = window_of(now)
+    minute = _window_of(now)
     count_ = Bookkeeping.rl_count
     if update_if(item, [count_.add(requests)], Bookkeeping.rl_window == minute):
         return
@@ -45,13 +46,19 @@ def per_minute(model_id: int, now: float) -> float:
         item = Bookkeeping.get(key(model_id), consistent_read=True)
     except Bookkeeping.DoesNotExist:
         return 0.0
-    minute = window_of(now)
+    minute = _window_of(now)
     window, current = int(item.rl_window or 0), int(item.rl_count or 0)
     if window >= minute:
-        return float(max(current, int(item.rl_previous or 0)))
-    if window == minute - 1:
-        return float(current)
-    return 0.0
+        counted = max(current, int(item.rl_previous or 0))
+    elif window == minute - 1:
+        counted = current
+    else:
+        counted = 0
+    return counted * 60 / get_settings().load_window_seconds
+
+
+def _window_of(now: float) -> int:
+    return int(now // get_settings().load_window_seconds)
 
 
 def forget(model_id: int) -> None:

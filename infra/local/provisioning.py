@@ -16,7 +16,8 @@ from typing import Any
 # The reconciler's grace stays longer than a local create call (well under a second against the fake).
 LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "120",
                   "MODEL_READY_TIMEOUT_SECONDS": "300", "RECONCILE_INTERVAL_SECONDS": "5",
-                  "RECONCILE_GRACE_SECONDS": "10", "IDLE_CHECK_SECONDS": "1"}
+                  "RECONCILE_GRACE_SECONDS": "10", "IDLE_CHECK_SECONDS": "1",
+                  "SCALE_CHECK_SECONDS": "5"}
 
 
 def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | None = None) -> list[str]:
@@ -47,6 +48,7 @@ def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | 
     lines.append("Workflows: infra/{provisioning,hibernate,wake}.asl.json under the embedded Step Functions")
     lines.append(_start_reconciler())
     lines.append(_start_idle_check())
+    lines.append(_start_scaler())
     return lines
 
 
@@ -73,6 +75,16 @@ def _start_idle_check() -> str:
     return f"Idle check: every {interval} s (replicas with hibernate_after_seconds hibernate when idle)"
 
 
+def _start_scaler() -> str:
+    """The scheduled scaler, as EventBridge would run it: every SCALE_CHECK_SECONDS."""
+    from chalicelib.core.settings import get_provision_settings
+    from chalicelib.provisioning import scaler
+
+    interval = get_provision_settings().scale_check_seconds
+    _every(interval, scaler.run, "scaler")
+    return f"Scaler: every {interval} s (models with autoscaling grow and shrink with their load)"
+
+
 def _every(seconds: float, action: Any, name: str) -> None:
     def forever() -> None:
         while True:
@@ -89,7 +101,7 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
     from infra.local.fake_hyperstack import FakeHyperstack
     from infra.local.forwarder import TcpForwarder
     from infra.local.ports import side_port
-    from infra.local.served_vms import ServedVm, ServedVms, mock_replica_for
+    from infra.local.served_vms import ServedVm, ServedVms, loopback_for, mock_replica_for
     from infra.local.vm_front import front_for
 
     def real_replica_for(vm: dict[str, Any]) -> ServedVm:
@@ -99,5 +111,5 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
         return ServedVm(front=front) if front else ServedVm(TcpForwarder(real_replica, port=vm["port"]).start())
 
     served = ServedVms(real_replica_for if real_replica else mock_replica_for)
-    return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), on_active=served.on_active,
+    return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), floating_ip=loopback_for, on_active=served.on_active,
                           on_deleted=served.on_deleted, on_hibernated=served.on_hibernated).start()

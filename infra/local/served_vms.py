@@ -3,11 +3,14 @@ moment it turns ACTIVE (created or restored) until it is deleted or hibernated.
 
 As a booted VM would: when the user_data carries a replica's TLS material, its port is a TLS front
 (infra/local/vm_front.py) that checks the bearer and relays to a model server elsewhere; without it, the
-model server answers the port itself, plain.
+model server answers the port itself, plain. Each serves on the VM's floating IP: with `loopback_for` as the fake
+Hyperstack's `floating_ip`, every VM has a loopback address of its own (Linux routes all of 127.0.0.0/8 to
+itself), so that VMs made from one template, one port, can run side by side as they do on Hyperstack.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +68,21 @@ class ServedVms:
             self._served.popitem()[1].stop()
 
 
+def loopback_for(vm: dict[str, Any]) -> str:
+    """A VM's own loopback address (127.1.x.y from its id) where the system has them all; else 127.0.0.1, which
+    every system has (macOS routes only that one by default), and VMs must then differ in port."""
+    if not sys.platform.startswith("linux"):
+        return "127.0.0.1"
+    vm_id = int(vm["id"])
+    return f"127.1.{vm_id // 250 % 250}.{vm_id % 250 + 2}"
+
+
+def host_of(vm: dict[str, Any]) -> str:
+    """Where a VM's servers listen: its floating IP when it has a loopback one."""
+    address = vm.get("floating_ip") or ""
+    return address if address.startswith("127.") else "127.0.0.1"
+
+
 def mock_replica_for(vm: dict[str, Any], pace_seconds: float = 0.02) -> ServedVm:
     """A mock vLLM serving the VM's model: behind the VM's TLS front (and checking its bearer too, as vLLM
     given VLLM_API_KEY does), or on the VM's port itself for a user_data without TLS material."""
@@ -73,7 +91,8 @@ def mock_replica_for(vm: dict[str, Any], pace_seconds: float = 0.02) -> ServedVm
 
     credentials = credentials_in(vm.get("user_data"))
     if credentials is None:
-        return ServedVm(MockVllm(model=vm["model"], port=vm["port"], pace_seconds=pace_seconds).start())
+        return ServedVm(MockVllm(model=vm["model"], host=host_of(vm), port=vm["port"],
+                                 pace_seconds=pace_seconds).start())
     replica = MockVllm(model=vm["model"], pace_seconds=pace_seconds, api_key=credentials.api_key).start()
     try:
         return ServedVm(replica, front_for(vm, (replica.loopback_host, replica.port)))

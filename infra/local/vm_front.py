@@ -53,10 +53,12 @@ def front_for(vm: dict[str, Any], backend: tuple[str, int]) -> VmFront | None:
     A VM dict flagged `IMPOSTOR_FLAG` (the fake Hyperstack's `impostor_certificate` switch) is served
     with a certificate of its own instead of the user_data's.
     """
+    from infra.local.served_vms import host_of
+
     credentials = credentials_in(vm.get("user_data"))
     if credentials is None:
         return None
-    return VmFront(credentials, backend, vm["port"], impostor=bool(vm.get(IMPOSTOR_FLAG))).start()
+    return VmFront(credentials, backend, vm["port"], host_of(vm), impostor=bool(vm.get(IMPOSTOR_FLAG))).start()
 
 
 class VmFront:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,10 +154,10 @@ class Cloud:
     """The fake Hyperstack, and the replicas its ACTIVE VMs serve: each a MockVllm, behind the VM's TLS front
     when its user_data carries one (infra/local/served_vms.py, as `make run` serves them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, floating_ip: str | Callable[[dict], str] = "127.0.0.1") -> None:
         self.serve_models = True
         self.served = ServedVms(self._serve)
-        self.hyperstack = FakeHyperstack(api_key=FAKE_KEY, active_after_seconds=0.5,
+        self.hyperstack = FakeHyperstack(api_key=FAKE_KEY, active_after_seconds=0.5, floating_ip=floating_ip,
                                          on_active=self.served.on_active, on_deleted=self.served.on_deleted,
                                          on_hibernated=self.served.on_hibernated)
 

@@ -70,3 +70,10 @@ def test_below_since_starts_when_fewer_replicas_would_carry_the_load_and_resets_
     assert below_since(100, 50, 2, SETTINGS, now=160) == 100
     assert below_since(100, 61, 2, SETTINGS, now=220) is None  # 1 replica no longer would
     assert below_since(None, 0, 0, SETTINGS, now=100) is None  # nothing to scale in
+
+
+@pytest.mark.parametrize("fleet", [Fleet(serving=2, starting=1), Fleet(serving=2, waking=1)])
+def test_no_scale_in_while_a_replica_is_still_starting_or_waking(fleet):
+    decision = decide(0, fleet, SETTINGS, below_since=0, now=10_000)
+
+    assert decision.scale_in == 0 and "still starting or waking" in decision.reason

@@ -112,8 +112,8 @@ def test_racing_runs_that_read_the_same_replicas_never_exceed_max_replicas(api, 
         barrier.wait()
         racing = LlmModel.get(model.name, consistent_read=True)
         racing.scaler_lease_until = None  # as if each held the lease: only the slots stand between them
-        scaler._act(racing, scaler.decide(6000, scaler.fleet_of(stale), scaler.scaling_settings(
-            racing.autoscaling.as_dict()), None, NOW), stale, scaler.scaling_settings(racing.autoscaling.as_dict()))
+        settings = scaler.scaling_settings(racing.autoscaling.as_dict())
+        scaler._act(racing, scaler.decide(6000, scaler.fleet_of(stale), settings, None, NOW), stale, settings, NOW)
 
     threads = [threading.Thread(target=one_run, args=(i,)) for i in range(4)]
     for thread in threads:
@@ -327,3 +327,19 @@ def test_the_idle_check_hibernates_an_autoscaled_models_idle_replicas_only_down_
     hibernating = idle_check.run(now)["hibernating"]
 
     assert len(set(hibernating) & {first, second, third}) == 1 and unscaled in hibernating
+
+
+def test_a_replica_serving_for_less_than_scale_in_after_seconds_is_not_scaled_in(api, model_id, executions):
+    autoscale(api, model_id, min_replicas=0, scale_in_after_seconds=300)
+    load(model_id, 30)
+    scaler.run(NOW)
+    [made] = autoscaled(model_id)
+    become(made.id, statuses.SUCCESS, serving_since=int(NOW) + 500)  # woken a moment before the run below
+
+    scaler.run(NOW + 400)
+    scaler.run(NOW + 700)
+
+    assert not any("scale-in" in e["name"] for e in executions)
+    scaler.run(NOW + 800)
+    assert [e["name"] for e in executions if "scale-in" in e["name"]] == [
+        f"replica-{made.id}-scale-in-{int(NOW) + 500}"]
