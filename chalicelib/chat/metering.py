@@ -66,6 +66,7 @@ class Meter:
         self.replica_failures = 0  # replicas skipped for failing or timing out (chalicelib.chat.upstream)
         self.failed_over = False  # answered by a replica other than the first one tried
         self.relayed_pieces = 0  # generated pieces relayed (one per choice per event): at least a token each
+        self.demand_counted = False  # an autoscaled model's demand counted already (chalicelib.chat.routing)
 
     def fail(self, error: ApiError) -> None:
         """The answer is `error`: before the first byte, or as a stream's last event."""

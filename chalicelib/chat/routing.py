@@ -185,8 +185,9 @@ class UseMarks:
 
 
 def count_demand(model: str, started_at: float) -> None:
-    """After the answer: one request of demand for an autoscaled model (store.model_load), answered or refused
-    for want of a replica. Known from the cached model row, so a model without autoscaling costs nothing."""
+    """One request of demand for an autoscaled model (store.model_load), answered or refused for want of a
+    replica: after the answer, or as soon as the request waits for its model to wake (the scaler must see it
+    before it ends). Known from the cached model row, so a model without autoscaling costs nothing."""
     entry = _cache.get(model)
     if entry is None or entry.scaled_id is None:
         return

@@ -80,7 +80,8 @@ def _refused(error: ApiError) -> ChatResponse:
 def _after(meter: Meter, used: routing.UseMarks) -> None:
     row = meter.write()
     request_metrics.emit_answered(meter, row)
-    routing.count_demand(meter.request.model, meter.started_at)
+    if not meter.demand_counted:
+        routing.count_demand(meter.request.model, meter.started_at)
     used.finish()  # the last minute of use too, and every mark written before the invocation ends
 
 
@@ -95,6 +96,10 @@ def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, dead
     except ModelWaking as asleep:
         if not wait:
             raise
+        # It waits for a wake, answered minutes from now maybe: its demand counts now, so that the scaler does
+        # not take the replica it wakes for one nobody wants.
+        routing.count_demand(request.model, now)
+        meter.demand_counted = True
         if request.stream:
             events = _once_awake(request, meter, now + wait, deadline, used, asked=asleep)
             return ChatResponse(200, {**SSE_HEADERS, **headers}, events, streamed=True)

@@ -82,7 +82,9 @@ def scale(model: LlmModel, replicas: list[Replica], now: float) -> dict[str, Any
         failures = _failures(previous.get("failures") or [], replicas, now)
         fleet = fleet_of(replicas, failed_creates=len(failures))
         load = model_load.per_minute(int(model.id), now)
-        since = below_since(previous.get("below_since"), load, fleet.active, settings, now)
+        # Replicas starting or waking were wanted a moment ago: the time below the need counts from when they serve.
+        since = None if fleet.starting or fleet.waking else below_since(previous.get("below_since"), load,
+                                                                        fleet.active, settings, now)
         decision = decide(load, fleet, settings, since, now)
         if failures and fleet.failed_creates and "not creating" in decision.reason:
             decision = Decision(decision.desired, decision.wake, decision.create, decision.scale_in,

@@ -343,3 +343,19 @@ def test_a_replica_serving_for_less_than_scale_in_after_seconds_is_not_scaled_in
     scaler.run(NOW + 800)
     assert [e["name"] for e in executions if "scale-in" in e["name"]] == [
         f"replica-{made.id}-scale-in-{int(NOW) + 500}"]
+
+
+def test_time_below_the_need_counts_from_when_no_replica_is_starting_or_waking(api, model_id, executions):
+    autoscale(api, model_id, min_replicas=0, max_replicas=2, scale_in_after_seconds=300)
+    load(model_id, 90)
+    scaler.run(NOW)
+    first, second = autoscaled(model_id)
+    become(first.id, statuses.SUCCESS)
+    become(second.id, statuses.WAKING)
+
+    scaler.run(NOW + 600)  # no load: below the need, but one still wakes
+    assert state_of(model_id)["below_since"] is None
+    become(second.id, statuses.SUCCESS)
+    scaler.run(NOW + 660)
+
+    assert state_of(model_id)["below_since"] == NOW + 660
