@@ -205,3 +205,12 @@ def idle_check(event: object) -> dict:
     from chalicelib.provisioning import idle_check as check
 
     return check.run()
+
+
+# Scales each model with autoscaling to its load (chalicelib/provisioning/scaler.py): every SCALE_CHECK_SECONDS'
+# default, 60 s, EventBridge's finest rate (`make run` scales every few seconds).
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="scale")
+def scale(event: object) -> dict:
+    from chalicelib.provisioning import scaler
+
+    return scaler.run()

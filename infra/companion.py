@@ -2,7 +2,7 @@
 
     python infra/companion.py <stage> > build/<stage>/companion.json     (make companion deploys it)
 
-Chalice deploys the functions, their roles (.chalice/policy-*.json), the REST API and the two schedules.
+Chalice deploys the functions, their roles (.chalice/policy-*.json), the REST API and the three schedules.
 This stack adds the rest from the same definitions `make package` merges (infra/template.json and the
 .asl.json files): the tables, the three state machines and their role, the chat function's streaming URL,
 the alarms, their topic and the dashboard. Nothing Chalice deployed is declared twice: no function, no
@@ -30,6 +30,7 @@ CHALICE_FUNCTIONS = {
     "Provision": f"{APP}-${{Stage}}-provision",
     "Reconcile": f"{APP}-${{Stage}}-reconcile",
     "IdleCheck": f"{APP}-${{Stage}}-idle_check",
+    "Scale": f"{APP}-${{Stage}}-scale",
 }
 FUNCTION_ARN = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
 # Resources of the packaged stack that only make sense there: the REST API's streaming integration of chat

@@ -151,6 +151,9 @@ def _create(model: LlmModel, count: int, replicas: list[Replica], settings: Scal
                 scale_slot=slot))
         except replica_admin.SlotTaken:
             continue
+        except ApiError as error:  # its workflow did not start (its rows were taken back): the next run tries again
+            logger.warning("scaler's create not started", extra={"model_id": int(model.id), "why": error.message})
+            break
     return created
 
 

@@ -191,6 +191,13 @@ def admin_api() -> None:
             call("get", "/v1/models?active=true")
             call("get", "/v1/models/m%2Fone")
             call("get", f"/v1/models/{model_id}/replicas")
+            autoscaling = {"min_replicas": 0, "max_replicas": 2, "target_requests_per_minute": 60,
+                           "scale_in_after_seconds": 300, "vm_creation_details": {**VM_DETAILS,
+                                                                                  "secrets": {"HF_TOKEN": "hf_x"}}}
+            call("put", f"/v1/models/{model_id}/autoscaling", autoscaling)  # the template's secrets apart
+            call("get", f"/v1/models/{model_id}/autoscaling")
+            call("delete", f"/v1/models/{model_id}/autoscaling")  # its secrets and demand counts go
+            call("put", f"/v1/models/{model_id}/autoscaling", autoscaling)  # on again: the model's delete takes it
             used = call("post", "/v1/generate_api_key", {"user_id": "alice", "allowed_rpm": 5})
             unused = call("post", "/v1/generate_api_key", {"user_id": "bob", "allowed_rpm": 5})
             # A user's key on the OpenAI model routes: authenticated by reading its item, nothing written.
@@ -226,11 +233,11 @@ def chat() -> None:
     from chalicelib.chat.metering import Meter
     from chalicelib.chat.request import parse_chat_request
     from chalicelib.core.errors import ApiError
-    from chalicelib.store.tables import ApiKey, LlmModel, Metric, Replica, UsageCount
+    from chalicelib.store.tables import ApiKey, Bookkeeping, LlmModel, Metric, Replica, UsageCount
 
     ApiKey(hash_key(USER_KEY), id=1, user_id="alice", key_prefix="hsk_", last4="9999", allowed_rpm=2,
            created_at=0).save()
-    LlmModel("m/one", id=1, created_at=0).save()
+    LlmModel("m/one", id=1, created_at=0, autoscaling={"min_replicas": 0}).save()
     Replica(1, model_id=1, endpoint="http://127.0.0.1:9/v1", rate_limit=1, vm_status=SUCCESS, created_at=0).save()
     now = 120.0
     with RECORDER.recording("Chat"):
@@ -251,7 +258,9 @@ def chat() -> None:
         meter = Meter(caller, request, now)
         meter.replica_id = target.replica_id
         meter.write()
+        routing.count_demand("m/one", now)  # an autoscaled model's demand, after the answer
     assert Metric.count() == 1, "the usage row was not written"
+    assert Bookkeeping.get("load#1").rl_count == 1, "the demand was not counted"
     assert UsageCount.count() == 1, "the usage row was not counted"
     chat_requests()
 
@@ -378,7 +387,8 @@ def provision() -> None:
 
     LlmModel("m/one", id=1, created_at=0).save()
     fields = {**VM_DETAILS, "assign_floating_ip": True}
-    Replica(1, model_id=1, vm_status=statuses.PENDING, created_at=0, **fields).save()
+    # Made by the scaler: its scaling slot goes with its rows.
+    Replica(1, model_id=1, vm_status=statuses.PENDING, created_at=0, scale_slot=1, **fields).save()
     ReplicaSecurityRule(1, 1, direction="ingress", protocol="tcp", ethertype="IPv4", remote_ip_prefix="127.0.0.1/32",
                         port_range_min=8000, port_range_max=8000).save()
     started = boto3.client("stepfunctions", region_name=REGION).start_execution(
@@ -532,11 +542,63 @@ def idle_check() -> None:
         assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": [3]}
 
 
+# --- the scaler (Scale) ----------------------------------------------------------------------------
+
+def scale() -> None:
+    from chalicelib.core import replica_statuses as statuses
+    from chalicelib.provisioning import scaler
+    from chalicelib.provisioning.power import REFUSED_REASON
+    from chalicelib.store import model_load, template_secrets
+    from chalicelib.store.tables import Bookkeeping, LlmModel, Replica
+
+    Bookkeeping("seq#replicas", value=10).save()  # the replicas below were made before
+    settings = {"min_replicas": 0, "max_replicas": 4, "target_requests_per_minute": 60, "scale_in_after_seconds": 60,
+                "vm_creation_details": {**VM_DETAILS, "assign_floating_ip": True}, "updated_at": 0}
+    # Growing: a hibernated replica to wake, a failed create to tear down, and two more to make from the template.
+    LlmModel("m/grows", id=1, created_at=0, autoscaling=settings).save()
+    template_secrets.item(1, {"HF_TOKEN": "hf_x"}).save()
+    Replica(1, model_id=1, vm_status=statuses.HIBERNATED, vm_id=7, hibernated_at=0, created_at=0, scale_slot=1,
+            **VM_DETAILS).save()
+    Replica(2, model_id=1, vm_status=statuses.FAILED, created_at=0, scale_slot=2, error_message="no boot",
+            **VM_DETAILS).save()
+    now = 10_000.0
+    model_load.count(1, now, requests=180)
+    # Shrinking, long below its need: one of its own that cannot hibernate goes, then one hibernates.
+    LlmModel("m/shrinks", id=2, created_at=0, autoscaling=settings,
+             scaling_state={"below_since": 0, "failures": []}).save()
+    Replica(3, model_id=2, vm_status=statuses.SUCCESS, vm_id=8, endpoint="https://10.0.0.3:8000/v1", created_at=1,
+            serving_since=0, scale_slot=1, error_message=REFUSED_REASON.format(reason="flavor"), **VM_DETAILS).save()
+    Replica(4, model_id=2, vm_status=statuses.SUCCESS, vm_id=9, endpoint="https://10.0.0.4:8000/v1", created_at=0,
+            serving_since=0, scale_slot=2, **VM_DETAILS).save()
+    with RECORDER.recording("Scale"):
+        from chalicelib.provisioning import workflow
+
+        def no_create(action: str, replica_id: int, start: Callable[..., str] = workflow.start) -> str:
+            if action == "create":
+                raise RuntimeError("refused")
+            return start(action, replica_id)
+
+        with mock.patch("chalicelib.provisioning.workflow.start", no_create):
+            first = scaler.run(now)  # no create starts: the replica's rows and security rules are taken back
+        with RECORDER.paused():
+            assert [r.id for r in Replica.scan() if r.model_id == 1 and r.vm_status == statuses.PENDING] == []
+        second = scaler.run(now + 60)  # the wake asked already (is it running?), the scale-in named alike
+    grew, shrank = first["1"], first["2"]
+    assert grew["woken"] == [1] and grew["created"] == [] and grew["deleted"] == [2], grew
+    assert len(second["1"]["created"]) == 2 and second["1"]["failures"][0]["replica_id"] == 2, second
+    assert shrank["deleted"] == [3] and second["2"]["hibernating"] == [4], (shrank, second)
+    assert Replica.get(3).vm_status == statuses.DELETING
+    started = {c["resource"].rsplit(":", 1)[1] for c in RECORDER.calls["Scale"]
+               if c["action"] == "states:StartExecution"}
+    assert started == {"hyperstack-llm-proxy-dev-provisioning", "hyperstack-llm-proxy-dev-wake",
+                       "hyperstack-llm-proxy-dev-hibernate"}, started
+
+
 def main(out: str) -> int:
     from moto import mock_aws
 
     _install_hook()
-    for scenario in (admin_api, chat, provision, hibernate_and_wake, reconcile, idle_check):
+    for scenario in (admin_api, chat, provision, hibernate_and_wake, reconcile, idle_check, scale):
         with mock_aws():
             _arrange_aws()
             scenario()

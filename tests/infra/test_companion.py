@@ -32,7 +32,8 @@ PSEUDO = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::URLSuffix", "
 CHALICE_NAMES = {"APIHandler": f"hyperstack-llm-proxy-{STAGE}", "Chat": f"hyperstack-llm-proxy-{STAGE}-chat",
                  "Provision": f"hyperstack-llm-proxy-{STAGE}-provision",
                  "Reconcile": f"hyperstack-llm-proxy-{STAGE}-reconcile",
-                 "IdleCheck": f"hyperstack-llm-proxy-{STAGE}-idle_check"}
+                 "IdleCheck": f"hyperstack-llm-proxy-{STAGE}-idle_check",
+                 "Scale": f"hyperstack-llm-proxy-{STAGE}-scale"}
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +168,13 @@ def test_each_schedule_exists_once_and_is_chalices(beside, moto_endpoint) -> Non
     assert schedules == {
         f"hyperstack-llm-proxy-{STAGE}-reconcile-event": ("rate(15 minutes)", [CHALICE_NAMES["Reconcile"]]),
         f"hyperstack-llm-proxy-{STAGE}-idle_check-event": ("rate(1 minute)", [CHALICE_NAMES["IdleCheck"]]),
+        f"hyperstack-llm-proxy-{STAGE}-scale-event": ("rate(1 minute)", [CHALICE_NAMES["Scale"]]),
     }
 
 
 def test_the_functions_chalice_deployed_are_told_the_workflows_names(chalice_deployed, moto_endpoint) -> None:
     lambdas = _client(moto_endpoint, "lambda")
-    for logical_id in ("APIHandler", "Chat", "Provision", "IdleCheck"):
+    for logical_id in ("APIHandler", "Chat", "Provision", "IdleCheck", "Scale"):
         variables = lambdas.get_function_configuration(FunctionName=CHALICE_NAMES[logical_id])["Environment"]
         assert variables["Variables"]["WORKFLOW_NAME_PREFIX"] == f"hyperstack-llm-proxy-{STAGE}", logical_id
 

@@ -138,7 +138,7 @@ def test_the_translated_template_is_plain_cloudformation_with_the_uploaded_code(
     assert "Transform" not in template
     assert not [r for r in template["Resources"].values() if r["Type"].startswith("AWS::Serverless::")]
     functions = _of_type(template, "AWS::Lambda::Function")
-    assert len(functions) == 5
+    assert len(functions) == 6  # the API handler, chat, provision and the three scheduled
     code = {(f["Properties"]["Code"]["S3Bucket"], f["Properties"]["Code"]["S3Key"]) for f in functions.values()}
     assert len(code) == 1  # one zip for every function
     bucket, key = code.pop()
@@ -225,8 +225,9 @@ def test_the_schedules_run_the_reconciler_every_15_minutes_and_the_idle_check_ev
         for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
             schedules[target["Arn"]] = rule["ScheduleExpression"]
     arn = {name: lambdas.get_function(FunctionName=physical[name])["Configuration"]["FunctionArn"]
-           for name in ("Reconcile", "IdleCheck")}
-    assert schedules == {arn["Reconcile"]: "rate(15 minutes)", arn["IdleCheck"]: "rate(1 minute)"}
+           for name in ("Reconcile", "IdleCheck", "Scale")}
+    assert schedules == {arn["Reconcile"]: "rate(15 minutes)", arn["IdleCheck"]: "rate(1 minute)",
+                         arn["Scale"]: "rate(1 minute)"}
 
 
 def test_the_outputs_deploy_prints_are_the_stacks_api_url_and_chat_url(deployed) -> None:

@@ -110,7 +110,8 @@ def test_only_the_native_wheels_are_swapped(task_root) -> None:
 def test_every_handler_imports_from_the_zip_alone(task_root, template: dict[str, Any]) -> None:
     handlers = sorted({resource["Properties"]["Handler"] for resource in template["Resources"].values()
                        if resource["Type"] == "AWS::Serverless::Function"})
-    assert handlers == ["app.app", "app.chat", "app.idle_check", "app.provision", "app.reconcile"]
+    assert handlers == ["app.app", "app.chat", "app.idle_check", "app.provision", "app.reconcile",
+                        "app.scale"]
     code = "\n".join([
         "import importlib",
         f"for handler in {handlers!r}:",

@@ -42,7 +42,7 @@ TOPIC = "AlarmTopic"
 SUBSCRIPTION = "AlarmEmailSubscription"
 EMAIL_PARAMETER = "AlarmEmail"
 DASHBOARD = "OperationsDashboard"
-FUNCTIONS = ("APIHandler", "Chat", "Provision", "Reconcile", "IdleCheck")
+FUNCTIONS = ("APIHandler", "Chat", "Provision", "Reconcile", "IdleCheck", "Scale")
 CHAT_5XX_RATE = "Chat5xxRateAlarm"
 # A 503 by design: the first requests to a hibernated model (chalicelib/chat/waking.py); not in the 5xx rate.
 MODEL_WAKING = "model_waking"

@@ -56,6 +56,7 @@ IDLE_CHECK_SCHEDULE = "rate(1 minute)"  # IDLE_CHECK_SECONDS' default, 60 s: Eve
 # workflows' steps make every write); Lambda's own log writes come on top.
 IDLE_CHECK_GRANTS = {
     ("dynamodb:Query", "replicas/index/listing"),
+    ("dynamodb:Query", "llm_models/index/listing"),  # autoscaled models' min_replicas: no idle one below it
     ("states:StartExecution", "HibernateStateMachine"),
     ("states:StartExecution", "WakeStateMachine"),
     ("states:StartExecution", "ProvisioningStateMachine"),
@@ -64,6 +65,35 @@ IDLE_CHECK_GRANTS = {
     ("states:DescribeExecution", "executions of HibernateStateMachine"),
     ("states:DescribeExecution", "executions of WakeStateMachine"),
     ("states:DescribeExecution", "executions of ProvisioningStateMachine"),
+}
+# app.py's `@app.schedule(..., name="scale")`: the autoscaler (chalicelib/provisioning/scaler.py).
+SCALE = "Scale"
+SCALE_ROLE = "ScaleRole"
+SCALE_SCHEDULE = "rate(1 minute)"  # SCALE_CHECK_SECONDS' default, 60 s: EventBridge's finest rate
+# The scaler's whole allow-list: the replicas and models read (their listings), a model's lease and state, its
+# demand and its template's secrets read; replicas inserted as create_vm inserts them (ids, row, security rules,
+# scaling slot, secrets in waiting; taken back when the workflow does not start), woken (an ask) or marked for
+# teardown; the workflows started, and a wake's execution described. Lambda's log writes come on top.
+SCALE_GRANTS = {
+    ("dynamodb:Query", "replicas/index/listing"),
+    ("dynamodb:Query", "llm_models/index/listing"),
+    ("dynamodb:UpdateItem", "llm_models"),
+    ("dynamodb:ConditionCheckItem", "llm_models"),
+    ("dynamodb:GetItem", "replicas"),
+    ("dynamodb:PutItem", "replicas"),
+    ("dynamodb:UpdateItem", "replicas"),
+    ("dynamodb:DeleteItem", "replicas"),
+    ("dynamodb:PutItem", "replica_security_rules"),
+    ("dynamodb:Query", "replica_security_rules"),
+    ("dynamodb:DeleteItem", "replica_security_rules"),
+    ("dynamodb:UpdateItem", "bookkeeping"),
+    ("dynamodb:PutItem", "bookkeeping"),
+    ("dynamodb:DeleteItem", "bookkeeping"),
+    ("dynamodb:GetItem", "bookkeeping"),
+    ("states:StartExecution", "ProvisioningStateMachine"),
+    ("states:StartExecution", "HibernateStateMachine"),
+    ("states:StartExecution", "WakeStateMachine"),
+    ("states:DescribeExecution", "executions of WakeStateMachine"),
 }
 API_HANDLER = "APIHandler"
 API_HANDLER_ROLE = "ApiHandlerRole"
@@ -113,6 +143,7 @@ CHAT_UPDATE_ATTRIBUTES = {
     ("replicas", frozenset({"id", "rl_window", "rl_count", "rate_limit"})),
     ("replicas", frozenset({"id", "last_used_minute", "wake_requested_at", "hibernated_at"})),
     ("bookkeeping", frozenset({"pk", "value"})),
+    ("bookkeeping", frozenset({"pk", "rl_window", "rl_count", "rl_previous"})),  # an autoscaled model's demand
 }
 UNUSED_ACTIONS = {"dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
 # The one scan: deleting a model reads its replicas with a consistent scan of the replicas table (the
@@ -125,9 +156,11 @@ VARIABLE_READERS = {
     "TABLE_PREFIX": "chalicelib/store/tables.py: every table's name",
     "LOG_LEVEL": "chalicelib/core/observability.py: the Powertools logger's level (read by aws_lambda_powertools)",
     "ADMIN_API_KEY_PARAMETER": "chalicelib/api/http_edge.py: is_admin, through settings.admin_api_key",
-    "PROVISION_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start, for create_vm and teardowns; "
-                                    "take_over_if_ended (the idle check), for a create that ended undone"),
-    "HIBERNATE_STATE_MACHINE_ARN": "chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the admin)",
+    "PROVISION_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start, for create_vm and teardowns (the "
+                                    "admin, the scaler); take_over_if_ended (the idle check), for a create that "
+                                    "ended undone"),
+    "HIBERNATE_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start_hibernate (the idle check, the "
+                                    "admin), start_scale_in (the scaler)"),
     "WAKE_STATE_MACHINE_ARN": ("chalicelib/provisioning/workflow.py: start_wake (the idle check, the admin, "
                                "mark_hibernated); chalicelib/chat/waking.py: a request's wake, via "
                                "settings.get_chat_settings"),
@@ -152,15 +185,17 @@ FUNCTION_VARIABLES = {
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
     IDLE_CHECK: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
                                             "PROVISION_STATE_MACHINE_ARN", "WORKFLOW_NAME_PREFIX"},
+    SCALE: EVERY_FUNCTION_VARIABLES | {"HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
+                                       "PROVISION_STATE_MACHINE_ARN", "WORKFLOW_NAME_PREFIX"},
 }
 # Only the packaged stack can give the state machines' ARNs; under `chalice deploy` the functions derive them
 # from WORKFLOW_NAME_PREFIX (the companion stack names its state machines so).
 PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"}
 FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE,
-                  IDLE_CHECK: IDLE_CHECK_ROLE}
+                  IDLE_CHECK: IDLE_CHECK_ROLE, SCALE: SCALE_ROLE}
 # Each function's name in .chalice/config.json's lambda_functions (the REST API's is Chalice's own).
 CHALICE_FUNCTIONS = {API_HANDLER: "api_handler", CHAT: "chat", PROVISION: "provision", RECONCILE: "reconcile",
-                     IDLE_CHECK: "idle_check"}
+                     IDLE_CHECK: "idle_check", SCALE: "scale"}
 # Which workflows each role may start (states:StartExecution), and nothing else may: the admin all three,
 # chat the wake of a model whose replicas all hibernate, provision the wake a request asked for
 # mid-hibernation, the idle check hibernations and stalled wakes.
@@ -169,12 +204,13 @@ EXECUTION_STARTERS = {
     CHAT_ROLE: {WAKE_STATE_MACHINE},
     PROVISION_ROLE: {WAKE_STATE_MACHINE},
     IDLE_CHECK_ROLE: {HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE, STATE_MACHINE},  # a create taken over
+    SCALE_ROLE: {STATE_MACHINE, HIBERNATE_STATE_MACHINE, WAKE_STATE_MACHINE},  # creates, scale-ins, wakes
 }
 # Whose calls each function makes under `chalice deploy`: there the REST API's POST /v1/chat/completions is
 # app.py's buffered route on the API handler, running the chat plane's code (chalicelib/chat/buffered.py);
 # only the packaged stack sends it to the Chat function instead.
 CHALICE_DEPLOY_CALLS = {API_HANDLER: (API_HANDLER, CHAT), CHAT: (CHAT,), PROVISION: (PROVISION,),
-                        RECONCILE: (RECONCILE,), IDLE_CHECK: (IDLE_CHECK,)}
+                        RECONCILE: (RECONCILE,), IDLE_CHECK: (IDLE_CHECK,), SCALE: (SCALE,)}
 # What the recorder (tests/infra/recorded_calls.py) stands for: moto's account, its region, this stage.
 RECORDED_ACCOUNT = "123456789012"
 RECORDED_REGION = "us-east-1"
@@ -1049,7 +1085,7 @@ def test_each_role_starts_executions_of_its_own_workflows_only(template: dict[st
     assert started == EXECUTION_STARTERS
 
 
-@pytest.mark.parametrize("function", [API_HANDLER, IDLE_CHECK])
+@pytest.mark.parametrize("function", [API_HANDLER, IDLE_CHECK, SCALE])
 def test_the_functions_that_start_hibernations_and_wakes_are_given_those_workflows(
     template: dict[str, Any], function: str
 ) -> None:
@@ -1171,13 +1207,55 @@ def test_chalice_deploy_gives_the_idle_check_its_own_policy(chalice_config: dict
         assert own["iam_policy_file"] == f"policy-idle_check-{stage}.json" != settings["iam_policy_file"]
 
 
+# --- the scaler ------------------------------------------------------------------------------------
+
+
+def test_scaler_runs_on_an_eventbridge_schedule_every_minute_with_its_own_role(template: dict[str, Any]) -> None:
+    assert SCALE in template["Resources"], "app.py must declare @app.schedule(..., name='scale')"
+    properties = template["Resources"][SCALE]["Properties"]
+    schedules = [event["Properties"]["Schedule"] for event in properties.get("Events", {}).values()
+                 if event["Type"] == "Schedule"]
+    assert schedules == [SCALE_SCHEDULE]
+    assert properties["Role"] == {"Fn::GetAtt": [SCALE_ROLE, "Arn"]}
+
+
+def test_scale_role_allows_exactly_what_scaling_does_and_its_logs(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, SCALE_ROLE)
+    machines = {_resource_arn(logical_id, template): logical_id for logical_id in WORKFLOWS}
+
+    def target(resource: Any) -> str:
+        if isinstance(resource, dict) and set(resource) == {"Ref"}:
+            return machines[_template_arn(resource, template)]
+        if isinstance(resource, dict) and ":execution:" in str(resource.get("Fn::Sub")):
+            machine = _template_arn(resource, template).replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+            return f"executions of {machines[machine]}"
+        return _table_or_index(resource, template)
+
+    granted = {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS
+               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    assert granted == SCALE_GRANTS
+    bookkeeping = [s for s in statements if "BookkeepingTable" in json.dumps(s["Resource"])]
+    assert all("dynamodb:LeadingKeys" in json.dumps(s.get("Condition")) for s in bookkeeping), \
+        "the scaler touches only its own kinds of bookkeeping items"
+    [model_update] = [s for s in statements if "LlmModelsTable" in json.dumps(s["Resource"])
+                      and "dynamodb:UpdateItem" in _actions(s)]
+    assert set(model_update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == {
+        "name", "id", "deleting", "scaler_lease_until", "scaling_state"}, "never a model's settings or name"
+
+
+def test_chalice_deploy_gives_the_scaler_its_own_policy(chalice_config: dict[str, Any]) -> None:
+    for stage, settings in chalice_config["stages"].items():
+        own = settings["lambda_functions"][CHALICE_FUNCTIONS[SCALE]]
+        assert own["iam_policy_file"] == f"policy-scale-{stage}.json" != settings["iam_policy_file"]
+
+
 # A chat flood cannot starve the rest (issue #19)
 
 
 @pytest.mark.parametrize(("function", "parameter", "default"), [
     ("APIHandler", "ApiReservedConcurrency", 5), ("Provision", "ProvisionReservedConcurrency", 5),
     ("Reconcile", "ScheduledReservedConcurrency", 1), ("IdleCheck", "ScheduledReservedConcurrency", 1),
-    ("Chat", "ChatConcurrencyLimit", 0),
+    ("Scale", "ScheduledReservedConcurrency", 1), ("Chat", "ChatConcurrencyLimit", 0),
 ])
 def test_each_function_reserves_the_concurrency_its_parameter_says_and_0_reserves_none(
         template: dict[str, Any], function: str, parameter: str, default: int) -> None:
