@@ -14,6 +14,10 @@ Every metric carries `Stage`. Besides:
 - WORKFLOW_OUTCOMES (Count): `Workflow` (create, delete, hibernate, wake) and `Outcome` (succeeded, failed);
   WORKFLOW_FAILURES (Count): the failed ones of every workflow, for the alarm.
 - VMS_DELETED_BY_BACKSTOP (Count): VMs the reconciler deleted (no replica owned them).
+- REPLICAS_DESIRED, REPLICAS_SERVING (Count, each scaler run): `Model`, an autoscaled model's desired and serving
+  replicas; SCALE_OUTS, SCALE_INS (Count): `Model`, replicas the scaler woke or made, hibernated or deleted.
+- MODELS_AT_MAX_REPLICAS (Count, each scaler run): an autoscaled model whose demand wants more than its
+  max_replicas carry (requests refused or queued); the alarm reads it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ USAGE_ROWS_LOST = "UsageRowsLost"
 WORKFLOW_OUTCOMES = "WorkflowOutcomes"
 WORKFLOW_FAILURES = "WorkflowFailures"
 VMS_DELETED_BY_BACKSTOP = "VmsDeletedByBackstop"
+REPLICAS_DESIRED = "ReplicasDesired"
+REPLICAS_SERVING = "ReplicasServing"
+SCALE_OUTS = "ScaleOuts"
+SCALE_INS = "ScaleIns"
+MODELS_AT_MAX_REPLICAS = "ModelsAtMaxReplicas"
 
 # Outcome values of CHAT_REQUESTS
 OK, CLIENT_ERROR, SERVER_ERROR, CLIENT_CLOSED = "2xx", "4xx", "5xx", "499"

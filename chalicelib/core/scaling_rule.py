@@ -64,11 +64,11 @@ class Decision:
 
 
 def desired_count(load_rpm: float, settings: ScalingSettings) -> int:
-    return max(settings.min_replicas, min(settings.max_replicas, _wanted(load_rpm, settings)))
+    return max(settings.min_replicas, min(settings.max_replicas, desired_count_unbounded(load_rpm, settings)))
 
 
-def _wanted(load_rpm: float, settings: ScalingSettings) -> int:
-    """Replicas the load would take, unbounded."""
+def desired_count_unbounded(load_rpm: float, settings: ScalingSettings) -> int:
+    """Replicas the load would take, were there no max_replicas."""
     return math.ceil(load_rpm / settings.target_requests_per_minute) if load_rpm > 0 else 0
 
 
@@ -104,7 +104,7 @@ def _scale_out(desired: int, fleet: Fleet, settings: ScalingSettings, load_rpm: 
     if create and fleet.failed_creates >= FAILED_CREATES_TO_BACK_OFF:
         return Decision(desired, wake=wake, reason=f"{reason}; not creating: {fleet.failed_creates} creates "
                                                    f"failed in the last {CREATE_BACKOFF_SECONDS // 60} minutes")
-    if missing - wake > room or _wanted(load_rpm, settings) > settings.max_replicas:
+    if missing - wake > room or desired_count_unbounded(load_rpm, settings) > settings.max_replicas:
         reason += f"; at max_replicas ({settings.max_replicas})"
     return Decision(desired, wake=wake, create=create, reason=reason)
 

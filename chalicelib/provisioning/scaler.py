@@ -27,9 +27,10 @@ from collections import defaultdict
 from typing import Any
 
 from chalicelib.admin import replicas as replica_admin
+from chalicelib.core import metric_names as mn
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.errors import ApiError, Conflict
-from chalicelib.core.observability import logger
+from chalicelib.core.observability import COUNT, emit_metrics, logger
 from chalicelib.core.scaling_rule import (
     CREATE_BACKOFF_SECONDS,
     Decision,
@@ -37,6 +38,7 @@ from chalicelib.core.scaling_rule import (
     ScalingSettings,
     below_since,
     decide,
+    desired_count_unbounded,
 )
 from chalicelib.provisioning import workflow
 from chalicelib.store import model_load, template_secrets
@@ -95,6 +97,7 @@ def scale(model: LlmModel, replicas: list[Replica], now: float) -> dict[str, Any
         if update_if(model, [LlmModel.scaling_state.set(state)],
                      (LlmModel.id == model.id) & LlmModel.deleting.does_not_exist()):
             _log(model, decision, acted)
+            _emit(model, decision, fleet, acted, at_max=desired_count_unbounded(load, settings) > settings.max_replicas)
         return state
     finally:
         update_if(model, [LlmModel.scaler_lease_until.remove()], LlmModel.scaler_lease_until == _lease_end(now))
@@ -214,6 +217,15 @@ def _take_lease(model: LlmModel, now: float) -> bool:
     free = LlmModel.scaler_lease_until.does_not_exist() | (LlmModel.scaler_lease_until < now)
     return update_if(model, [LlmModel.scaler_lease_until.set(_lease_end(now))],
                      (LlmModel.id == model.id) & LlmModel.deleting.does_not_exist() & free)
+
+
+def _emit(model: LlmModel, decision: Decision, fleet: Fleet, acted: dict[str, Any], at_max: bool) -> None:
+    """The model's desired and serving replicas, what this run did, and whether its demand outgrows max_replicas."""
+    by_model = [(mn.REPLICAS_DESIRED, COUNT, decision.desired), (mn.REPLICAS_SERVING, COUNT, fleet.serving),
+                (mn.SCALE_OUTS, COUNT, len(acted["woken"]) + len(acted["created"])),
+                (mn.SCALE_INS, COUNT, len(acted["hibernating"]) + len(acted["deleted"]))]
+    emit_metrics({mn.MODEL: model.name}, by_model)
+    emit_metrics({}, [(mn.MODELS_AT_MAX_REPLICAS, COUNT, 1 if at_max else 0)])
 
 
 def _lease_end(now: float) -> int:

@@ -36,6 +36,11 @@ CONTRACT_DIMENSIONS = {
     mn.WORKFLOW_OUTCOMES: {mn.STAGE, mn.WORKFLOW, mn.OUTCOME},
     mn.WORKFLOW_FAILURES: {mn.STAGE},
     mn.VMS_DELETED_BY_BACKSTOP: {mn.STAGE},
+    mn.REPLICAS_DESIRED: {mn.STAGE, mn.MODEL},
+    mn.REPLICAS_SERVING: {mn.STAGE, mn.MODEL},
+    mn.SCALE_OUTS: {mn.STAGE, mn.MODEL},
+    mn.SCALE_INS: {mn.STAGE, mn.MODEL},
+    mn.MODELS_AT_MAX_REPLICAS: {mn.STAGE},
 }
 STAGE_REF = {"Ref": "Stage"}
 TOPIC = "AlarmTopic"
@@ -52,6 +57,7 @@ METRIC_ALARMS = {
     "NoReplicaReadyAlarm": (mn.CHAT_REFUSALS, {mn.REASON: "no_replica_ready"}, 3, 2),
     "ProvisioningFailuresAlarm": (mn.WORKFLOW_FAILURES, {}, 1, 1),
     "UsageRowsLostAlarm": (mn.USAGE_ROWS_LOST, {}, 1, 1),
+    "AtMaxReplicasAlarm": (mn.MODELS_AT_MAX_REPLICAS, {}, 3, 2),
 }
 THROTTLE_ALARMS = {f"{function}ThrottlesAlarm": function for function in FUNCTIONS}
 MIN_REQUESTS_FOR_5XX_RATE = 20
@@ -187,7 +193,7 @@ def test_the_alarm_email_parameter_takes_an_address_or_nothing(
 # --- the alarms -----------------------------------------------------------------------------------
 
 
-def test_the_alarms_are_the_5xx_rate_no_replica_ready_workflow_failures_lost_usage_rows_and_throttles(
+def test_the_alarms_are_the_5xx_rate_no_replica_ready_workflow_failures_lost_usage_rows_max_replicas_and_throttles(
     template: dict[str, Any],
 ) -> None:
     expected = {CHAT_5XX_RATE} | set(METRIC_ALARMS) | set(THROTTLE_ALARMS)

@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from chalicelib.core.observability import logger
 from chalicelib.core.settings import get_settings
-from tests.conftest import TEST_ADMIN_KEY, TEST_STATE_MACHINE_ARN
+from tests.conftest import TEST_ADMIN_KEY, TEST_HIBERNATE_ARN, TEST_STATE_MACHINE_ARN, TEST_WAKE_ARN
 
 
 @pytest.fixture
@@ -119,3 +119,37 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     previous = logger.registered_handler.setStream(buffer)
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
     logger.registered_handler.setStream(previous)
+
+
+@pytest.fixture
+def executions(aws) -> list[dict[str, Any]]:
+    """The hibernate and wake executions steps and routes start: (state machine, name, input), in order
+    (provisioning's create executions are not recorded)."""
+    import json
+
+    from chalicelib.core import step_functions
+
+    started: list[dict[str, Any]] = []
+    real = step_functions.client()
+
+    class Recording:
+        exceptions = real.exceptions
+
+        def start_execution(self, **call: Any) -> dict[str, Any]:
+            if call["stateMachineArn"] not in (TEST_HIBERNATE_ARN, TEST_WAKE_ARN):
+                return {"executionArn": f"arn:execution:{call['name']}"}
+            if any(e["name"] == call["name"] for e in started):
+                raise real.exceptions.ExecutionAlreadyExists({"Error": {"Code": "ExecutionAlreadyExists"}},
+                                                             "StartExecution")
+            started.append({"state_machine": call["stateMachineArn"], "name": call["name"],
+                            "input": json.loads(call["input"])})
+            return {"executionArn": f"arn:execution:{call['name']}"}
+
+        def describe_execution(self, executionArn: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
+            return {"executionArn": executionArn, "status": "RUNNING"}  # every recorded execution still runs
+
+    step_functions.client.cache_clear()
+    original = step_functions.client
+    step_functions.client = lambda: Recording()  # type: ignore[assignment]
+    yield started
+    step_functions.client = original  # type: ignore[assignment]

@@ -352,3 +352,29 @@ def test_a_lost_usage_row_is_counted_under_the_stage_only(emitted):
     metering._log_lost_row(meter_for()._row(), RuntimeError("DynamoDB down"))
 
     assert emitted() == {(stage(),): {names.USAGE_ROWS_LOST: ("Count", 1.0)}}
+
+
+# --- the scaler -------------------------------------------------------------------------------------
+
+
+def test_the_scaler_emits_desired_and_serving_replicas_its_acts_and_a_model_at_max_replicas(
+        api, emitted, executions):
+    from chalicelib.provisioning import scaler
+    from chalicelib.store import model_load
+    from tests.unit.conftest import VM_DETAILS
+
+    model_id = api.create_model("org/scaled")
+    api.put(f"/v1/models/{model_id}/autoscaling", {
+        "min_replicas": 1, "max_replicas": 2, "target_requests_per_minute": 10, "scale_in_after_seconds": 60,
+        "vm_creation_details": VM_DETAILS})
+    now = 29_000_000 * 60.0 + 30
+    model_load.count(model_id, now, requests=50)  # five replicas' worth
+    emitted()
+
+    scaler.run(now)
+
+    lines = emitted()
+    assert lines[(stage(), (names.MODEL, "org/scaled"))] == {
+        names.REPLICAS_DESIRED: ("Count", 2), names.REPLICAS_SERVING: ("Count", 0),
+        names.SCALE_OUTS: ("Count", 2), names.SCALE_INS: ("Count", 0)}
+    assert lines[(stage(),)] == {names.MODELS_AT_MAX_REPLICAS: ("Count", 1)}

@@ -31,37 +31,3 @@ def sfn(aws) -> Any:
         client.create_state_machine(name=arn.rsplit(":", 1)[1], roleArn="arn:aws:iam::123456789012:role/test",
                                     definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}')
     return client
-
-
-@pytest.fixture
-def executions(aws) -> list[dict[str, Any]]:
-    """The hibernate and wake executions steps and routes start: (state machine, name, input), in order
-    (provisioning's create executions are not recorded)."""
-    import json
-
-    from chalicelib.core import step_functions
-
-    started: list[dict[str, Any]] = []
-    real = step_functions.client()
-
-    class Recording:
-        exceptions = real.exceptions
-
-        def start_execution(self, **call: Any) -> dict[str, Any]:
-            if call["stateMachineArn"] not in (TEST_HIBERNATE_ARN, TEST_WAKE_ARN):
-                return {"executionArn": f"arn:execution:{call['name']}"}
-            if any(e["name"] == call["name"] for e in started):
-                raise real.exceptions.ExecutionAlreadyExists({"Error": {"Code": "ExecutionAlreadyExists"}},
-                                                             "StartExecution")
-            started.append({"state_machine": call["stateMachineArn"], "name": call["name"],
-                            "input": json.loads(call["input"])})
-            return {"executionArn": f"arn:execution:{call['name']}"}
-
-        def describe_execution(self, executionArn: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
-            return {"executionArn": executionArn, "status": "RUNNING"}  # every recorded execution still runs
-
-    step_functions.client.cache_clear()
-    original = step_functions.client
-    step_functions.client = lambda: Recording()  # type: ignore[assignment]
-    yield started
-    step_functions.client = original  # type: ignore[assignment]
