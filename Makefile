@@ -104,9 +104,11 @@ clean:
 bench: $(INSTALLED) $(SMOLLM2)
 	$(PY) tests/bench/run.py
 
-## cost: GPU-hours and dollars a week, always-on versus hibernating idle replicas, on a synthetic bursty week (offline)
+## cost: GPU-hours and dollars a week on synthetic weeks (offline): always-on versus hibernating replicas; fixed versus autoscaled fleets
 cost: $(INSTALLED)
 	$(PY) tests/bench/cost.py
+	@echo
+	$(PY) tests/bench/fleet_cost.py
 
 ## fuzz: a longer, unseeded schemathesis campaign against the local stack (every operation, stateful)
 fuzz: $(INSTALLED)
