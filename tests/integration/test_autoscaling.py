@@ -12,7 +12,7 @@ import pytest
 from openai import APIStatusError
 
 from infra.local.served_vms import loopback_for
-from tests.integration.conftest import Cloud, LocalStack, free_port, local_stack, provisioning_env, replica_rows
+from tests.integration.conftest import Cloud, LocalStack, local_stack, provisioning_env, replica_rows
 
 pytestmark = pytest.mark.skipif(not loopback_for({"id": 1}).startswith("127.1."),
                                 reason="VMs of one template need loopback addresses of their own (Linux)")
@@ -175,5 +175,22 @@ def test_bad_settings_are_400s_naming_the_field(scaling_stack, model):
     assert {"target_requests_per_minute", "vm_creation_details"} <= set(reply.json()["errors"])
 
 
-def test_an_unused_port_is_not_needed_per_vm(cloud):
-    assert free_port()  # the template's one port is shared: see autoscale()
+def test_a_template_whose_vms_fail_backs_off_says_why_and_leaves_no_vm(scaling_stack, cloud, model):
+    model_id, name = model
+    cloud.hyperstack.vm_goes_to_error = True
+    try:
+        autoscale(scaling_stack, model_id, name, min_replicas=1, max_replicas=2)
+
+        def backing_off() -> dict | None:
+            state = scaling_stack.admin.get(scaling_stack.url(f"/v1/models/{model_id}/autoscaling")).json()["state"]
+            return state if "not creating" in state["reason"] else None
+
+        state = wait_until("the scaler backs off", backing_off, timeout=90, stack=scaling_stack, model_id=model_id)
+    finally:
+        cloud.hyperstack.vm_goes_to_error = False
+
+    assert len(state["failed_creates"]) >= 2 and all(f["reason"] for f in state["failed_creates"])
+    wait_until("the failed replicas and their VMs are gone",
+               lambda: not vms_of(cloud, name) and not statuses(scaling_stack, model_id), timeout=60)
+    time.sleep(3)  # runs while it backs off make nothing
+    assert not vms_of(cloud, name) and not statuses(scaling_stack, model_id)
