@@ -1,7 +1,7 @@
 """The admin API: each route parses, calls one function in `chalicelib`, and shapes the answer."""
 
 from chalice import Chalice, Rate, Response
-from chalice.app import Request
+from chalice.app import CloudWatchEvent, Request
 
 from chalicelib.admin import api_keys, autoscaling, llm_models, model_catalog, replicas, table_browser, usage
 from chalicelib.api.http_edge import admin_only, json_body, json_errors, json_route, path_id
@@ -209,8 +209,9 @@ def idle_check(event: object) -> dict:
 
 # Scales each model with autoscaling to its load (chalicelib/provisioning/scaler.py): every SCALE_CHECK_SECONDS'
 # default, 60 s, EventBridge's finest rate (`make run` scales every few seconds).
+# A request refused for want of capacity invokes it too, for its model (chalicelib/chat/nudge.py).
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="scale")
-def scale(event: object) -> dict:
+def scale(event: CloudWatchEvent) -> dict:
     from chalicelib.provisioning import scaler
 
-    return scaler.run()
+    return scaler.handle(event.to_dict())

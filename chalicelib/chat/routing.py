@@ -184,15 +184,21 @@ class UseMarks:
         self._writes.append(write)
 
 
+def scaled_model_id(model: str) -> int | None:
+    """The model's id if it has autoscaling, as this instance last read it (None: no autoscaling, or not read)."""
+    entry = _cache.get(model)
+    return entry.scaled_id if entry is not None else None
+
+
 def count_demand(model: str, started_at: float) -> None:
     """One request of demand for an autoscaled model (store.model_load), answered or refused for want of a
     replica: after the answer, or as soon as the request waits for its model to wake (the scaler must see it
     before it ends). Known from the cached model row, so a model without autoscaling costs nothing."""
-    entry = _cache.get(model)
-    if entry is None or entry.scaled_id is None:
+    scaled_id = scaled_model_id(model)
+    if scaled_id is None:
         return
     try:
-        model_load.count(entry.scaled_id, started_at)
+        model_load.count(scaled_id, started_at)
     except Exception:  # noqa: BLE001 - a lost count only delays a scale-out; never the caller's error
         logger.warning("demand not counted", exc_info=True, extra={"model": model})
 

@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
-from chalicelib.chat import access, affinity, request_metrics, routing, sse, upstream, waking
+from chalicelib.chat import access, affinity, nudge, request_metrics, routing, sse, upstream, waking
 from chalicelib.chat.access import Caller
 from chalicelib.chat.metering import CLIENT_CLOSED, Meter
 from chalicelib.chat.openai_errors import error_response, sse_error_event
@@ -82,7 +82,17 @@ def _after(meter: Meter, used: routing.UseMarks) -> None:
     request_metrics.emit_answered(meter, row)
     if not meter.demand_counted:
         routing.count_demand(meter.request.model, meter.started_at)
+    _nudge_if_refused(meter)
     used.finish()  # the last minute of use too, and every mark written before the invocation ends
+
+
+def _nudge_if_refused(meter: Meter) -> None:
+    """A request of an autoscaled model refused for want of capacity nudges its scaler (chalicelib/chat/nudge.py)."""
+    if meter.error is None or meter.error.code not in nudge.CAPACITY_REFUSALS:
+        return
+    scaled_id = routing.scaled_model_id(meter.request.model)
+    if scaled_id is not None:
+        nudge.nudge(scaled_id, meter.request.model, time.time())
 
 
 def _answer(request: ChatRequest, caller: Caller, meter: Meter, now: float, deadline: float, wait: float,

@@ -98,6 +98,7 @@ class ChatSettings:
     default_wake_seconds: int
     buffered_answer_seconds: float
     prefix_affinity: bool
+    scale_function_name: str | None
 
 
 def _flag(name: str) -> bool:
@@ -136,6 +137,10 @@ def get_chat_settings() -> ChatSettings:
         # A conversation's requests go to the replica holding its prompt's cache (chalicelib/chat/affinity.py);
         # off: every request rotates over the replicas, as before.
         prefix_affinity=os.environ.get("PREFIX_AFFINITY", "on").strip().lower() not in ("0", "false", "no", "off"),
+        # The scaler a request refused for want of capacity nudges (chalicelib/chat/nudge.py): the packaged stack
+        # names it; under `chalice deploy` it is `<WORKFLOW_NAME_PREFIX>-scale`, Chalice's name for it.
+        scale_function_name=os.environ.get("SCALE_FUNCTION_NAME") or (
+            f"{os.environ['WORKFLOW_NAME_PREFIX']}-scale" if os.environ.get("WORKFLOW_NAME_PREFIX") else None),
     )
 
 

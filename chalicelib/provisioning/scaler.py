@@ -50,8 +50,16 @@ REFUSED_PREFIX = "Not hibernated:"  # power.REFUSED_REASON: the flavor cannot hi
 _said_missing = False  # deliberate per-instance state: the missing workflows are logged once
 
 
-def run(now: float | None = None) -> dict[str, Any]:
-    """One pass over every autoscaled model: {model id: its decision as recorded} ("missing": no workflows)."""
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    """The scale function's event: its schedule's (every model), or a nudge's (chalicelib/chat/nudge.py: the one
+    model in its `detail`)."""
+    model_id = (event.get("detail") or {}).get("model_id")
+    return run(only=int(model_id) if model_id is not None else None)
+
+
+def run(now: float | None = None, only: int | None = None) -> dict[str, Any]:
+    """One pass over every autoscaled model (`only`: that one): {model id: its decision as recorded}
+    ("missing": no workflows)."""
     now = time.time() if now is None else now
     missing = workflow.missing()
     if missing:
@@ -62,7 +70,7 @@ def run(now: float | None = None) -> dict[str, Any]:
         by_model[int(replica.model_id)].append(replica)
     outcome: dict[str, Any] = {}
     for model in LlmModel.listing_index.query("llm_models"):
-        if model.autoscaling is None or model.deleting:
+        if model.autoscaling is None or model.deleting or only not in (None, int(model.id)):
             continue
         try:
             state = scale(model, by_model.get(int(model.id), []), now)

@@ -189,6 +189,8 @@ class LlmModel(Table):
     autoscaling = MapAttribute(null=True)
     scaling_state = MapAttribute(null=True)
     scaler_lease_until = NumberAttribute(null=True)
+    # When a request refused for want of capacity last nudged the scaler (chalicelib/chat/nudge.py).
+    scale_nudged_at = NumberAttribute(null=True)
 
 
 class Replica(Table):

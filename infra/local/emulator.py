@@ -58,8 +58,13 @@ def _registered_handler(environ: dict[str, Any]) -> Callable[[dict[str, Any]], A
 def _invoke(
     handler: Callable[[dict[str, Any]], Any], environ: dict[str, Any], start_response: Callable[..., Any]
 ) -> list[bytes]:
-    """One synchronous invocation, answered the way Lambda answers (a raised error is a function error)."""
+    """One invocation, answered the way Lambda answers: a RequestResponse one with the handler's result (a raised
+    error is a function error), an Event one at once with 202 while the handler runs on in a thread of its own."""
     raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    if environ.get("HTTP_X_AMZ_INVOCATION_TYPE") == "Event":
+        threading.Thread(target=_run_event, args=(handler, json.loads(raw or b"{}")), daemon=True).start()
+        start_response("202 Accepted", [("Content-Length", "0")])
+        return [b""]
     headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
     try:
         body = json.dumps(handler(json.loads(raw or b"{}"))).encode()
@@ -71,6 +76,13 @@ def _invoke(
         headers.append(("X-Amz-Function-Error", "Unhandled"))
     start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _run_event(handler: Callable[[dict[str, Any]], Any], event: dict[str, Any]) -> None:
+    try:
+        handler(event)
+    except Exception:  # noqa: BLE001 - an Event invocation's error is the function's log line, as in Lambda
+        LOG.exception("local Lambda Event invocation failed")
 
 
 class Faults:

@@ -17,7 +17,7 @@ from typing import Any
 LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "120",
                   "MODEL_READY_TIMEOUT_SECONDS": "300", "RECONCILE_INTERVAL_SECONDS": "5",
                   "RECONCILE_GRACE_SECONDS": "10", "IDLE_CHECK_SECONDS": "1",
-                  "SCALE_CHECK_SECONDS": "5"}
+                  "SCALE_CHECK_SECONDS": "5", "SCALE_FUNCTION_NAME": "hyperstack-llm-proxy-local-scale"}
 
 
 def start_local_provisioning(emulator_url: str, real_replica: tuple[str, int] | None = None) -> list[str]:
@@ -79,10 +79,13 @@ def _start_scaler() -> str:
     """The scheduled scaler, as EventBridge would run it: every SCALE_CHECK_SECONDS."""
     from chalicelib.core.settings import get_provision_settings
     from chalicelib.provisioning import scaler
+    from infra.local.emulator import register_function
 
     interval = get_provision_settings().scale_check_seconds
     _every(interval, scaler.run, "scaler")
-    return f"Scaler: every {interval} s (models with autoscaling grow and shrink with their load)"
+    # A nudge (chalicelib/chat/nudge.py) invokes it as Lambda would: the embedded emulator answers the Invoke.
+    register_function(os.environ["SCALE_FUNCTION_NAME"], scaler.handle)
+    return f"Scaler: every {interval} s, and when nudged (models with autoscaling grow and shrink with their load)"
 
 
 def _every(seconds: float, action: Any, name: str) -> None:

@@ -33,6 +33,7 @@ STATE_MACHINE_NAME = f"hyperstack-llm-proxy-{STAGE}-provisioning"
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE_NAME}"
 HIBERNATE_STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:hyperstack-llm-proxy-{STAGE}-hibernate"
 WAKE_STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:hyperstack-llm-proxy-{STAGE}-wake"
+SCALE_FUNCTION_NAME = f"hyperstack-llm-proxy-{STAGE}-scale"
 ADMIN_KEY = "recorded-admin-key"
 USER_KEY = "hsk_recorded-user-key"
 
@@ -45,6 +46,7 @@ os.environ.update(
     STAGE=STAGE, TABLE_PREFIX=TABLE_PREFIX, ADMIN_API_KEY_PARAMETER=ADMIN_KEY_PARAMETER,
     HYPERSTACK_API_KEY_PARAMETER=HYPERSTACK_KEY_PARAMETER, PROVISION_STATE_MACHINE_ARN=STATE_MACHINE_ARN,
     HIBERNATE_STATE_MACHINE_ARN=HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN=WAKE_STATE_MACHINE_ARN,
+    SCALE_FUNCTION_NAME=SCALE_FUNCTION_NAME,
 )
 for variable in ("ADMIN_API_KEY", "HYPERSTACK_API_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "MOCK_LLM"):
     os.environ.pop(variable, None)
@@ -87,6 +89,9 @@ class Recorder:
         elif signing_name == "ssm":
             record({"action": f"ssm:{operation}", "resource": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
                     f"{params['Name']}", "context": {}})
+        elif signing_name == "lambda":
+            record({"action": "lambda:InvokeFunction", "resource": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
+                    f"{params['FunctionName']}", "context": {}})
         elif signing_name == "states":
             arn = params.get("stateMachineArn") or params["executionArn"]
             record({"action": f"states:{operation}", "resource": arn, "context": {}})
@@ -229,7 +234,7 @@ def admin_api() -> None:
 def chat() -> None:
     from chalicelib.admin.api_keys import hash_key
     from chalicelib.admin.replicas import SUCCESS
-    from chalicelib.chat import access, routing
+    from chalicelib.chat import access, nudge, routing
     from chalicelib.chat.metering import Meter
     from chalicelib.chat.request import parse_chat_request
     from chalicelib.core.errors import ApiError
@@ -259,6 +264,8 @@ def chat() -> None:
         meter.replica_id = target.replica_id
         meter.write()
         routing.count_demand("m/one", now)  # an autoscaled model's demand, after the answer
+        nudge.nudge(1, "m/one", now)  # a capacity refusal's, after the answer: moto has no such function to run
+    assert any(c["action"] == "lambda:InvokeFunction" for c in RECORDER.calls["Chat"]), "the scaler was not nudged"
     assert Metric.count() == 1, "the usage row was not written"
     assert Bookkeeping.get("load#1").rl_count == 1, "the demand was not counted"
     assert UsageCount.count() == 1, "the usage row was not counted"

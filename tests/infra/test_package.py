@@ -123,6 +123,7 @@ CHAT_GRANTS = {
     ("dynamodb:UpdateItem", "api_key"),
     ("dynamodb:GetItem", "api_key"),
     ("dynamodb:GetItem", "llm_models"),
+    ("dynamodb:UpdateItem", "llm_models"),  # a capacity refusal nudges an autoscaled model's scaler
     ("dynamodb:Query", "replicas/index/by_model"),
     ("dynamodb:UpdateItem", "replicas"),
     ("dynamodb:GetItem", "replicas"),
@@ -144,6 +145,7 @@ CHAT_UPDATE_ATTRIBUTES = {
     ("replicas", frozenset({"id", "last_used_minute", "wake_requested_at", "hibernated_at"})),
     ("bookkeeping", frozenset({"pk", "value"})),
     ("bookkeeping", frozenset({"pk", "rl_window", "rl_count", "rl_previous"})),  # an autoscaled model's demand
+    ("llm_models", frozenset({"name", "id", "scale_nudged_at"})),  # a nudge's mark, once per model per 10 s
 }
 UNUSED_ACTIONS = {"dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
 # The one scan: deleting a model reads its replicas with a consistent scan of the replicas table (the
@@ -165,6 +167,7 @@ VARIABLE_READERS = {
                                "mark_hibernated); chalicelib/chat/waking.py: a request's wake, via "
                                "settings.get_chat_settings"),
     "MOCK_LLM": "chalicelib/chat/service.py: through settings.get_chat_settings",
+    "SCALE_FUNCTION_NAME": "chalicelib/chat/nudge.py: the scaler a capacity refusal invokes, via get_chat_settings",
     "AWS_LAMBDA_EXEC_WRAPPER": "chalicelib/chat/bootstrap: read by Lambda itself, which starts the wrapper",
     "HYPERSTACK_API_KEY_PARAMETER": ("chalicelib/provisioning/step_helpers.py: configured_hyperstack, "
                                      "via settings.hyperstack_api_key"),
@@ -179,7 +182,7 @@ FUNCTION_VARIABLES = {
                                              "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
                                              "WORKFLOW_NAME_PREFIX"},
     CHAT: EVERY_FUNCTION_VARIABLES | {"MOCK_LLM", "AWS_LAMBDA_EXEC_WRAPPER", "WAKE_STATE_MACHINE_ARN",
-                                      "WORKFLOW_NAME_PREFIX"},
+                                      "WORKFLOW_NAME_PREFIX", "SCALE_FUNCTION_NAME"},
     PROVISION: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER", "WAKE_STATE_MACHINE_ARN",
                                            "WORKFLOW_NAME_PREFIX"},
     RECONCILE: EVERY_FUNCTION_VARIABLES | {"HYPERSTACK_API_KEY_PARAMETER"},
@@ -190,7 +193,8 @@ FUNCTION_VARIABLES = {
 }
 # Only the packaged stack can give the state machines' ARNs; under `chalice deploy` the functions derive them
 # from WORKFLOW_NAME_PREFIX (the companion stack names its state machines so).
-PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN"}
+PACKAGE_ONLY_VARIABLES = {"PROVISION_STATE_MACHINE_ARN", "HIBERNATE_STATE_MACHINE_ARN", "WAKE_STATE_MACHINE_ARN",
+                          "SCALE_FUNCTION_NAME"}
 FUNCTION_ROLES = {API_HANDLER: API_HANDLER_ROLE, CHAT: CHAT_ROLE, PROVISION: PROVISION_ROLE, RECONCILE: RECONCILE_ROLE,
                   IDLE_CHECK: IDLE_CHECK_ROLE, SCALE: SCALE_ROLE}
 # Each function's name in .chalice/config.json's lambda_functions (the REST API's is Chalice's own).
@@ -561,6 +565,8 @@ def _resource_arn(logical_id: str, template: dict[str, Any]) -> str:
     if resource["Type"] == STATE_MACHINE_TYPE:
         name = _resolve(properties["StateMachineName"], parameters)
         return f"arn:aws:states:{RECORDED_REGION}:{RECORDED_ACCOUNT}:stateMachine:{name}"
+    if logical_id == SCALE:  # the recorder's stand-in name (tests/infra/recorded_calls.py SCALE_FUNCTION_NAME)
+        return f"arn:aws:lambda:{RECORDED_REGION}:{RECORDED_ACCOUNT}:function:hyperstack-llm-proxy-{STAGE}-scale"
     raise AssertionError(f"{logical_id}: a role names a {resource['Type']}, which this test cannot resolve")
 
 
@@ -720,7 +726,10 @@ def test_chat_role_allows_exactly_the_item_calls_of_the_chat_plane_and_its_logs(
                for action in _actions(s) for resource in _as_list(s["Resource"])}
     assert granted == CHAT_GRANTS
     others = {action for s in statements if not _grants_dynamodb(s) for action in _actions(s)}
-    assert others == LOG_ACTIONS | {"states:StartExecution"}, "no SSM parameter, no other service; a wake's start"
+    assert others == LOG_ACTIONS | {"states:StartExecution", "lambda:InvokeFunction"}, \
+        "no SSM parameter, no other service; a wake's start, a nudge of the scaler"
+    [invoke] = [s for s in statements if "lambda:InvokeFunction" in _actions(s)]
+    assert invoke["Resource"] == {"Fn::GetAtt": [SCALE, "Arn"]}, "the scaler, and no other function"
 
 
 def test_chat_role_updates_keys_and_replicas_only_through_the_attributes_its_writes_name(
@@ -1012,7 +1021,7 @@ def test_state_machine_role_may_only_invoke_the_provision_function(template: dic
     grants = [(s["Effect"], _actions(s), _as_list(s["Resource"])) for s in statements]
     assert grants == [("Allow", {"lambda:InvokeFunction"}, [{"Fn::GetAtt": [PROVISION, "Arn"]}])]
     for name in _resources_of_type(template, "AWS::IAM::Role"):
-        if name != STATE_MACHINE_ROLE:
+        if name not in (STATE_MACHINE_ROLE, CHAT_ROLE):  # chat's one invoke, the scaler's, is pinned above
             statements = _policy_statements(template["Resources"][name]["Properties"].get("Policies", []))
             assert not [s for s in statements if any(a.startswith("lambda:") for a in _actions(s))], name
 

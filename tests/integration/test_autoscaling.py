@@ -194,3 +194,24 @@ def test_a_template_whose_vms_fail_backs_off_says_why_and_leaves_no_vm(scaling_s
                lambda: not vms_of(cloud, name) and not statuses(scaling_stack, model_id), timeout=60)
     time.sleep(3)  # runs while it backs off make nothing
     assert not vms_of(cloud, name) and not statuses(scaling_stack, model_id)
+
+
+def test_a_refused_request_nudges_the_scaler_which_acts_before_its_schedule(cloud):
+    """The scaler's schedule an hour away: only the nudge of a refused request (a Lambda Event invocation,
+    answered by the embedded emulator) can bring the replica that then serves."""
+    env = {**provisioning_env(cloud), "SCALE_CHECK_SECONDS": "3600", "LOAD_WINDOW_SECONDS": "5"}
+    with local_stack(env) as stack:
+        name = f"as-{uuid.uuid4().hex[:8]}/Mock-Instruct"
+        model_id = stack.register_model(name)
+        autoscale(stack, model_id, name, min_replicas=0, max_replicas=1)
+        key = stack.new_key()["api_key"]
+
+        with pytest.raises(APIStatusError) as refused:
+            ask(stack, key, name, "anyone?")
+        assert refused.value.status_code == 503 and refused.value.code == "no_replica_ready"
+
+        wait_until("the nudged scaler's replica serves", lambda: statuses(stack, model_id) == ["SUCCESS"],
+                   timeout=60, stack=stack, model_id=model_id)
+        assert ask(stack, key, name, "now?")
+        assert stack.admin.delete(stack.url(f"/v1/models/{model_id}")).status_code == 204
+        wait_until("its VM is gone", lambda: not vms_of(cloud, name))
