@@ -211,9 +211,11 @@ def rows(arrivals: list[float]) -> list[tuple[str, ...]]:
     return table
 
 
-def print_table(table: list[tuple[str, ...]]) -> None:
-    header = ("flavor", "hibernate_after_seconds", "GPU-hours", "$ per week", "vs always-on", "wakes",
-              "cold requests", "wait per cold request")
+HEADER = ("flavor", "hibernate_after_seconds", "GPU-hours", "$ per week", "vs always-on", "wakes", "cold requests",
+          "wait per cold request")
+
+
+def print_table(table: list[tuple[str, ...]], header: tuple[str, ...] = HEADER) -> None:
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
     for row in [header, tuple("-" * width for width in widths), *table]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

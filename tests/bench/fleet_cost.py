@@ -40,6 +40,7 @@ from tests.bench.cost import (  # noqa: E402
     ROOT_DISK_DOLLARS_PER_GB_HOUR,
     WAKE_SECONDS,
     Flavor,
+    print_table,
 )
 
 SEED = 23
@@ -234,12 +235,8 @@ def rows(outcomes: list[Outcome], flavor: Flavor = FLAVOR) -> list[tuple[str, ..
     return table
 
 
-def print_table(table: list[tuple[str, ...]]) -> None:
-    header = ("scenario", "GPU-hours", "$ per week", f"vs {MAX_REPLICAS} always on", "served cold",
-              "refused or queued", "most serving")
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
-    for row in [header, tuple("-" * width for width in widths), *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+HEADER = ("scenario", "GPU-hours", "$ per week", f"vs {MAX_REPLICAS} always on", "served cold", "refused or queued",
+          "most serving")
 
 
 def main() -> None:
@@ -249,7 +246,7 @@ def main() -> None:
           f"{CREATE_SECONDS} s after it is asked for, a woken one {WAKE_SECONDS} s; autoscaled: target "
           f"{AUTOSCALED.target_requests_per_minute}/min, scale-in after {AUTOSCALED.scale_in_after_seconds} s; "
           f"prices as of {PRICES_AS_OF}.\n")
-    print_table(rows(scenarios(demand)))
+    print_table(rows(scenarios(demand)), HEADER)
 
 
 if __name__ == "__main__":

@@ -1189,11 +1189,9 @@ def test_idle_check_runs_on_an_eventbridge_schedule_every_minute(template: dict[
     assert schedules == [IDLE_CHECK_SCHEDULE]
 
 
-def test_idle_check_role_allows_exactly_the_replica_listing_the_two_workflows_and_its_logs(
-    template: dict[str, Any],
-) -> None:
-    assert template["Resources"][IDLE_CHECK]["Properties"]["Role"] == {"Fn::GetAtt": [IDLE_CHECK_ROLE, "Arn"]}
-    statements = _role_statements(template, IDLE_CHECK_ROLE)
+def _grants_by_target(statements: list[dict[str, Any]], template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(action, what it acts on) of every statement but the log writes: a table or index, a state machine by its
+    logical id, or `executions of` one."""
     machines = {_resource_arn(logical_id, template): logical_id for logical_id in WORKFLOWS}
 
     def target(resource: Any) -> str:
@@ -1204,8 +1202,16 @@ def test_idle_check_role_allows_exactly_the_replica_listing_the_two_workflows_an
             return f"executions of {machines[machine]}"
         return _table_or_index(resource, template)
 
-    granted = {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS
-               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    return {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS
+            for action in _actions(s) for resource in _as_list(s["Resource"])}
+
+
+def test_idle_check_role_allows_exactly_the_replica_listing_the_two_workflows_and_its_logs(
+    template: dict[str, Any],
+) -> None:
+    assert template["Resources"][IDLE_CHECK]["Properties"]["Role"] == {"Fn::GetAtt": [IDLE_CHECK_ROLE, "Arn"]}
+    statements = _role_statements(template, IDLE_CHECK_ROLE)
+    granted = _grants_by_target(statements, template)
     assert granted == IDLE_CHECK_GRANTS
     assert not [s for s in statements if "Condition" in s], "no write to hold to attributes: it writes nothing"
 
@@ -1230,18 +1236,7 @@ def test_scaler_runs_on_an_eventbridge_schedule_every_minute_with_its_own_role(t
 
 def test_scale_role_allows_exactly_what_scaling_does_and_its_logs(template: dict[str, Any]) -> None:
     statements = _role_statements(template, SCALE_ROLE)
-    machines = {_resource_arn(logical_id, template): logical_id for logical_id in WORKFLOWS}
-
-    def target(resource: Any) -> str:
-        if isinstance(resource, dict) and set(resource) == {"Ref"}:
-            return machines[_template_arn(resource, template)]
-        if isinstance(resource, dict) and ":execution:" in str(resource.get("Fn::Sub")):
-            machine = _template_arn(resource, template).replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
-            return f"executions of {machines[machine]}"
-        return _table_or_index(resource, template)
-
-    granted = {(action, target(resource)) for s in statements if not set(_actions(s)) <= LOG_ACTIONS
-               for action in _actions(s) for resource in _as_list(s["Resource"])}
+    granted = _grants_by_target(statements, template)
     assert granted == SCALE_GRANTS
     bookkeeping = [s for s in statements if "BookkeepingTable" in json.dumps(s["Resource"])]
     assert all("dynamodb:LeadingKeys" in json.dumps(s.get("Condition")) for s in bookkeeping), \

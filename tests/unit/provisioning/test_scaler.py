@@ -230,14 +230,18 @@ def test_an_autoscaled_replica_that_cannot_hibernate_is_deleted_on_scale_in(api,
     assert state_of(model_id)["deleted"] == [made.id]
 
 
-def test_creates_that_fail_back_off_and_the_state_says_why(api, model_id, executions):
+def fail_two_creates(api, model_id: int, reason: str) -> None:
+    """The scaler makes a replica twice, and each fails to provision with `reason`; a third run sees them."""
     autoscale(api, model_id, min_replicas=1)
     for attempt in range(2):
         scaler.run(NOW + attempt * 60)
         [made] = [r for r in autoscaled(model_id) if r.vm_status == statuses.PENDING]
-        become(made.id, statuses.FAILED, error_message="The model never answered: bad run_command")
-
+        become(made.id, statuses.FAILED, error_message=reason)
     scaler.run(NOW + 120)
+
+
+def test_creates_that_fail_back_off_and_the_state_says_why(api, model_id, executions):
+    fail_two_creates(api, model_id, "The model never answered: bad run_command")
 
     assert [r.vm_status for r in autoscaled(model_id)] == [statuses.DELETING, statuses.DELETING]
     reason = state_of(model_id)["reason"]
@@ -249,12 +253,7 @@ def test_creates_that_fail_back_off_and_the_state_says_why(api, model_id, execut
 
 
 def test_a_new_template_is_tried_afresh(api, model_id, executions):
-    autoscale(api, model_id, min_replicas=1)
-    for attempt in range(2):
-        scaler.run(NOW + attempt * 60)
-        [made] = [r for r in autoscaled(model_id) if r.vm_status == statuses.PENDING]
-        become(made.id, statuses.FAILED, error_message="bad run_command")
-    scaler.run(NOW + 120)
+    fail_two_creates(api, model_id, "bad run_command")
 
     autoscale(api, model_id, min_replicas=1, vm_creation_details={**VM_DETAILS, "run_command": "vllm serve x"})
     scaler.run(NOW + 180)
