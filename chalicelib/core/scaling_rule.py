@@ -61,6 +61,7 @@ class Decision:
     create: int = 0
     scale_in: int = 0
     reason: str = ""
+    backing_off: bool = False  # creates wanted, withheld: the template's recent creates failed
 
 
 def desired_count(load_rpm: float, settings: ScalingSettings) -> int:
@@ -102,8 +103,9 @@ def _scale_out(desired: int, fleet: Fleet, settings: ScalingSettings, load_rpm: 
     create = min(missing - wake, room)
     reason = f"load {load_rpm:g}/min needs {desired}; {fleet.active} active"
     if create and fleet.failed_creates >= FAILED_CREATES_TO_BACK_OFF:
-        return Decision(desired, wake=wake, reason=f"{reason}; not creating: {fleet.failed_creates} creates "
-                                                   f"failed in the last {CREATE_BACKOFF_SECONDS // 60} minutes")
+        return Decision(desired, wake=wake, backing_off=True,
+                        reason=f"{reason}; not creating: {fleet.failed_creates} creates failed in the last "
+                               f"{CREATE_BACKOFF_SECONDS // 60} minutes")
     if missing - wake > room or desired_count_unbounded(load_rpm, settings) > settings.max_replicas:
         reason += f"; at max_replicas ({settings.max_replicas})"
     return Decision(desired, wake=wake, create=create, reason=reason)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 from chalicelib.admin import replicas as replica_admin
@@ -96,9 +97,8 @@ def scale(model: LlmModel, replicas: list[Replica], now: float) -> dict[str, Any
         since = None if fleet.starting or fleet.waking else below_since(previous.get("below_since"), load,
                                                                         fleet.active, settings, now)
         decision = decide(load, fleet, settings, since, now)
-        if failures and fleet.failed_creates and "not creating" in decision.reason:
-            decision = Decision(decision.desired, decision.wake, decision.create, decision.scale_in,
-                                f"{decision.reason}; the last: {failures[-1]['reason']}")
+        if decision.backing_off:  # say why the creates failed, as the last one did
+            decision = replace(decision, reason=f"{decision.reason}; the last: {failures[-1]['reason']}")
         acted = _act(model, decision, replicas, settings, now)
         state = {"desired": decision.desired, "reason": decision.reason, "decided_at": int(now),
                  "load_requests_per_minute": load, "below_since": since, "failures": failures, **acted}
@@ -119,7 +119,7 @@ def scaling_settings(autoscaling: dict[str, Any]) -> ScalingSettings:
 def fleet_of(replicas: list[Replica], failed_creates: int = 0) -> Fleet:
     """A model's replicas by where they stand (those failed or going are not counted)."""
     count = {status: sum(1 for replica in replicas if replica.vm_status == status)
-             for status in (statuses.SUCCESS, statuses.WAKING, statuses.HIBERNATING, statuses.HIBERNATED)}
+             for status in (statuses.WAKING, statuses.HIBERNATING, statuses.HIBERNATED)}
     serving = sum(1 for replica in replicas if statuses.takes_requests(replica.vm_status, replica.endpoint))
     return Fleet(serving=serving, starting=sum(1 for r in replicas if r.vm_status in statuses.IN_PROGRESS),
                  waking=count[statuses.WAKING], hibernating=count[statuses.HIBERNATING],
