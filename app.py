@@ -207,11 +207,11 @@ def idle_check(event: object) -> dict:
     return check.run()
 
 
-# Scales each model with autoscaling to its load (chalicelib/provisioning/scaler.py): every SCALE_CHECK_SECONDS'
+# Scales each model with autoscaling to its load (chalicelib/admin/scaler.py): every SCALE_CHECK_SECONDS'
 # default, 60 s, EventBridge's finest rate (`make run` scales every few seconds).
 # A request refused for want of capacity invokes it too, for its model (chalicelib/chat/nudge.py).
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="scale")
 def scale(event: CloudWatchEvent) -> dict:
-    from chalicelib.provisioning import scaler
+    from chalicelib.admin import scaler
 
     return scaler.handle(event.to_dict())

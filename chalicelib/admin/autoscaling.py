@@ -13,12 +13,11 @@ from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 
-from chalicelib.admin import replicas
+from chalicelib.admin import replicas, scaler
 from chalicelib.admin.schemas import AUTOSCALING
 from chalicelib.core.clock import iso
 from chalicelib.core.errors import NotFound, ValidationFailed
 from chalicelib.core.validation import validate
-from chalicelib.provisioning import scaler
 from chalicelib.store import model_load, template_secrets
 from chalicelib.store.lookups import model_by_id
 from chalicelib.store.tables import Bookkeeping, LlmModel

@@ -186,7 +186,7 @@ def get_provision_settings() -> ProvisionSettings:
         reconcile_grace_seconds=max(0, _int("RECONCILE_GRACE_SECONDS", 30 * 60)),
         # How often idle replicas are looked for (EventBridge's finest rate in AWS is a minute).
         idle_check_seconds=max(1, _int("IDLE_CHECK_SECONDS", 60)),
-        # How often autoscaled models are scaled (chalicelib/provisioning/scaler.py); a minute in AWS too.
+        # How often autoscaled models are scaled (chalicelib/admin/scaler.py); a minute in AWS too.
         scale_check_seconds=max(1, _int("SCALE_CHECK_SECONDS", 60)),
         # A replica marked HIBERNATING is drained before its VM goes: the first wait outlasts every chat
         # instance's replica cache (so none routes there any more), and requests in flight may run on for

@@ -21,7 +21,7 @@ def endpoint_guard(replica: Replica) -> str:
 
 def slot_guard(replica: Replica) -> str:
     """The scaling slot a replica made by the scaler holds: a model has max_replicas slots at most, and a
-    replica is inserted only with a slot no other holds (chalicelib/provisioning/scaler.py)."""
+    replica is inserted only with a slot no other holds (chalicelib/admin/scaler.py)."""
     return f"scale-slot#{replica.model_id}#{int(replica.scale_slot)}"
 
 

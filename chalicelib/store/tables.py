@@ -185,7 +185,7 @@ class LlmModel(Table):
     deleting = BooleanAttribute(null=True)
     # Autoscaling (chalicelib/admin/autoscaling.py): the admin's settings, the replicas' template among them
     # (its secrets apart, in store.template_secrets); the scaler's last decision and its memory between runs
-    # (chalicelib/provisioning/scaler.py); and the scaler's lease, so that runs of one model take turns.
+    # (chalicelib/admin/scaler.py); and the scaler's lease, so that runs of one model take turns.
     autoscaling = MapAttribute(null=True)
     scaling_state = MapAttribute(null=True)
     scaler_lease_until = NumberAttribute(null=True)

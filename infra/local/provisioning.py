@@ -77,8 +77,8 @@ def _start_idle_check() -> str:
 
 def _start_scaler() -> str:
     """The scheduled scaler, as EventBridge would run it: every SCALE_CHECK_SECONDS."""
+    from chalicelib.admin import scaler
     from chalicelib.core.settings import get_provision_settings
-    from chalicelib.provisioning import scaler
     from infra.local.emulator import register_function
 
     interval = get_provision_settings().scale_check_seconds

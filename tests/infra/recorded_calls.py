@@ -552,8 +552,8 @@ def idle_check() -> None:
 # --- the scaler (Scale) ----------------------------------------------------------------------------
 
 def scale() -> None:
+    from chalicelib.admin import scaler
     from chalicelib.core import replica_statuses as statuses
-    from chalicelib.provisioning import scaler
     from chalicelib.provisioning.power import REFUSED_REASON
     from chalicelib.store import model_load, template_secrets
     from chalicelib.store.tables import Bookkeeping, LlmModel, Replica

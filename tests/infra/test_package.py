@@ -66,7 +66,7 @@ IDLE_CHECK_GRANTS = {
     ("states:DescribeExecution", "executions of WakeStateMachine"),
     ("states:DescribeExecution", "executions of ProvisioningStateMachine"),
 }
-# app.py's `@app.schedule(..., name="scale")`: the autoscaler (chalicelib/provisioning/scaler.py).
+# app.py's `@app.schedule(..., name="scale")`: the autoscaler (chalicelib/admin/scaler.py).
 SCALE = "Scale"
 SCALE_ROLE = "ScaleRole"
 SCALE_SCHEDULE = "rate(1 minute)"  # SCALE_CHECK_SECONDS' default, 60 s: EventBridge's finest rate

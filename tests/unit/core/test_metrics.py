@@ -359,7 +359,7 @@ def test_a_lost_usage_row_is_counted_under_the_stage_only(emitted):
 
 def test_the_scaler_emits_desired_and_serving_replicas_its_acts_and_a_model_at_max_replicas(
         api, emitted, executions):
-    from chalicelib.provisioning import scaler
+    from chalicelib.admin import scaler
     from chalicelib.store import model_load
     from tests.unit.conftest import VM_DETAILS
 

@@ -16,8 +16,10 @@ model's lease (one conditional write, so that runs of one model take turns), rea
 - a replica the scaler made that failed to provision is deleted (its slot freed) and its failure remembered:
   FAILED_CREATES_TO_BACK_OFF of them within CREATE_BACKOFF_SECONDS stop further creates, and the state says why.
 
-Every act is safe to repeat: wakes are one per ask, a scale-in's hibernation is named after the replica's
-serving period, a teardown of a replica already going is harmless, and slots bound the creates.
+It acts as an admin would, through the admin's own replica operations (chalicelib/admin/replicas.py: create_vm's
+insert, wake, teardown), which is why it lives in this package. Every act is safe to repeat: wakes are one per
+ask, a scale-in's hibernation is named after the replica's serving period, a teardown of a replica already going
+is harmless, and slots bound the creates.
 """
 
 from __future__ import annotations

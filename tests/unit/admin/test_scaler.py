@@ -1,4 +1,4 @@
-"""The scaler (chalicelib/provisioning/scaler.py): each autoscaled model brought to what its load needs.
+"""The scaler (chalicelib/admin/scaler.py): each autoscaled model brought to what its load needs.
 
 Rows in moto's DynamoDB; the hibernate and wake executions recorded (the `executions` fixture), creates started
 on moto's provisioning state machine. Replicas the scaler makes are moved on by hand where a test needs them
@@ -13,15 +13,26 @@ from typing import Any
 
 import pytest
 
+from chalicelib.admin import scaler
 from chalicelib.core import replica_statuses as statuses
-from chalicelib.provisioning import scaler
 from chalicelib.provisioning.power import REFUSED_REASON
 from chalicelib.store import model_load
 from chalicelib.store.tables import LlmModel, Replica
 from tests.unit.conftest import VM_DETAILS
-from tests.unit.provisioning.test_hibernation import hibernated, serving
+from tests.unit.provisioning.test_hibernation import HibernatingHyperstack, hibernated, serving
 
 NOW = 29_000_000 * 60.0 + 30  # half-way through some minute
+
+
+@pytest.fixture
+def hyperstack() -> HibernatingHyperstack:
+    """The workflow steps' Hyperstack, for replicas made serving or hibernated step by step."""
+    return HibernatingHyperstack()
+
+
+@pytest.fixture
+def model_id(api) -> int:
+    return api.create_model()
 
 
 def autoscale(api, model_id: int, **changes: Any) -> None:
