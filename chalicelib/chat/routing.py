@@ -13,7 +13,8 @@ and is answered 503 `model_waking`. A replica that fails a request makes its mod
 again (it may be draining for hibernation, see chalicelib/provisioning/power.py), and a request that
 every cached replica refused tries those it did not (or learns that the model now wakes).
 
-An autoscaled model's demand is counted once each request has been answered (count_demand): never before it.
+An autoscaled model's demand is counted once each request has been answered (count_demand), or as soon as it
+starts waiting for its model to wake: a request a replica can take never waits for the count.
 
 A replica that may hibernate has its minute of use recorded as soon as it answers, again each new minute
 while a stream runs and at the end (UseMarks), at most once a minute per function instance, and not at

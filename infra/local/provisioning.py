@@ -104,14 +104,15 @@ def _start_fake_hyperstack(real_replica: tuple[str, int] | None) -> Any:
     from infra.local.fake_hyperstack import FakeHyperstack
     from infra.local.forwarder import TcpForwarder
     from infra.local.ports import side_port
-    from infra.local.served_vms import ServedVm, ServedVms, loopback_for, mock_replica_for
+    from infra.local.served_vms import ServedVm, ServedVms, host_of, loopback_for, mock_replica_for
     from infra.local.vm_front import front_for
 
     def real_replica_for(vm: dict[str, Any]) -> ServedVm:
         # One model loaded once: llama.cpp ignores the request's model name, the proxy checks it. The VM's
         # TLS front relays to it; a VM without one answers plain, through a forwarder.
         front = front_for(vm, real_replica)
-        return ServedVm(front=front) if front else ServedVm(TcpForwarder(real_replica, port=vm["port"]).start())
+        return ServedVm(front=front) if front else ServedVm(
+            TcpForwarder(real_replica, port=vm["port"], host=host_of(vm)).start())
 
     served = ServedVms(real_replica_for if real_replica else mock_replica_for)
     return FakeHyperstack(port=side_port("FAKE_HYPERSTACK_PORT"), floating_ip=loopback_for, on_active=served.on_active,
