@@ -101,11 +101,15 @@ def scale(model: LlmModel, replicas: list[Replica], now: float) -> dict[str, Any
         decision = decide(load, fleet, settings, since, now)
         if decision.backing_off:  # say why the creates failed, as the last one did
             decision = replace(decision, reason=f"{decision.reason}; the last: {failures[-1]['reason']}")
-        acted = _act(model, decision, replicas, settings, now)
-        state = {"desired": decision.desired, "reason": decision.reason, "decided_at": int(now),
-                 "load_requests_per_minute": load, "below_since": since, "failures": failures, **acted}
-        if update_if(model, [LlmModel.scaling_state.set(state)],
-                     (LlmModel.id == model.id) & LlmModel.deleting.does_not_exist()):
+        acted: dict[str, list[int]] = {"woken": [], "created": [], "hibernating": [], "deleted": []}
+        try:
+            _act(model, decision, replicas, settings, now, acted)
+        finally:  # what it did, and the failed creates it tore down, are remembered even if an act failed
+            state = {"desired": decision.desired, "reason": decision.reason, "decided_at": int(now),
+                     "load_requests_per_minute": load, "below_since": since, "failures": failures, **acted}
+            recorded = update_if(model, [LlmModel.scaling_state.set(state)],
+                                 (LlmModel.id == model.id) & LlmModel.deleting.does_not_exist())
+        if recorded:
             _log(model, decision, acted)
             _emit(model, decision, fleet, acted, at_max=desired_count_unbounded(load, settings) > settings.max_replicas)
         return state
@@ -129,8 +133,8 @@ def fleet_of(replicas: list[Replica], failed_creates: int = 0) -> Fleet:
 
 
 def _act(model: LlmModel, decision: Decision, replicas: list[Replica], settings: ScalingSettings,
-         now: float) -> dict[str, Any]:
-    acted: dict[str, Any] = {"woken": [], "created": [], "hibernating": [], "deleted": []}
+         now: float, acted: dict[str, list[int]]) -> None:
+    """Act on the decision, noting each act in `acted` as it is done."""
     for replica in _failed_autoscaled(replicas):  # its slot freed once its rows go
         _tear_down(replica, acted)
     for replica in sorted((r for r in replicas if r.vm_status == statuses.HIBERNATED), key=_newest_first):
@@ -142,19 +146,18 @@ def _act(model: LlmModel, decision: Decision, replicas: list[Replica], settings:
             continue  # a wake is already asked for, or it moved on: not one to count
         acted["woken"].append(int(replica.id))
     if decision.create:
-        acted["created"] = _create(model, decision.create, replicas, settings)
+        _create(model, decision.create, replicas, settings, acted["created"])
     if decision.scale_in:
         _scale_in(replicas, acted, settings, now)
-    return acted
 
 
-def _create(model: LlmModel, count: int, replicas: list[Replica], settings: ScalingSettings) -> list[int]:
+def _create(model: LlmModel, count: int, replicas: list[Replica], settings: ScalingSettings,
+            created: list[int]) -> None:
     autoscaling = model.autoscaling.as_dict()
     details = {**autoscaling["vm_creation_details"], "secrets": template_secrets.read(int(model.id)) or None}
     by_hand = sum(1 for replica in replicas if replica.scale_slot is None and _claims(replica))
     held = {int(replica.scale_slot) for replica in replicas if replica.scale_slot is not None}
     free = [slot for slot in range(1, settings.max_replicas - by_hand + 1) if slot not in held]
-    created: list[int] = []
     for slot in free:  # a slot another run took since the replicas were read is refused: the next one is tried
         if len(created) >= count:
             break
@@ -167,7 +170,6 @@ def _create(model: LlmModel, count: int, replicas: list[Replica], settings: Scal
         except ApiError as error:  # its workflow did not start (its rows were taken back): the next run tries again
             logger.warning("scaler's create not started", extra={"model_id": int(model.id), "why": error.message})
             break
-    return created
 
 
 def _scale_in(replicas: list[Replica], acted: dict[str, Any], settings: ScalingSettings, now: float) -> None:

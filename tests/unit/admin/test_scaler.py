@@ -7,7 +7,6 @@ serving.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -112,27 +111,24 @@ def test_replicas_made_by_hand_count_against_max_replicas(api, model_id, executi
     assert len(autoscaled(model_id)) == 1
 
 
-def test_racing_runs_that_read_the_same_replicas_never_exceed_max_replicas(api, model_id, executions):
+def test_runs_that_read_the_same_replicas_never_exceed_max_replicas(api, model_id, executions):
+    """Runs that overlap all read the fleet before any of them made a replica: each acts on the same stale
+    (empty) fleet, one after another here (moto in this process is not atomic under threads; DynamoDB's
+    transactions are), and only the slots written with each replica stand between them and a fourth VM."""
     autoscale(api, model_id, max_replicas=3)
     load(model_id, 6000)
-    model = next(m for m in LlmModel.scan(consistent_read=True) if m.id == model_id)
-    stale: list[Replica] = []  # every run read the fleet before any of them made a replica
-    barrier = threading.Barrier(4)
-
-    def one_run(offset: int) -> None:
-        barrier.wait()
-        racing = LlmModel.get(model.name, consistent_read=True)
-        racing.scaler_lease_until = None  # as if each held the lease: only the slots stand between them
-        settings = scaler.scaling_settings(racing.autoscaling.as_dict())
-        scaler._act(racing, scaler.decide(6000, scaler.fleet_of(stale), settings, None, NOW), stale, settings, NOW)
-
-    threads = [threading.Thread(target=one_run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    stale: list[Replica] = []
+    made_by_run = []
+    for _ in range(4):
+        model = next(m for m in LlmModel.scan(consistent_read=True) if m.id == model_id)
+        settings = scaler.scaling_settings(model.autoscaling.as_dict())
+        acted = {"woken": [], "created": [], "hibernating": [], "deleted": []}
+        scaler._act(model, scaler.decide(6000, scaler.fleet_of(stale), settings, None, NOW), stale, settings, NOW,
+                    acted)
+        made_by_run.append(len(acted["created"]))
 
     made = autoscaled(model_id)
+    assert made_by_run == [3, 0, 0, 0]
     assert len(made) == 3 and sorted(r.scale_slot for r in made) == [1, 2, 3]
 
 
@@ -369,3 +365,23 @@ def test_time_below_the_need_counts_from_when_no_replica_is_starting_or_waking(a
     scaler.run(NOW + 660)
 
     assert state_of(model_id)["below_since"] == NOW + 660
+
+
+def test_an_act_that_fails_still_leaves_the_failed_creates_it_tore_down_remembered(api, model_id, executions,
+                                                                                   monkeypatch):
+    from chalicelib.admin import replicas as replica_admin
+
+    autoscale(api, model_id, min_replicas=1)
+    scaler.run(NOW)
+    [made] = autoscaled(model_id)
+    become(made.id, statuses.FAILED, error_message="bad run_command")
+
+    def unreachable(*_: Any, **__: Any) -> int:
+        raise RuntimeError("DynamoDB unreachable")
+
+    monkeypatch.setattr(replica_admin, "create_provisioned", unreachable)
+    scaler.run(NOW + 60)  # tears the failed one down, then fails to create: logged, the run goes on
+
+    state = state_of(model_id)
+    assert [f["replica_id"] for f in state["failures"]] == [made.id] and state["deleted"] == [made.id]
+    assert LlmModel.get("meta-llama/Llama-3.1-8B-Instruct").scaler_lease_until is None  # the lease is given back
