@@ -153,3 +153,17 @@ def executions(aws) -> list[dict[str, Any]]:
     step_functions.client = lambda: Recording()  # type: ignore[assignment]
     yield started
     step_functions.client = original  # type: ignore[assignment]
+
+
+@pytest.fixture
+def model_id(api: AdminApi) -> int:
+    """A model to give replicas to."""
+    return api.create_model()
+
+
+@pytest.fixture
+def hyperstack() -> Any:
+    """The workflow steps' Hyperstack: provisioning's in-memory fake, which hibernates and restores too."""
+    from tests.unit.provisioning.test_hibernation import HibernatingHyperstack
+
+    return HibernatingHyperstack()

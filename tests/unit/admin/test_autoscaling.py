@@ -16,10 +16,6 @@ def settings(**changes: Any) -> dict[str, Any]:
             "vm_creation_details": dict(VM_DETAILS), **changes}
 
 
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
-
 
 def test_put_answers_the_settings_and_a_state_not_decided_yet(api, model_id):
     reply = api.put(f"/v1/models/{model_id}/autoscaling", settings(hibernate_after_seconds=600))

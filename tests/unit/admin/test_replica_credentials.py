@@ -22,10 +22,6 @@ CREDENTIALS = new_credentials("test-replica")
 SECRET = "hf_s3cr3t-'$(touch /tmp/pwned)' \"quoted\" `ls`"
 
 
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
-
 
 def stored(replica_id: int) -> Replica:
     return Replica.get(replica_id, consistent_read=True)

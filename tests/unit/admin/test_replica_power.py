@@ -14,11 +14,6 @@ from tests.unit.conftest import VM_DETAILS
 
 
 @pytest.fixture
-def model_id(api):
-    return api.create_model()
-
-
-@pytest.fixture
 def state_machines(aws):
     """The hibernate and wake state machines, in moto's Step Functions (their executions stay RUNNING)."""
     client = boto3.client("stepfunctions", region_name="us-east-1")

@@ -37,10 +37,6 @@ def rules_of(api, replica_id):
     return [rule for rule in table(api, "replica_security_rules") if rule["replica_id"] == replica_id]
 
 
-@pytest.fixture
-def model_id(api):
-    return api.create_model()
-
 
 @pytest.fixture
 def ingress_cidr(monkeypatch):

@@ -18,20 +18,12 @@ from chalicelib.provisioning.power import REFUSED_REASON
 from chalicelib.store import model_load
 from chalicelib.store.tables import LlmModel, Replica
 from tests.unit.conftest import VM_DETAILS
-from tests.unit.provisioning.test_hibernation import HibernatingHyperstack, hibernated, serving
+from tests.unit.provisioning.test_hibernation import hibernated, serving
 
 NOW = 29_000_000 * 60.0 + 30  # half-way through some minute
 
 
-@pytest.fixture
-def hyperstack() -> HibernatingHyperstack:
-    """The workflow steps' Hyperstack, for replicas made serving or hibernated step by step."""
-    return HibernatingHyperstack()
 
-
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
 
 
 def autoscale(api, model_id: int, **changes: Any) -> None:

@@ -1,5 +1,5 @@
-"""The provisioning tests' shared fixtures: Hyperstack faked in memory, a model to give replicas to, and the
-hibernate and wake state machines (moto's) to start executions of."""
+"""The provisioning tests' shared fixtures: the hibernate and wake state machines (moto's) to start executions of
+(a model and Hyperstack faked in memory are tests/unit/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_HIBERNATE_ARN, TEST_WAKE_ARN
-from tests.unit.provisioning.test_hibernation import HibernatingHyperstack
-
-
-@pytest.fixture
-def hyperstack() -> HibernatingHyperstack:
-    """The steps' Hyperstack: provisioning's fake, which hibernates and restores too."""
-    return HibernatingHyperstack()
-
-
-@pytest.fixture
-def model_id(api) -> int:
-    return api.create_model()
 
 
 @pytest.fixture
