@@ -50,7 +50,7 @@ from chalicelib.store.tables import LlmModel, Replica
 
 LEASE_SECONDS = 120  # longer than a run takes; a run that died frees its models after this
 REFUSED_PREFIX = "Not hibernated:"  # power.REFUSED_REASON: the flavor cannot hibernate
-_said_missing = False  # deliberate per-instance state: the missing workflows are logged once
+MISSING = "scaler has no workflows to start: no replica is woken, made or hibernated"
 
 
 def handle(event: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def run(now: float | None = None, only: int | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     missing = workflow.missing()
     if missing:
-        _say_missing_once(missing)
+        workflow.say_missing_once(MISSING, missing)
         return {"missing": missing}
     by_model: dict[int, list[Replica]] = defaultdict(list)
     for replica in Replica.listing_index.query("replicas"):
@@ -248,11 +248,3 @@ def _log(model: LlmModel, decision: Decision, acted: dict[str, Any]) -> None:
     if any(acted.values()):
         logger.info("model scaled", extra={"model_id": int(model.id), "desired": decision.desired,
                                            "reason": decision.reason, "acted": acted})
-
-
-def _say_missing_once(missing: list[str]) -> None:
-    global _said_missing
-    if not _said_missing:
-        logger.warning("scaler has no workflows to start: no replica is woken, made or hibernated",
-                       extra={"missing": missing})
-        _said_missing = True

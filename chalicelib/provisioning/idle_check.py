@@ -30,7 +30,7 @@ from chalicelib.store.tables import LlmModel, Replica
 
 # Statuses a workflow moves a replica through: left there by an execution that ended, a new one takes it over.
 _TAKEN_OVER = (*statuses.IN_PROGRESS, statuses.HIBERNATING, statuses.WAKING)
-_said_missing = False  # deliberate per-instance state: the missing workflows are logged once
+MISSING = "idle check has no workflows to start: nothing is hibernated, woken or taken over"
 # A wake asked this long ago (ms) with the replica still HIBERNATED was never started: start it.
 STALE_WAKE_REQUEST_MS = 30_000
 
@@ -40,24 +40,14 @@ def run(now: float | None = None) -> dict[str, Any]:
     outcome: dict[str, Any] = {"hibernating": [], "waking": [], "taken_over": []}
     missing = workflow.missing()
     if missing:
-        _say_missing_once(missing)
+        workflow.say_missing_once(MISSING, missing)
         return {**outcome, "missing": missing}
     try:
         _check_each(now, outcome)
     except WorkflowNotDeployed as error:  # named (chalice deploy) but its companion stack is not deployed yet
-        _say_missing_once([error.message])
+        workflow.say_missing_once(MISSING, [error.message])
         return {**outcome, "missing": [error.message]}
     return outcome
-
-
-def _say_missing_once(missing: list[str]) -> None:
-    """A deployment without its workflows (its stack not deployed yet, say) cannot hibernate, wake or take over
-    anything: say so once per instance, rather than fail every minute."""
-    global _said_missing
-    if not _said_missing:
-        logger.warning("idle check has no workflows to start: nothing is hibernated, woken or taken over",
-                       extra={"missing": missing})
-        _said_missing = True
 
 
 def _check_each(now: float, outcome: dict[str, list[int]]) -> None:

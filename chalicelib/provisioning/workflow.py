@@ -8,11 +8,13 @@ from typing import Any
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core import step_functions
 from chalicelib.core.errors import ServiceUnavailable
+from chalicelib.core.observability import logger
 from chalicelib.core.settings import get_provision_settings
 
 # How long a teardown waits for the replica's create execution to end before stopping it: longer
 # than a create call with its retries (~3 min) plus the compensation's delete retries (~12 min).
 CREATE_END_WAIT_SECONDS = 20 * 60
+_said_missing: set[str] = set()  # deliberate per-instance state: each scheduled function says it once
 
 
 def _client() -> Any:
@@ -30,6 +32,14 @@ def machine(workflow: str) -> str | None:
 def missing() -> list[str]:
     """The workflows this deployment lacks (none: every scheduled function can start what it needs)."""
     return [name for name in ("provisioning", "hibernate", "wake") if not machine(name)]
+
+
+def say_missing_once(message: str, missing_workflows: list[str]) -> None:
+    """A scheduled function on a deployment without its workflows (its stack not deployed yet, say) can start
+    nothing: it says so once per instance (`message`), rather than fail every minute."""
+    if message not in _said_missing:
+        logger.warning(message, extra={"missing": missing_workflows})
+        _said_missing.add(message)
 
 
 def require_configured() -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.admin import scaler
 from chalicelib.core import replica_statuses as statuses
+from chalicelib.provisioning import workflow
 from chalicelib.provisioning.power import REFUSED_REASON
 from chalicelib.store import model_load
 from chalicelib.store.tables import LlmModel, Replica
@@ -282,7 +283,7 @@ def test_a_deployment_without_its_workflows_does_nothing_and_says_so(api, model_
     autoscale(api, model_id)
     monkeypatch.delenv("WAKE_STATE_MACHINE_ARN")
     monkeypatch.delenv("WORKFLOW_NAME_PREFIX", raising=False)  # Chalice's test client leaves the stage's
-    monkeypatch.setattr(scaler, "_said_missing", False)
+    monkeypatch.setattr(workflow, "_said_missing", set())
     get_provision_settings.cache_clear()
     get_settings.cache_clear()
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.hyperstack.client import HibernationUnsupported, HyperstackError
-from chalicelib.provisioning import idle_check
+from chalicelib.provisioning import idle_check, workflow
 from chalicelib.provisioning.errors import (
     HibernationRefused,
     NotIdle,
@@ -531,7 +531,7 @@ def _idle_check_twice(monkeypatch, unset: tuple[str, ...], prefix: str | None) -
         monkeypatch.delenv("WORKFLOW_NAME_PREFIX", raising=False)
     else:
         monkeypatch.setenv("WORKFLOW_NAME_PREFIX", prefix)
-    monkeypatch.setattr(idle_check, "_said_missing", False)
+    monkeypatch.setattr(workflow, "_said_missing", set())
     get_provision_settings.cache_clear()
     get_settings.cache_clear()
     try:
