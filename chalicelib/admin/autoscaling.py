@@ -75,7 +75,7 @@ def describe(model: LlmModel) -> dict[str, Any]:
         "updated_at": iso(int(settings["updated_at"])),
         "state": {
             "desired_replicas": _int(state.get("desired")),
-            "reason": state.get("reason") or "not decided yet: the scaler runs every minute",
+            "reason": state.get("reason") or "not decided yet: the scaler has not run since the settings were set",
             "decided_at": iso(_int(state.get("decided_at"))),
             "load_requests_per_minute": state.get("load_requests_per_minute"),
             "serving": fleet.serving, "starting": fleet.starting, "waking": fleet.waking,
