@@ -354,7 +354,8 @@ def _start_provisioning(replica: Replica) -> None:
 def _start_teardown(replica: Replica) -> None:
     # DELETING is final for the workflow (no step moves a replica out of it), so once it is written
     # every later step of a create execution compensates instead of going on.
-    marked = [Replica.vm_status.set(statuses.DELETING), Replica.error_message.remove()]
+    marked = [Replica.vm_status.set(statuses.DELETING), Replica.error_message.remove(),
+              Replica.teardown_started_at.set(int(time.time()))]  # the idle check's clock for a lost teardown
     if not update_if(replica, marked, Replica.id.exists()):
         return  # torn down meanwhile
     try:

@@ -164,6 +164,8 @@ class ProvisionSettings:
     scale_check_seconds: int
     drain_poll_seconds: int
     drain_timeout_seconds: int
+    teardown_retry_seconds: int
+    teardown_stall_seconds: int
 
 
 @lru_cache(maxsize=1)
@@ -193,6 +195,13 @@ def get_provision_settings() -> ProvisionSettings:
         # as long as the streaming chat function may (its 900 s timeout).
         drain_poll_seconds=max(1, _int("DRAIN_POLL_SECONDS", math.ceil(_float("REPLICA_CACHE_SECONDS", 5.0)) + 5)),
         drain_timeout_seconds=max(0, _int("DRAIN_TIMEOUT_SECONDS", 900)),
+        # A teardown that failed (DELETE_FAILED: it had retried Hyperstack for ~12 minutes) is tried again
+        # this long after it started, and so on until one succeeds: no replica waits on an admin's second DELETE.
+        teardown_retry_seconds=max(1, _int("TEARDOWN_RETRY_SECONDS", 10 * 60)),
+        # A replica DELETING for longer than any teardown lasts (the wait for its create, 20 min, then the
+        # deletes' retries) lost its teardown (an execution stopped by hand, or failed before it could mark
+        # the replica DELETE_FAILED): it gets another.
+        teardown_stall_seconds=max(1, _int("TEARDOWN_STALL_SECONDS", 60 * 60)),
     )
 
 

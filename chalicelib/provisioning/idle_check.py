@@ -13,6 +13,9 @@ A replica left PENDING, CREATING_VM, BOOTING, HIBERNATING or WAKING by an execut
 finishing (Hyperstack unreachable for longer than its retries, a VM still on its way, an execution
 stopped by hand) gets a new execution of that workflow, whose first step takes the replica over
 (step_helpers.live) and carries on; a minute later again if that one fails too.
+A teardown that failed (DELETE_FAILED) is tried again TEARDOWN_RETRY_SECONDS after it started, and one lost
+(DELETING for longer than any teardown lasts, TEARDOWN_STALL_SECONDS) is started again: a replica asked to go
+goes, without an admin's second DELETE.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.idle_rule import is_idle
 from chalicelib.core.observability import logger
+from chalicelib.core.settings import get_provision_settings
 from chalicelib.core.step_functions import WorkflowNotDeployed
 from chalicelib.provisioning import workflow
 from chalicelib.store.tables import LlmModel, Replica
@@ -37,7 +41,7 @@ STALE_WAKE_REQUEST_MS = 30_000
 
 def run(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    outcome: dict[str, Any] = {"hibernating": [], "waking": [], "taken_over": []}
+    outcome: dict[str, Any] = {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": []}
     missing = workflow.missing()
     if missing:
         workflow.say_missing_once(MISSING, missing)
@@ -67,6 +71,11 @@ def _check_each(now: float, outcome: dict[str, list[int]]) -> None:
             logger.info("idle replica hibernating", extra={
                 "replica_id": int(replica.id), "hibernate_after_seconds": int(replica.hibernate_after_seconds),
                 "last_used_minute": replica.last_used_minute})
+        elif (started_at := _teardown_to_retry(replica, now)) is not None:
+            workflow.retry_teardown(int(replica.id), started_at)
+            outcome["tearing_down"].append(int(replica.id))
+            logger.info("teardown retried", extra={"replica_id": int(replica.id), "vm_status": replica.vm_status,
+                                                   "error_message": replica.error_message})
         elif _wake_never_started(replica, now):
             workflow.start_wake(int(replica.id), int(replica.wake_requested_at), restart_failed=True)
             outcome["waking"].append(int(replica.id))
@@ -98,3 +107,15 @@ def _serving_since(replica: Replica) -> float:
 def _wake_never_started(replica: Replica, now: float) -> bool:
     return (replica.vm_status == statuses.HIBERNATED and replica.wake_requested_at is not None
             and now * 1000 - int(replica.wake_requested_at) > STALE_WAKE_REQUEST_MS)
+
+
+def _teardown_to_retry(replica: Replica, now: float) -> int | None:
+    """When the replica's latest teardown started, if it is due another: failed (DELETE_FAILED) a while ago, or
+    lost (DELETING for longer than any teardown runs). None otherwise."""
+    settings = get_provision_settings()
+    waits = {statuses.DELETE_FAILED: settings.teardown_retry_seconds,
+             statuses.DELETING: settings.teardown_stall_seconds}
+    if replica.vm_status not in waits:
+        return None
+    started_at = int(replica.teardown_started_at if replica.teardown_started_at is not None else replica.created_at)
+    return started_at if now - started_at >= waits[replica.vm_status] else None

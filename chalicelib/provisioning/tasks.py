@@ -42,6 +42,7 @@ from chalicelib.provisioning.step_helpers import (
     vm_poll,
 )
 from chalicelib.store import replica_secrets
+from chalicelib.store.conditional import update_if
 from chalicelib.store.deployment import deployment_id
 from chalicelib.store.tables import Replica
 from chalicelib.store.transient import is_transient
@@ -159,10 +160,20 @@ def create_ended(event: dict[str, Any]) -> dict[str, Any]:
     from chalicelib.provisioning import workflow
 
     polls = int(event.get("polls") or 0) + 1
+    if polls == 1:
+        _claim_teardown(int(event["replica_id"]))
     if find(int(event["replica_id"])) is None:
         return {"ended": True, "polls": polls}
     create = workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"])
     return {"ended": not workflow.is_running(create), "polls": polls}
+
+
+def _claim_teardown(replica_id: int) -> None:
+    """A teardown's first step: the replica is DELETING again (a retry of one that failed was DELETE_FAILED), and
+    its clock restarts, so the idle check retries only once this teardown has had its time. Delivered twice, it
+    writes the same again; a replica already gone is left so."""
+    actions = [Replica.vm_status.set(statuses.DELETING), Replica.teardown_started_at.set(int(time.time()))]
+    update_if(Replica(replica_id), actions, Replica.vm_status.is_in(statuses.DELETING, statuses.DELETE_FAILED))
 
 
 def stop_create(event: dict[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,14 @@ def take_over_if_ended(replica_id: int, vm_status: str, moved_by: str, now: floa
     return True
 
 
+def retry_teardown(replica_id: int, started_at: int) -> str:
+    """Start another teardown of a replica whose latest one (started at `started_at`) failed or was lost. Named
+    after that teardown, so overlapping idle checks start one; one that fails before its first step (which
+    restarts the clock) is started again a minute later."""
+    return _start_once(machine("provisioning"), "delete", f"replica-{replica_id}-delete-retry-{started_at}",
+                       replica_id, restart_failed=True)
+
+
 def wake_status(replica_id: int, requested_at: int) -> str | None:
     """The status of the wake execution named after an ask; None if it was never started."""
     name = step_functions.wake_execution_name(replica_id, requested_at)

@@ -216,6 +216,7 @@ class Replica(Table):
     execution_arn = UnicodeAttribute(null=True)
     # The workflow execution whose step made the last status move: a step delivered twice knows its own write.
     moved_by = UnicodeAttribute(null=True)
+    teardown_started_at = NumberAttribute(null=True)  # when its latest teardown was started (seconds)
     created_at = NumberAttribute()
     # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
     api_key = UnicodeAttribute(null=True)

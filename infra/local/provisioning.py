@@ -17,6 +17,7 @@ from typing import Any
 LOCAL_DEFAULTS = {"PROVISION_POLL_SECONDS": "1", "PROVISION_TIMEOUT_SECONDS": "120",
                   "MODEL_READY_TIMEOUT_SECONDS": "300", "RECONCILE_INTERVAL_SECONDS": "5",
                   "RECONCILE_GRACE_SECONDS": "10", "IDLE_CHECK_SECONDS": "1",
+                  "TEARDOWN_RETRY_SECONDS": "10", "TEARDOWN_STALL_SECONDS": "300",
                   "SCALE_CHECK_SECONDS": "5", "SCALE_FUNCTION_NAME": "hyperstack-llm-proxy-local-scale"}
 
 

@@ -217,7 +217,8 @@ def test_each_state_machine_runs_its_definition_on_the_deployed_provision_functi
         assert described["name"] == f"hyperstack-llm-proxy-{STAGE}-{source}"
 
 
-def test_the_schedules_run_the_reconciler_every_15_minutes_the_idle_check_and_the_scaler_every_minute(deployed, aws_session):
+def test_the_schedules_run_the_reconciler_every_15_minutes_the_idle_check_and_the_scaler_every_minute(
+        deployed, aws_session):
     events, physical = _client(aws_session, "events"), _physical_ids(aws_session)
     lambdas = _client(aws_session, "lambda")
     schedules = {}

@@ -110,3 +110,17 @@ def test_failed_teardown_keeps_the_replica_visible_with_the_reason(provisioning_
 
     assert "may still exist" in stuck["error_message"]
     assert wait_for(provisioning_stack, replica_id, {None}) is None
+
+
+def test_a_failed_teardown_is_retried_by_the_idle_check_without_a_second_delete(provisioning_stack, cloud, model_name):
+    _, replica_id = create_vm_replica(provisioning_stack, model_name)
+    vm_id = wait_for(provisioning_stack, replica_id, {"SUCCESS"})["vm_id"]
+    cloud.hyperstack.status_false_next_deletes = 1
+
+    delete_replica(provisioning_stack, replica_id)
+    stuck = wait_for(provisioning_stack, replica_id, {"DELETE_FAILED"}, timeout=90)
+    assert vm_id in cloud.hyperstack.vms, "the failed teardown left the VM"
+
+    # TEARDOWN_RETRY_SECONDS (10 s under the local stack) after it started, the idle check tries again.
+    assert stuck is not None and wait_for(provisioning_stack, replica_id, {None}, timeout=60) is None
+    assert vm_id not in cloud.hyperstack.vms

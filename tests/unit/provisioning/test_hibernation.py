@@ -551,7 +551,7 @@ def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, 
 
     first, second, warned = _idle_check_twice(monkeypatch, ("HIBERNATE_STATE_MACHINE_ARN",), prefix=None)
 
-    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "missing": ["hibernate"]}
+    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": [], "missing": ["hibernate"]}
     assert warned == SAID_ONCE
 
 
@@ -567,5 +567,5 @@ def test_an_idle_check_whose_named_workflows_are_not_deployed_does_nothing_and_s
         prefix="hyperstack-llm-proxy-nowhere")
 
     missing = ["The workflow hyperstack-llm-proxy-nowhere-hibernate is not deployed (see docs/deploying.md)."]
-    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "missing": missing}
+    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": [], "missing": missing}
     assert warned == SAID_ONCE

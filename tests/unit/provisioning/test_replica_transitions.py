@@ -32,6 +32,7 @@ from chalicelib.core.replica_statuses import (
     SUCCESS,
     WAKING,
 )
+from chalicelib.core.settings import get_provision_settings
 from chalicelib.core.step_functions import execution_arn
 from chalicelib.provisioning import idle_check, tasks, workflow
 from chalicelib.provisioning.errors import (
@@ -112,6 +113,9 @@ TRANSITIONS: list[tuple[str, str, str]] = [
     (DELETING, "teardown: its VMs, then its rows", GONE),
     (DELETING, "teardown failed (VM may remain)", DELETE_FAILED),
     (DELETE_FAILED, "an earlier teardown, still running, succeeds", GONE),
+    (DELETE_FAILED, "idle check retries the teardown, TEARDOWN_RETRY_SECONDS after it started", DELETING),
+    (DELETING, "teardown lost (stopped, or failed unmarked): idle check starts another after TEARDOWN_STALL_SECONDS",
+     DELETING),
 ]
 
 IP = "127.0.0.1"  # every fake VM's floating IP, where the model server of these tests listens
@@ -541,6 +545,26 @@ def _earlier_teardown_succeeds(w: World) -> None:
     w.step("teardown")
 
 
+def _teardown_retried(w: World, after_seconds: int) -> None:
+    """The idle check, `after_seconds` after the latest teardown started, starts another: its first step claims
+    the replica (DELETING again, its clock restarted). Not a second before."""
+    started = int(row(w.replica_id).teardown_started_at)
+    assert idle_check.run(started + after_seconds - 1)["tearing_down"] == []
+    w.execution = _started_by(w, TEST_STATE_MACHINE_ARN, lambda: idle_check.run(started + after_seconds))
+    assert _input(w)["action"] == "delete"
+    create_execution_ends(w.replica_id)
+    w.step("create_ended", polls=0)
+    assert row(w.replica_id).teardown_started_at >= started
+
+
+def _idle_check_retries_a_failed_teardown(w: World) -> None:
+    _teardown_retried(w, get_provision_settings().teardown_retry_seconds)
+
+
+def _idle_check_restarts_a_lost_teardown(w: World) -> None:
+    _teardown_retried(w, get_provision_settings().teardown_stall_seconds)
+
+
 # Where the VMs are after the event
 KEPT = "its VM kept"  # Hyperstack holds the replica's VM, and no other
 NO_VM = "no VM"  # none left (deleted, vanished, or never made)
@@ -591,6 +615,10 @@ DRIVES: dict[tuple[str, str], tuple[Callable[[World], None], str]] = {
     (DELETING, "teardown: its VMs, then its rows"): (_teardown, NO_VM),
     (DELETING, "teardown failed (VM may remain)"): (_teardown_fails, KEPT),
     (DELETE_FAILED, "an earlier teardown, still running, succeeds"): (_earlier_teardown_succeeds, NO_VM),
+    (DELETE_FAILED, "idle check retries the teardown, TEARDOWN_RETRY_SECONDS after it started"): (
+        _idle_check_retries_a_failed_teardown, KEPT),
+    (DELETING, "teardown lost (stopped, or failed unmarked): idle check starts another after TEARDOWN_STALL_SECONDS"): (
+        _idle_check_restarts_a_lost_teardown, AS_BEFORE),
 }
 
 CASES = [(status, event, to, (row_from, event)) for row_from, event, to in TRANSITIONS
@@ -617,12 +645,13 @@ def test_the_event_moves_the_replica_as_the_table_says(world, from_status, event
         assert world.hyperstack.vms == before
 
 
-def test_every_status_but_failed_and_the_deletes_leads_on_without_a_delete():
-    """No dead end: a replica leaves every status a workflow passes through by a move that is not a DELETE's."""
-    by_a_delete = (DELETING, DELETE_FAILED, GONE)
-    leading_on = {status for status, _, to in TRANSITIONS if to != status and to not in by_a_delete}
+def test_every_status_but_failed_leads_on_without_an_admin():
+    """No dead end: a replica leaves every status, a teardown's included, by a move no admin makes (FAILED waits for
+    an admin's decision: its VM is gone, and it says why)."""
+    leading_on = {status for status, event, to in TRANSITIONS if to != status and not event.startswith("admin")}
 
-    assert set(ALL_STATUSES) - leading_on == {FAILED, DELETING, DELETE_FAILED}
+    assert set(ALL_STATUSES) - leading_on == {FAILED}
+
 
 
 TABLE_PAGE = Path(__file__).resolve().parents[3] / "docs" / "replicas.md"
