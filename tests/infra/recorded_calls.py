@@ -539,14 +539,18 @@ def idle_check() -> None:
     stopped = sfn.start_execution(stateMachineArn=STATE_MACHINE_ARN, name="replica-3-create")["executionArn"]
     sfn.stop_execution(executionArn=stopped)
     Replica(3, model_id=1, vm_status=statuses.CREATING_VM, created_at=0, moved_by=stopped).save()
+    # Its teardown failed long ago: the check starts another.
+    Replica(4, model_id=1, vm_status=statuses.DELETE_FAILED, created_at=0, teardown_started_at=0).save()
+    expected = {"hibernating": [1], "waking": [2], "taken_over": [3], "tearing_down": [4]}
     with RECORDER.recording("IdleCheck"):
-        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": [3]}
-        with RECORDER.paused():  # both executions fail: the next check sees that and starts them again
+        assert check.run() == expected
+        with RECORDER.paused():  # these executions fail: the next check sees that and starts them again
             sfn = boto3.client("stepfunctions", region_name=REGION)
-            for machine in (HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN):
+            for machine in (HIBERNATE_STATE_MACHINE_ARN, WAKE_STATE_MACHINE_ARN, STATE_MACHINE_ARN):
                 for execution in sfn.list_executions(stateMachineArn=machine)["executions"]:
-                    sfn.stop_execution(executionArn=execution["executionArn"])
-        assert check.run() == {"hibernating": [1], "waking": [2], "taken_over": [3]}
+                    if "-create" not in execution["name"]:
+                        sfn.stop_execution(executionArn=execution["executionArn"])
+        assert check.run() == expected
 
 
 # --- the scaler (Scale) ----------------------------------------------------------------------------
