@@ -4,7 +4,8 @@ replica the conversation's key picks (the ideal: no proxy, always the replica ho
 
 Several conversations with long, distinct system prompts take turns, interleaved. A replica keeps the KV cache
 of a few prompts (one per slot), so a turn that reaches the replica holding its conversation's prefix skips most
-of its prefill. Each way runs its own conversations, so that none finds another's prompts cached.
+of its prefill. Each way runs its own conversations, so that none finds another's prompts cached; the ways take
+turns, three rounds each, so that the machine's slower spells fall on all three alike.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from infra.local import llama_replica
 Row = tuple[str, str, str, str]
 CONVERSATIONS = 3  # odd: rotating over two replicas, a conversation's turns alternate between them
 TURNS = 5
+ROUNDS = 3  # each way plays its fresh conversations this often, in turn with the others: 36 follow-ups a way
 SLOTS = 2  # per replica (llama.cpp's default here): two replicas hold the three conversations' prefixes
 SYSTEM_WORDS = 260  # a few hundred tokens: a prefill worth skipping on this CPU
 VOCABULARY = ("harbour", "lantern", "meadow", "copper", "orbit", "velvet", "quarry", "saddle", "thistle", "ember",
@@ -40,13 +42,17 @@ def routing_rows(affine: Any, affine_key: str, rotating: Any, rotating_key: str,
         rotating.register_model("bench/rotation", *endpoints)
         rows = affine.admin.get(affine.url(f"/v1/models/{model_id}/replicas")).json()
         by_id = {row["id"]: row["endpoint"] for row in rows}
-        samples = {
-            "affinity": _play("affinity", lambda body: client(affine.url("/v1"), affine_key).stream(
-                {**body, "model": "bench/affinity"})[0]),
-            "rotation": _play("rotation", lambda body: client(rotating.url("/v1"), rotating_key).stream(
-                {**body, "model": "bench/rotation"})[0]),
-            "ideal": _play("ideal", lambda body: client(_picked(body, by_id), "unused").stream(body)[0]),
+        senders: dict[str, Callable[[dict[str, Any]], float]] = {
+            "affinity": lambda body: client(affine.url("/v1"), affine_key).stream(
+                {**body, "model": "bench/affinity"})[0],
+            "rotation": lambda body: client(rotating.url("/v1"), rotating_key).stream(
+                {**body, "model": "bench/rotation"})[0],
+            "ideal": lambda body: client(_picked(body, by_id), "unused").stream(body)[0],
         }
+        samples: dict[str, list[float]] = {way: [] for way in senders}
+        for round_ in range(ROUNDS):  # the ways take turns, so a slower spell of a shared machine hits each alike
+            for way, send in senders.items():
+                samples[way] += _play(f"{way}-{round_}", send)
     finally:
         for replica in replicas:
             replica.stop()
