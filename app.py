@@ -3,7 +3,16 @@
 from chalice import Chalice, Rate, Response
 from chalice.app import CloudWatchEvent, Request
 
-from chalicelib.admin import api_keys, autoscaling, llm_models, model_catalog, replicas, table_browser, usage
+from chalicelib.admin import (
+    api_keys,
+    autoscaling,
+    llm_models,
+    model_catalog,
+    replica_retry,
+    replicas,
+    table_browser,
+    usage,
+)
 from chalicelib.api.http_edge import admin_only, json_body, json_errors, json_route, path_id
 from chalicelib.chat import buffered as chat_buffered
 from chalicelib.chat.operations import CHAT, COMPLETIONS, EMBEDDINGS, Operation
@@ -131,6 +140,12 @@ def delete_replica(replica_id: str) -> Response:
 def hibernate_replica(replica_id: str) -> Response:
     replicas.hibernate(path_id(replica_id, "Replica"))
     return Response(body={"message": "Hibernation started"}, status_code=202)
+
+
+@route("/v1/replicas/{replica_id}/retry", methods=["POST"], content_types=ANY_BODY)
+def retry_replica(replica_id: str) -> Response:
+    replica_retry.retry(path_id(replica_id, "Replica"), json_body(request()))
+    return Response(body={"message": "Provisioning started"}, status_code=202)
 
 
 @route("/v1/replicas/{replica_id}/wake", methods=["POST"], content_types=ANY_BODY)

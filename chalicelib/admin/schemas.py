@@ -192,6 +192,13 @@ UPDATE_REPLICA: dict[str, Any] = {
                    "hibernate_after_seconds": HIBERNATE_AFTER_SECONDS},
 }
 
+# Retrying a FAILED provisioned replica: its secrets, which its failed attempt's VM took with it, given again.
+RETRY_REPLICA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"secrets": VM_SECRETS},
+}
+
 # Autoscaling (chalicelib/admin/autoscaling.py). A fleet bound: a model's replicas are read whole by its scaler.
 MAX_REPLICAS = 64
 MAX_SCALE_IN_AFTER_SECONDS = 7 * 24 * 3600

@@ -17,6 +17,7 @@ from chalicelib.admin.schemas import (
     GENERATE_API_KEY,
     LENIENT_BOOLEAN,
     LENIENT_BOOLEAN_COMPONENT,
+    RETRY_REPLICA,
     UPDATE_REPLICA,
 )
 from chalicelib.chat.schema import CHAT_COMPLETION, COMPLETION, EMBEDDING
@@ -96,6 +97,7 @@ SCHEMAS: dict[str, Any] = {
     "CreateModelRequest": CREATE_MODEL,
     "CreateReplicaRequest": CREATE_REPLICA,
     "UpdateReplicaRequest": UPDATE_REPLICA,
+    "RetryReplicaRequest": RETRY_REPLICA,
     "AutoscalingRequest": AUTOSCALING,
     "GenerateApiKeyRequest": GENERATE_API_KEY,
     "DeleteApiKeyRequest": DELETE_API_KEY,

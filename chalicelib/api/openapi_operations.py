@@ -51,8 +51,8 @@ def _path_id(name: str, what: str) -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
 
 
-def _body(component: str) -> dict[str, Any]:
-    return {"required": True, "content": {_JSON: {"schema": ref(component)}}}
+def _body(component: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {_JSON: {"schema": ref(component)}}}
 
 
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
@@ -193,6 +193,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"202": _answer("Hibernation started.", ref("Message")), "404": _error("No such replica."),
                       "409": _error("The replica was not provisioned, or is not SUCCESS (the message says which)."),
                       "503": _error("Hibernation is not configured on this deployment."), **_ADMIN_ONLY},
+    },
+    ("/v1/replicas/{replica_id}/retry", "POST"): {
+        "operationId": "retryReplica", "tags": ["replicas"], "security": ADMIN,
+        "summary": "Provision a FAILED replica again, under the same id and with the details it was created with "
+                   "(its secrets given again, if it had any).",
+        "parameters": [_path_id("replica_id", "replica")], "requestBody": _body("RetryReplicaRequest", required=False),
+        "responses": {"202": _answer("Provisioning started.", ref("Message")), "404": _error("No such replica."),
+                      "409": _error("The replica was registered by URL, made by the scaler, or is not FAILED (the "
+                                    "message says which)."),
+                      "503": _error("Provisioning is not configured or could not start; the replica stays FAILED."),
+                      **_WITH_BODY},
     },
     ("/v1/replicas/{replica_id}/wake", "POST"): {
         "operationId": "wakeReplica", "tags": ["replicas"], "security": ADMIN,

@@ -92,6 +92,8 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
     name = vm_name(int(replica.id))
     credentials = replica_tls.credentials_for(int(replica.id), name)
     client = hyperstack()
+    if replica.retried_at is not None:
+        _delete_vms_from_before(client, name, float(replica.retried_at))
     vm = call(lambda: client.find_vm_by_name(name) or client.create_vm(_spec(replica, credentials)))
     try:
         # The row loses any secrets it held itself (a replica made before they moved): the VM has them now.
@@ -109,6 +111,19 @@ def create_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperst
     replica_tls.forget(int(replica.id))  # the VM holds the private key now; the replica, the pin
     replica_secrets.forget(int(replica.id))  # and the secrets: nothing else needs them
     return {"vm_id": vm.id}
+
+
+def _delete_vms_from_before(client: Any, name: str, retried_at: float) -> None:
+    """A retried replica's VMs made before the retry: its failed attempt's, which that attempt's compensation could
+    not delete. Adopted, one would hold the old attempt's credentials; so they are deleted, and the step is retried
+    (HyperstackRetryable) until Hyperstack lists none. A second of slack: Hyperstack's times may be truncated."""
+    older = [vm for vm in call(lambda: client.find_vms_by_name(name))
+             if vm.created_at is not None and vm.created_at.timestamp() < retried_at - 1]
+    for vm in older:
+        call(lambda vm=vm: client.delete_vm(vm.id), conflict_is_retryable=True)
+    if older:
+        raise HyperstackRetryable(f"VM {', '.join(str(vm.id) for vm in older)} of the attempt before the retry is "
+                                  "being deleted first.")
 
 
 def check_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
@@ -162,9 +177,10 @@ def create_ended(event: dict[str, Any]) -> dict[str, Any]:
     polls = int(event.get("polls") or 0) + 1
     if polls == 1:
         _claim_teardown(int(event["replica_id"]))
-    if find(int(event["replica_id"])) is None:
+    replica = find(int(event["replica_id"]))
+    if replica is None:
         return {"ended": True, "polls": polls}
-    create = workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"])
+    create = workflow.create_execution_of(int(replica.id), event["execution_arn"], int(replica.retries or 0))
     return {"ended": not workflow.is_running(create), "polls": polls}
 
 
@@ -184,7 +200,9 @@ def stop_create(event: dict[str, Any]) -> dict[str, Any]:
     """
     from chalicelib.provisioning import workflow
 
-    workflow.stop(workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"]),
+    replica = find(int(event["replica_id"]))
+    attempt = int(replica.retries or 0) if replica is not None else 0
+    workflow.stop(workflow.create_execution_of(int(event["replica_id"]), event["execution_arn"], attempt),
                   "The replica was deleted and its provisioning did not end in time.")
     return {}
 

@@ -65,16 +65,16 @@ def execution_input(action: str, replica_id: int) -> dict[str, Any]:
     }
 
 
-def start(action: str, replica_id: int) -> str:
+def start(action: str, replica_id: int, attempt: int = 0) -> str:
     """Start an execution; returns its ARN.
 
-    A create's name is derived from the replica id alone, so a retried request cannot start
-    two. A teardown's carries the time too: a second DELETE after a failed teardown must be
-    able to start another (names stay taken for 90 days).
+    A create's name is derived from the replica id (and the attempt, for a FAILED replica retried), so a
+    retried request cannot start two. A teardown's carries the time too: a second DELETE after a failed
+    teardown must be able to start another (names stay taken for 90 days).
     """
     arn = require_configured()
     create = action == "create"
-    name = create_execution_name(replica_id) if create else f"replica-{replica_id}-{action}-{time.time_ns()}"
+    name = create_execution_name(replica_id, attempt) if create else f"replica-{replica_id}-{action}-{time.time_ns()}"
     return step_functions.start(arn, name, execution_input(action, replica_id))
 
 
@@ -142,17 +142,20 @@ def _start_once(state_machine_arn: str | None, what: str, name: str, replica_id:
                                      restart_failed=restart_failed)
 
 
-def create_execution_name(replica_id: int) -> str:
-    return f"replica-{replica_id}-create"
+def create_execution_name(replica_id: int, attempt: int = 0) -> str:
+    """The replica's create execution: its first attempt's, or a retry's (attempt 1, 2, ...)."""
+    return f"replica-{replica_id}-create" + (f"-retry-{attempt}" if attempt else "")
 
 
-def create_execution_of(replica_id: int, sibling_arn: str) -> str:
-    """The ARN of the replica's create execution, from any execution's of the same state machine.
+def create_execution_of(replica_id: int, sibling_arn: str, attempt: int = 0) -> str:
+    """The ARN of the replica's create execution (of its latest attempt), from any execution's of the same state
+    machine.
 
     Derived, not read from the replica row: the admin API records the ARN only after the execution
-    has started, and the teardown must find a create execution that is already running by then.
+    has started, and the teardown must find a create execution that is already running by then. The attempt
+    is on the row before its execution starts.
     """
-    return sibling_arn.rsplit(":", 1)[0] + ":" + create_execution_name(replica_id)
+    return sibling_arn.rsplit(":", 1)[0] + ":" + create_execution_name(replica_id, attempt)
 
 
 def is_running(execution_arn: str) -> bool:

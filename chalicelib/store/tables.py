@@ -217,6 +217,9 @@ class Replica(Table):
     # The workflow execution whose step made the last status move: a step delivered twice knows its own write.
     moved_by = UnicodeAttribute(null=True)
     teardown_started_at = NumberAttribute(null=True)  # when its latest teardown was started (seconds)
+    # A FAILED replica provisioned again (chalicelib/admin/replica_retry.py): how often, and when last (seconds).
+    retries = NumberAttribute(null=True)
+    retried_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
     # Write-only secrets: the bearer sent upstream, the run command's environment. No route shows them.
     api_key = UnicodeAttribute(null=True)

@@ -544,6 +544,7 @@ def _idle_check_twice(monkeypatch, unset: tuple[str, ...], prefix: str | None) -
 
 
 SAID_ONCE = ["idle check has no workflows to start: nothing is hibernated, woken or taken over"]
+NOTHING_STARTED = {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": []}  # an idle check's outcome
 
 
 def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, model_id, hyperstack, monkeypatch):
@@ -551,7 +552,7 @@ def test_an_idle_check_without_its_workflows_does_nothing_and_says_so_once(api, 
 
     first, second, warned = _idle_check_twice(monkeypatch, ("HIBERNATE_STATE_MACHINE_ARN",), prefix=None)
 
-    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": [], "missing": ["hibernate"]}
+    assert first == second == {**NOTHING_STARTED, "missing": ["hibernate"]}
     assert warned == SAID_ONCE
 
 
@@ -567,5 +568,5 @@ def test_an_idle_check_whose_named_workflows_are_not_deployed_does_nothing_and_s
         prefix="hyperstack-llm-proxy-nowhere")
 
     missing = ["The workflow hyperstack-llm-proxy-nowhere-hibernate is not deployed (see docs/deploying.md)."]
-    assert first == second == {"hibernating": [], "waking": [], "taken_over": [], "tearing_down": [], "missing": missing}
+    assert first == second == {**NOTHING_STARTED, "missing": missing}
     assert warned == SAID_ONCE

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +85,13 @@ class FakeHyperstack:
         self.vms.pop(int(vm_id), None)  # like the client: a VM already gone counts as deleted
 
     def add_vm(self, name: str, status: str = "CREATING", floating_ip: str | None = None) -> Vm:
-        vm = Vm(id=next(self._ids), name=name, status=status, floating_ip=floating_ip, fixed_ip=None)
+        vm = Vm(id=next(self._ids), name=name, status=status, floating_ip=floating_ip, fixed_ip=None,
+                created_at=datetime.now(UTC))
         self.vms[vm.id] = vm
         return vm
 
     def set_vm(self, vm_id: int, status: str, floating_ip: str | None = None) -> None:
-        vm = self.vms[vm_id]
-        self.vms[vm_id] = Vm(id=vm.id, name=vm.name, status=status, floating_ip=floating_ip, fixed_ip=None)
+        self.vms[vm_id] = replace(self.vms[vm_id], status=status, floating_ip=floating_ip)
 
     def called(self, method: str) -> list[Any]:
         return [argument for name, argument in self.calls if name == method]
