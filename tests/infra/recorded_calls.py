@@ -219,6 +219,9 @@ def admin_api() -> None:
         with RECORDER.recording("APIHandler"):
             call("post", f"/v1/replicas/{by_vm}/wake", status=202)  # the ask (a conditional write), then the start
             call("post", f"/v1/replicas/{by_vm}/wake", status=409)  # asked before: is that wake running?
+        Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.FAILED)])
+        with RECORDER.recording("APIHandler"):  # one transaction (the row, its secrets), then the start
+            call("post", f"/v1/replicas/{by_vm}/retry", {"secrets": {"HF_TOKEN": "hf_y"}}, status=202)
         Replica(by_vm).update(actions=[Replica.vm_status.set(statuses.PENDING), Replica.vm_id.remove(),
                                        Replica.wake_requested_at.remove(), Replica.hibernated_at.remove()])
         with RECORDER.recording("APIHandler"):

@@ -40,6 +40,26 @@ def test_vm_in_error_is_deleted_and_the_replica_fails_with_a_reason(provisioning
     assert "ERROR" in failed["error_message"]
 
 
+def test_a_failed_replica_retried_once_its_cause_is_gone_serves_under_its_id(provisioning_stack, cloud, model_name):
+    cloud.hyperstack.vm_goes_to_error = True
+    _, replica_id = create_vm_replica(provisioning_stack, model_name)
+    failed = wait_for(provisioning_stack, replica_id, {"FAILED", "SUCCESS"})
+    assert failed["vm_status"] == "FAILED"
+    cloud.hyperstack.vm_goes_to_error = False  # the cause fixed (capacity back, say)
+
+    reply = provisioning_stack.admin.post(provisioning_stack.url(f"/v1/replicas/{replica_id}/retry"), json={})
+    ready = wait_for(provisioning_stack, replica_id, {"SUCCESS", "FAILED"})
+    key = provisioning_stack.new_key()
+    answer = provisioning_stack.client(key["api_key"]).chat.completions.create(model=model_name, messages=MESSAGES)
+
+    assert reply.status_code == 202, reply.text
+    assert ready["vm_status"] == "SUCCESS" and ready["error_message"] is None, ready["error_message"]
+    assert ready["vm_id"] != failed["vm_id"] and failed["vm_id"] not in cloud.hyperstack.vms
+    assert answer.choices[0].message.content
+    delete_replica(provisioning_stack, replica_id)
+    assert wait_for(provisioning_stack, replica_id, {None}) is None
+
+
 def test_vm_whose_port_is_taken_on_this_machine_fails_the_replica_at_once(provisioning_stack, cloud, model_name):
     taken = urlsplit(provisioning_stack.base_url).port  # the API's own: what a demo on port 8000 met
 
