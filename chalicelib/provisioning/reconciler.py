@@ -10,8 +10,9 @@ never match) and
   whose row is gone, FAILED, DELETING or DELETE_FAILED, or a second VM beside a SUCCESS replica's, is
   unowned. The grace period (longer than a create call) spares a VM whose create answer is still on
   its way; a VM of unknown age is spared too.
-- marks a SUCCESS replica FAILED, with the reason, when its VM is gone or in ERROR: routing then stops
-  sending it requests. The write holds only if the row is still SUCCESS with that VM.
+- marks a SUCCESS or HIBERNATED replica FAILED, with the reason, when its VM is gone or in ERROR: routing then
+  stops sending it requests, and no request waits for a wake that cannot succeed (an autoscaled model's scaler
+  then makes another). The write holds only if the row is still in that status with that VM.
 
 Each action is one structured log line; a sweep that deleted VMs counts them in the VMS_DELETED_BY_BACKSTOP
 metric. A failure on one VM is logged and the sweep goes on: the next run retries it (Hyperstack answers
@@ -37,6 +38,7 @@ from chalicelib.store.tables import Replica
 # Rows whose workflow may hold a VM it has not recorded yet.
 _PROVISIONING = frozenset(statuses.IN_PROGRESS)
 _BROKEN_VM_STATUSES = frozenset({"ERROR", "FAILED"})
+_SETTLED = frozenset({statuses.SUCCESS, statuses.HIBERNATED})  # replicas whose VM no workflow is moving
 VANISHED_REASON = "The replica's VM {vm_id} vanished from Hyperstack (found by the reconciler)."
 BROKEN_REASON = "The replica's VM {vm_id} is in {status} on Hyperstack (found by the reconciler)."
 
@@ -76,8 +78,8 @@ def reconcile(client: Any, now: datetime, grace_seconds: float | None = None,
     for vm in vms:
         _guarded(summary, HyperstackError, lambda vm=vm: _sweep_vm(client, vm, now, grace, summary))
     listed = {vm.id: vm for vm in vms}
-    for replica in _serving_replicas():
-        _guarded(summary, HyperstackError, lambda replica=replica: _check_serving(client, replica, listed, summary))
+    for replica in _replicas_holding_a_vm():
+        _guarded(summary, HyperstackError, lambda replica=replica: _check_vm_of(client, replica, listed, summary))
     if summary.deleted_vms:  # a sweep that deleted nothing says nothing (every 5 s under `make run`)
         emit_metrics({}, [(VMS_DELETED_BY_BACKSTOP, COUNT, len(summary.deleted_vms))])
     return summary
@@ -110,18 +112,18 @@ def _owns(row: Replica | None, vm_id: int) -> bool:
     return row.vm_status in statuses.HOLDING_VM and row.vm_id is not None and int(row.vm_id) == int(vm_id)
 
 
-def _check_serving(client: Any, replica: Replica, listed: dict[int, Any], summary: Summary) -> None:
+def _check_vm_of(client: Any, replica: Replica, listed: dict[int, Any], summary: Summary) -> None:
     vm_id = int(replica.vm_id)
     vm = listed.get(vm_id)
     if vm is None:
-        vm = client.get_vm(vm_id)  # not in the listing: confirm by id before failing a serving replica
+        vm = client.get_vm(vm_id)  # not in the listing: confirm by id before failing the replica
     if vm is not None and vm.status not in _BROKEN_VM_STATUSES:
         return
     reason = (VANISHED_REASON.format(vm_id=vm_id) if vm is None
               else BROKEN_REASON.format(vm_id=vm_id, status=vm.status))
     marked = update_if(Replica(replica.id),
                        [Replica.vm_status.set(statuses.FAILED), Replica.error_message.set(reason)],
-                       (Replica.vm_status == statuses.SUCCESS) & (Replica.vm_id == vm_id))
+                       (Replica.vm_status == replica.vm_status) & (Replica.vm_id == vm_id))
     if not marked:
         return  # it moved on meanwhile (deleted, or re-provisioned): not ours to fail
     summary.failed_replicas.append(int(replica.id))
@@ -130,10 +132,11 @@ def _check_serving(client: Any, replica: Replica, listed: dict[int, Any], summar
         "vm_status": vm.status if vm else None, "reason": reason})
 
 
-def _serving_replicas() -> list[Replica]:
-    """SUCCESS replicas with a VM (replicas given by URL have none). The index may lag; the write checks."""
+def _replicas_holding_a_vm() -> list[Replica]:
+    """SUCCESS and HIBERNATED replicas with a VM (replicas given by URL have none); the ones on their way
+    (hibernating, waking) are their workflow's to check. The index may lag; the write checks."""
     return [replica for replica in Replica.listing_index.query("replicas")
-            if replica.vm_status == statuses.SUCCESS and replica.vm_id is not None]
+            if replica.vm_status in _SETTLED and replica.vm_id is not None]
 
 
 def _row(replica_id: int) -> Replica | None:

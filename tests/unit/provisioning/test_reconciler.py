@@ -188,11 +188,33 @@ def test_a_refused_delete_is_logged_and_the_sweep_goes_on(hyperstack, log_lines)
 
 
 @pytest.mark.parametrize("status", [statuses.HIBERNATING, statuses.HIBERNATED, statuses.WAKING])
-def test_the_vm_of_a_dormant_replica_is_kept(hyperstack, status):
+def test_the_vm_of_a_dormant_replica_is_kept_and_the_replica_left_as_it_is(hyperstack, status):
     vm = hyperstack.add(replica_vm_name(DEPLOYMENT, 5), status="HIBERNATED")
     replica(5, status, vm_id=vm.id)
 
-    assert sweep(hyperstack).deleted_vms == [] and vm.id in hyperstack.vms
+    summary = sweep(hyperstack)
+
+    assert summary.deleted_vms == [] and vm.id in hyperstack.vms
+    assert summary.failed_replicas == [] and Replica.get(5).vm_status == status
+
+
+@pytest.mark.parametrize("vm_status", [None, "ERROR"])
+def test_a_hibernated_replica_whose_vm_vanished_or_broke_is_failed_rather_than_woken_in_vain(hyperstack, vm_status):
+    vm_id = hyperstack.add(replica_vm_name(DEPLOYMENT, 5), status=vm_status).id if vm_status else 4242
+    replica(5, statuses.HIBERNATED, vm_id=vm_id)
+
+    summary = sweep(hyperstack)
+
+    assert summary.failed_replicas == [5]
+    row = Replica.get(5)
+    assert row.vm_status == statuses.FAILED and f"VM {vm_id}" in row.error_message
+
+
+@pytest.mark.parametrize("status", [statuses.HIBERNATING, statuses.WAKING])
+def test_a_replica_on_its_way_whose_vm_vanished_is_left_to_its_workflow(hyperstack, status):
+    replica(5, status, vm_id=4242)
+
+    assert sweep(hyperstack).failed_replicas == [] and Replica.get(5).vm_status == status
 
 
 def test_a_second_vm_beside_a_hibernated_replicas_is_deleted(hyperstack):
