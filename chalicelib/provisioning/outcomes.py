@@ -17,6 +17,11 @@ execution ARN every Task is given (`...:execution:<state machine>:<execution>`, 
 `...-hibernate`, `...-wake` or `...-provisioning`, locally `hibernate`, `wake`, `provisioning`). Endings
 without a step of their own (the replica deleted meanwhile, or moved on) are counted by no workflow:
 another one owns the replica then.
+
+Each ending is counted once: a step delivered again (Step Functions retries a Lambda task whose invocation may
+have run) finds its ending already made, answers as before plus `repeated`, and is not counted again; so is a
+teardown that finds the rows already gone (another teardown, beside it, counted them). A `wake_failed` moves
+nothing, so a second delivery of it is counted again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from chalicelib.core import metric_names as names
 from chalicelib.core.observability import COUNT, emit_metrics
 
 CREATE, DELETE, HIBERNATE, WAKE = "create", "delete", "hibernate", "wake"
+REPEATED = "repeated"  # in a step's answer: its ending was made before (by its own earlier delivery)
 
 _ENDINGS = {
     "mark_ready": (CREATE, names.SUCCEEDED),
@@ -62,8 +68,13 @@ def workflow_of(event: dict[str, Any]) -> str:
     return CREATE
 
 
+def repeated(already: bool) -> dict[str, Any]:
+    """What an ending step adds to its answer: that it found its ending already made, if it did."""
+    return {REPEATED: True} if already else {}
+
+
 def record(step: str, event: dict[str, Any], result: dict[str, Any]) -> None:
-    ended = ending(step, event, result)
+    ended = None if result.get(REPEATED) else ending(step, event, result)
     if ended is None:
         return
     workflow, outcome = ended

@@ -18,7 +18,7 @@ from typing import Any
 
 from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.idle_rule import last_used_at, used_minute
-from chalicelib.provisioning import workflow
+from chalicelib.provisioning import outcomes, workflow
 from chalicelib.provisioning.errors import HibernationRefused, NotIdle, ProvisioningFailed, StillHibernating
 from chalicelib.provisioning.idle_check import idle
 from chalicelib.provisioning.step_helpers import (
@@ -102,15 +102,15 @@ def mark_hibernated(event: dict[str, Any]) -> dict[str, Any]:
     advance(event, statuses.HIBERNATED, allowed=(statuses.HIBERNATING,))
     if replica.wake_requested_at is not None:  # a request came while it hibernated: wake it right away
         workflow.start_wake(int(replica.id), int(replica.wake_requested_at))
-    return {}
+    return outcomes.repeated(replica.vm_status == statuses.HIBERNATED)
 
 
 def hibernation_refused(event: dict[str, Any]) -> dict[str, Any]:
-    live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
+    replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS,))
     reason = REFUSED_REASON.format(reason=failure_reason(event.get("error")))
     advance(event, statuses.SUCCESS, allowed=(statuses.HIBERNATING,), error_message=reason,
             hibernate_after_seconds=None, hibernated_at=None, wake_requested_at=None)
-    return {"reason": reason}
+    return {"reason": reason, **outcomes.repeated(replica.vm_status == statuses.SUCCESS)}
 
 
 def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[str, Any]:
@@ -124,7 +124,8 @@ def hibernation_failed(event: dict[str, Any], hyperstack: Hyperstack) -> dict[st
     """
     replica = live(event, allowed=(statuses.HIBERNATING,), done=(statuses.SUCCESS, statuses.HIBERNATED))
     if replica.vm_status != statuses.HIBERNATING:  # delivered again after its own move landed
-        return {"outcome": "serving" if replica.vm_status == statuses.SUCCESS else "hibernated"}
+        return {"outcome": "serving" if replica.vm_status == statuses.SUCCESS else "hibernated",
+                **outcomes.repeated(True)}
     vm = call(lambda: hyperstack().get_vm(int(event["vm_id"])))
     if vm is None or vm.status == "ERROR":
         return {"outcome": "lost"}
@@ -190,7 +191,7 @@ def mark_awake(event: dict[str, Any]) -> dict[str, Any]:
     advance(event, statuses.SUCCESS, allowed=(statuses.WAKING,), endpoint=endpoint(event["floating_ip"], replica),
             serving_since=int(now), last_used_minute=used_minute(now), error_message=None,
             wake_seconds=max(1, round(took)) if took is not None else None)
-    return {}
+    return outcomes.repeated(replica.vm_status == statuses.SUCCESS)
 
 
 HYPERSTACK_STEPS: dict[str, Callable[[dict[str, Any], Hyperstack], dict[str, Any]]] = {

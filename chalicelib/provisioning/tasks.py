@@ -143,7 +143,7 @@ def mark_ready(event: dict[str, Any]) -> dict[str, Any]:
     replica = live(event, allowed=(statuses.BOOTING,), done=(statuses.SUCCESS,))
     advance(event, statuses.SUCCESS, allowed=(statuses.BOOTING,), endpoint=endpoint(event["floating_ip"], replica),
             error_message=None, serving_since=int(time.time()))
-    return {}
+    return outcomes.repeated(replica.vm_status == statuses.SUCCESS)
 
 
 def delete_vm(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
@@ -158,8 +158,8 @@ def mark_failed(event: dict[str, Any]) -> dict[str, Any]:
         reason += f" Deleting its VM failed too, so it may still exist: {failure_reason(cleanup)}"
     try:
         mark(int(event["replica_id"]), statuses.FAILED, allowed=_MAY_FAIL, error_message=reason, hibernated_at=None)
-    except ReplicaGone:
-        pass  # deleted meanwhile: its teardown owns it now
+    except ReplicaGone:  # deleted meanwhile (its teardown owns it now), or failed by this step delivered before
+        return {"reason": reason, **outcomes.repeated(True)}
     return {"reason": reason}
 
 
@@ -210,8 +210,8 @@ def stop_create(event: dict[str, Any]) -> dict[str, Any]:
 def teardown(event: dict[str, Any], hyperstack: Hyperstack = configured_hyperstack) -> dict[str, Any]:
     """Delete every VM of the replica's name, then its rows; runs once its create execution ended."""
     replica = find(int(event["replica_id"]))
-    if replica is None:
-        return {}
+    if replica is None:  # torn down by this step delivered before, or by another teardown beside it
+        return outcomes.repeated(True)
     _delete_vm(hyperstack(), int(replica.id), replica.vm_id)
     delete_rows(replica)
     return {}
@@ -221,8 +221,8 @@ def mark_delete_failed(event: dict[str, Any]) -> dict[str, Any]:
     reason = "Teardown failed, the VM may still exist: " + failure_reason(event.get("error"))
     try:
         mark(int(event["replica_id"]), statuses.DELETE_FAILED, allowed=(statuses.DELETING,), error_message=reason)
-    except ReplicaGone:
-        pass
+    except ReplicaGone:  # marked by this step delivered before, or torn down by another teardown
+        return {"reason": reason, **outcomes.repeated(True)}
     return {"reason": reason}
 
 

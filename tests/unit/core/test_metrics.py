@@ -17,11 +17,14 @@ import pytest
 from chalicelib.chat import metering, routing, service
 from chalicelib.chat.openai_errors import internal_error_response
 from chalicelib.core import metric_names as names
+from chalicelib.core import replica_statuses as statuses
 from chalicelib.core.observability import METRICS_NAMESPACE
 from chalicelib.core.settings import get_chat_settings, get_settings
 from chalicelib.core.vm_naming import replica_vm_name
 from chalicelib.provisioning import outcomes, tasks
+from chalicelib.store.tables import Replica
 from tests.unit.plain_replica import PlainReplica
+from tests.unit.provisioning.test_provisioning_tasks import FakeHyperstack
 from tests.unit.provisioning.test_reconciler import DEPLOYMENT, sweep
 from tests.unit.provisioning.test_reconciler import FakeHyperstack as FakeReconcilerHyperstack
 
@@ -31,6 +34,7 @@ ANSWER = {"id": "c1", "object": "chat.completion", "model": "m",
           "usage": USAGE}
 MODEL_NUMBERS = itertools.count()
 STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:execution:hyperstack-llm-proxy-prod-{machine}:replica-9-x"
+REPLICA_ID = 424242
 
 # (dimension name, value) pairs of a line, in order -> {metric name: (unit, value)}
 Emitted = dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]]
@@ -261,11 +265,16 @@ def test_a_powertools_service_name_adds_no_dimension(api, emitted, monkeypatch):
 # --- workflows --------------------------------------------------------------------------------------
 
 
-def step(name: str, machine: str = "provisioning", replica_id: int = 424242) -> dict[str, Any]:
-    """A step of a replica that no longer exists: each of these ends its workflow without touching anything."""
-    return tasks.handle({"step": name, "replica_id": replica_id,
-                         "execution_arn": STATE_MACHINE.format(machine=machine)},
-                        hyperstack=lambda: FakeReconcilerHyperstack())
+def step(name: str, machine: str = "provisioning", status: str = statuses.DELETING) -> dict[str, Any]:
+    """An ending step of a replica in `status` whose VM is gone: each of these ends its workflow."""
+    Replica(REPLICA_ID, model_id=1, vm_status=status, created_at=0, name="vm").save()
+    return again(name, machine)
+
+
+def again(name: str, machine: str = "provisioning") -> dict[str, Any]:
+    """The step delivered (again) as it was."""
+    return tasks.handle({"step": name, "replica_id": REPLICA_ID, "execution_arn": STATE_MACHINE.format(
+        machine=machine)}, hyperstack=FakeHyperstack)
 
 
 def outcome(workflow: str, result: str) -> dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]]:
@@ -275,24 +284,34 @@ def outcome(workflow: str, result: str) -> dict[tuple[tuple[str, str], ...], dic
     return counted
 
 
-def test_a_finished_teardown_is_a_delete_that_succeeded(aws, emitted):
+def test_a_finished_teardown_is_a_delete_that_succeeded_counted_once_if_delivered_again(aws, emitted):
     step("teardown")
+    again("teardown")
 
     assert emitted() == outcome("delete", "succeeded")
 
 
-def test_a_failed_teardown_is_a_delete_that_failed_and_a_workflow_failure(aws, emitted):
+def test_a_failed_teardown_is_a_delete_that_failed_and_a_workflow_failure_counted_once(aws, emitted):
     step("mark_delete_failed")
+    again("mark_delete_failed")
 
     assert emitted() == outcome("delete", "failed")
 
 
-@pytest.mark.parametrize(("machine", "workflow"), [("provisioning", "create"), ("hibernate", "hibernate"),
-                                                    ("wake", "wake")])
-def test_a_compensated_workflow_fails_as_its_state_machine_says(aws, emitted, machine, workflow):
-    step("mark_failed", machine)
+@pytest.mark.parametrize(("machine", "workflow", "status"), [
+    ("provisioning", "create", statuses.BOOTING), ("hibernate", "hibernate", statuses.HIBERNATING),
+    ("wake", "wake", statuses.WAKING)])
+def test_a_compensated_workflow_fails_as_its_state_machine_says_counted_once(aws, emitted, machine, workflow, status):
+    step("mark_failed", machine, status)
+    again("mark_failed", machine)
 
     assert emitted() == outcome(workflow, "failed")
+
+
+def test_a_compensation_whose_replica_was_deleted_meanwhile_is_counted_by_no_workflow(aws, emitted):
+    step("mark_failed", status=statuses.DELETING)
+
+    assert emitted() == {}
 
 
 def test_local_state_machine_names_say_the_workflow_too():

@@ -452,7 +452,8 @@ def test_teardown_of_a_replica_already_gone_asks_hyperstack_nothing(api, model_i
     being_deleted(api, replica_id)
     Replica(replica_id).delete()
 
-    assert run("teardown", replica_id) == {}  # run() fails the test if a client is asked for
+    # run() fails the test if a client is asked for; not counted again as a delete that succeeded
+    assert run("teardown", replica_id) == {"repeated": True}
 
 
 def test_teardown_that_hyperstack_refuses_keeps_the_rows_and_marks_delete_failed(api, model_id, hyperstack):
