@@ -44,6 +44,7 @@ from chalicelib.core.scaling_rule import (
     desired_count_unbounded,
 )
 from chalicelib.provisioning import workflow
+from chalicelib.provisioning.idle_check import serving_since
 from chalicelib.store import model_load, template_secrets
 from chalicelib.store.conditional import update_if
 from chalicelib.store.tables import LlmModel, Replica
@@ -178,7 +179,7 @@ def _scale_in(replicas: list[Replica], acted: dict[str, Any], settings: ScalingS
     settled = now - settings.scale_in_after_seconds
     serving = [replica for replica in replicas
                if replica.vm_status == statuses.SUCCESS and replica_admin.is_provisioned(replica)
-               and float(replica.serving_since if replica.serving_since is not None else replica.created_at) <= settled]
+               and serving_since(replica) <= settled]
     for replica in sorted(serving, key=lambda r: (r.scale_slot is None, _newest_first(r))):
         cannot_hibernate = (replica.error_message or "").startswith(REFUSED_PREFIX)
         if cannot_hibernate and replica.scale_slot is None:
@@ -186,8 +187,7 @@ def _scale_in(replicas: list[Replica], acted: dict[str, Any], settings: ScalingS
         if cannot_hibernate:
             _tear_down(replica, acted)
         else:
-            serving_since = replica.serving_since if replica.serving_since is not None else replica.created_at
-            workflow.start_scale_in(int(replica.id), int(serving_since))
+            workflow.start_scale_in(int(replica.id), int(serving_since(replica)))
             acted["hibernating"].append(int(replica.id))
         return
 

@@ -66,7 +66,7 @@ def _check_each(now: float, outcome: dict[str, list[int]]) -> None:
                                                                   "vm_status": replica.vm_status})
         elif idle(replica, now) and spare.get(int(replica.model_id), 1) > 0:
             spare[int(replica.model_id)] = spare.get(int(replica.model_id), 1) - 1
-            workflow.start_hibernate(int(replica.id), int(_serving_since(replica)), restart_failed=True)
+            workflow.start_hibernate(int(replica.id), int(serving_since(replica)), restart_failed=True)
             outcome["hibernating"].append(int(replica.id))
             logger.info("idle replica hibernating", extra={
                 "replica_id": int(replica.id), "hibernate_after_seconds": int(replica.hibernate_after_seconds),
@@ -97,10 +97,11 @@ def idle(replica: Replica, now: float) -> bool:
         return False
     last_used = int(replica.last_used_minute) if replica.last_used_minute is not None else None
     after = int(replica.hibernate_after_seconds) if replica.hibernate_after_seconds else None
-    return is_idle(last_used, _serving_since(replica), after, now)
+    return is_idle(last_used, serving_since(replica), after, now)
 
 
-def _serving_since(replica: Replica) -> float:
+def serving_since(replica: Replica) -> float:
+    """When the replica's current serving period began (its creation, for a row from before the field)."""
     return float(replica.serving_since if replica.serving_since is not None else replica.created_at)
 
 
